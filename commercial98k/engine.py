@@ -1,0 +1,141 @@
+"""Run a per-item step over many items: in-process, in a local pool, or as Ray tasks.
+
+A *step* is a picklable callable ``step(item: dict) -> dict`` that returns the item's result
+row with a ``status`` (see ``schema.STATUSES``) and an ``error``. It never raises for bad
+input: it catches, records the cause, and returns a failed row (video2dataset's convention).
+``run_steps`` yields rows as they finish, with a progress bar counting done / failed / skipped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[dict], dict]
+ENGINES = ("local", "ray")
+
+
+def safe_call(step: Step, item: dict) -> dict:
+    """Call ``step``; turn an unexpected exception into a failed row naming the cause."""
+    try:
+        row = step(item)
+    except Exception as e:  # a bug or an unforeseen input must not stop the run
+        row = dict(item)
+        row["status"] = "failed"
+        row["error"] = f"{type(e).__name__}: {e}"
+        log.debug("step failed on %s\n%s", item, traceback.format_exc())
+    return row
+
+
+def item_name(row: dict) -> str:
+    for k in ("clip_id", "video_id", "url", "path"):
+        if row.get(k):
+            return str(row[k])
+    return "?"
+
+
+class Progress:
+    """A tqdm bar whose postfix counts rows by status; prints one line per failure."""
+
+    def __init__(self, total: int | None, desc: str, disable: bool | None = None):
+        self.counts: Counter[str] = Counter()
+        self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=disable, file=sys.stderr)
+
+    def update(self, row: dict) -> None:
+        status = row.get("status") or "ok"
+        bucket = "done" if status == "ok" else "skipped" if status in ("skipped", "duplicate") else "failed"
+        self.counts[bucket] += 1
+        if bucket == "failed":
+            self.bar.write(f"error: {item_name(row)}: {status}: {row.get('error') or 'no detail'}", file=sys.stderr)
+        self.bar.set_postfix(done=self.counts["done"], failed=self.counts["failed"], skipped=self.counts["skipped"])
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_steps(step: Step, items: Iterable[dict], *, workers: int = 1, engine: str = "local",
+              address: str | None = None, desc: str = "", total: int | None = None,
+              processes: bool = False, progress: bool | None = None) -> Iterator[dict]:
+    """Apply ``step`` to every item and yield result rows as they complete.
+
+    ``engine="local"`` uses threads (``processes=True``: a process pool) with ``workers``
+    in flight; ``workers=1`` runs in this process. ``engine="ray"`` submits Ray tasks to the
+    cluster at ``address`` (or a local Ray instance) with at most ``workers`` in flight.
+    """
+    items = list(items)
+    bar = Progress(total if total is not None else len(items), desc, disable=None if progress is None else not progress)
+    try:
+        if engine == "ray":
+            results = _run_ray(step, items, workers, address)
+        elif engine == "local":
+            results = _run_local(step, items, workers, processes)
+        else:
+            raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+        for row in results:
+            bar.update(row)
+            yield row
+    finally:
+        bar.close()
+
+
+def _run_local(step: Step, items: list[dict], workers: int, processes: bool) -> Iterator[dict]:
+    if workers <= 1:
+        for it in items:
+            yield safe_call(step, it)
+        return
+    pool_cls = cf.ProcessPoolExecutor if processes else cf.ThreadPoolExecutor
+    with pool_cls(max_workers=workers) as pool:
+        pending: set[cf.Future] = set()
+        it = iter(items)
+        for item in it:  # keep at most 2*workers in flight so huge item lists stay cheap
+            pending.add(pool.submit(safe_call, step, item))
+            if len(pending) >= 2 * workers:
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+        for f in cf.as_completed(pending):
+            yield f.result()
+
+
+def _run_ray(step: Step, items: list[dict], workers: int, address: str | None) -> Iterator[dict]:
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("--engine ray needs Ray: pip install 'commercial98k[ray]'") from e
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = max(1, workers)
+        ray.init(**kwargs)
+    remote = ray.remote(safe_call)
+    step_ref = ray.put(step)
+    pending: list = []
+    it = iter(items)
+    limit = max(1, workers) * 2
+    try:
+        for item in it:
+            pending.append(remote.remote(step_ref, item))
+            if len(pending) >= limit:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield ray.get(ref)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,83 @@
+"""File-system helpers: atomic writes, hashing, safe names."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    Readers never see a half-written file: either the old content or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented UTF-8 JSON to ``path`` atomically."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def safe_id(*parts: str, max_len: int = 120) -> str:
+    """Join ``parts`` into an id safe as a file name and a WebDataset key (no dots, no slashes).
+
+    Characters outside ``[A-Za-z0-9_-]`` become ``_``; long ids keep a hash suffix so they stay unique.
+    """
+    raw = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    clean = _SAFE_ID.sub("_", raw).strip("_-") or "x"
+    if len(clean) > max_len or clean != raw:
+        digest = hashlib.sha1(raw.encode("utf-8")).hexdigest()[:8]
+        if len(clean) > max_len - 9:
+            clean = clean[: max_len - 9]
+        if clean != raw:
+            clean = f"{clean}_{digest}"
+    return clean
+
+
+def within(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Resolve ``path`` under ``root`` and refuse anything that escapes it."""
+    root_r = Path(root).resolve()
+    p = (root_r / path).resolve()
+    if p != root_r and root_r not in p.parents:
+        raise ValueError(f"path {path!r} escapes the data root {root_r}")
+    return p

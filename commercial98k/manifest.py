@@ -1,0 +1,176 @@
+"""Reading and writing Parquet manifests: parts written atomically, then compacted to one file.
+
+A manifest at ``manifests/c98k.parquet`` may have a sibling folder ``manifests/c98k.parts/``
+holding parts that a running (or killed) stage has flushed. Readers merge the compacted file
+and the parts, the newest row per key winning, so a killed run loses at most the rows it had
+not yet flushed; ``compact`` folds the parts into the file with an atomic rename.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .fsutil import atomic_path
+from .schema import KEYS, Problem, conform, guess_kind, rows_to_table, validate_table
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or does not validate."""
+
+
+def parts_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".parts")
+
+
+def _read_file(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
+
+
+def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True) -> pa.Table:
+    """Read a manifest (file plus pending parts), newest row per key, conformed to its schema."""
+    path = Path(path)
+    tables = []
+    if path.exists():
+        tables.append(_read_file(path))
+    pdir = parts_dir(path)
+    if with_parts and pdir.is_dir():
+        tables += [_read_file(p) for p in sorted(pdir.glob("part-*.parquet"))]
+    if not tables:
+        raise ManifestError(f"{path}: no such manifest (run the stage that writes it first)")
+    kind = kind or guess_kind(tables[0].schema)
+    merged = pa.concat_tables([conform(t, kind) for t in tables], promote_options="permissive")
+    return dedupe_latest(merged, KEYS[kind])
+
+
+def dedupe_latest(table: pa.Table, key: str) -> pa.Table:
+    """Keep the last row for every key, in first-seen key order."""
+    keys = table.column(key).to_pylist()
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+        last[k] = i
+    if len(last) == len(keys):
+        return table
+    order = sorted(last.values(), key=lambda i: first[keys[i]])
+    return table.take(pa.array(order, pa.int64()))
+
+
+def write_manifest(table: pa.Table | list[dict], path: str | os.PathLike, kind: str | None = None,
+                   validate: bool = True) -> Path:
+    """Write a whole manifest atomically (temp file, then rename) and drop its parts folder."""
+    path = Path(path)
+    if isinstance(table, list):
+        if kind is None:
+            raise ValueError("kind is required when writing rows")
+        table = rows_to_table(table, kind)
+    kind = kind or guess_kind(table.schema)
+    table = conform(table, kind)
+    if validate:
+        problems = validate_table(table, kind)
+        if problems:
+            raise ManifestError(f"{path}: refusing to write an invalid manifest: {problems[0]}"
+                                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def compact(path: str | os.PathLike, kind: str | None = None) -> Path:
+    """Fold pending parts into the manifest file atomically, then delete the parts."""
+    path = Path(path)
+    pdir = parts_dir(path)
+    parts = sorted(pdir.glob("part-*.parquet")) if pdir.is_dir() else []
+    if not parts:
+        return path
+    table = read_manifest(path, kind)
+    write_manifest(table, path, kind, validate=False)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    try:
+        pdir.rmdir()
+    except OSError:
+        pass
+    return path
+
+
+def problems_in(path: str | os.PathLike, kind: str | None = None) -> list[Problem]:
+    """Validate a manifest file as stored (no conforming), returning its problems."""
+    table = _read_file(Path(path))
+    return validate_table(table, kind)
+
+
+class ManifestWriter:
+    """Appends rows to a manifest as parts, flushed every ``flush_every`` rows or seconds.
+
+    Use as a context manager; on exit the parts are compacted into the manifest file.
+    Rows with an existing key replace the old row (newest wins).
+    """
+
+    def __init__(self, path: str | os.PathLike, kind: str, flush_every: int = 64, flush_seconds: float = 30.0):
+        self.path = Path(path)
+        self.kind = kind
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._rows: list[dict] = []
+        self._last_flush = time.monotonic()
+        self._seq = 0
+        self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def add(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.flush_every or time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def extend(self, rows: Iterable[dict]) -> None:
+        for r in rows:
+            self.add(r)
+
+    def flush(self) -> None:
+        """Write buffered rows as one part file (atomic)."""
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        table = rows_to_table(self._rows, self.kind)
+        part = parts_dir(self.path) / f"part-{self._run}-{self._seq:06d}.parquet"
+        with atomic_path(part, suffix=".parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        self._seq += 1
+        self._rows = []
+
+    def close(self) -> None:
+        self.flush()
+        compact(self.path, self.kind)
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Flush what finished even on error or Ctrl-C; compact only on a clean exit.
+        self.flush()
+        if exc_type is None:
+            compact(self.path, self.kind)
+
+
+def existing_keys(path: str | os.PathLike, kind: str, statuses: Iterable[str] | None = None) -> set[str]:
+    """Keys already recorded in a manifest (optionally only rows with one of ``statuses``)."""
+    try:
+        table = read_manifest(path, kind)
+    except ManifestError:
+        return set()
+    keys = table.column(KEYS[kind]).to_pylist()
+    if statuses is None:
+        return set(keys)
+    wanted = set(statuses)
+    return {k for k, s in zip(keys, table.column("status").to_pylist(), strict=True) if s in wanted}

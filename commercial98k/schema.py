@@ -1,0 +1,247 @@
+"""The one definition of the manifest schema (pyarrow) and its validation.
+
+Two kinds of manifest share the columns defined here:
+
+* ``videos`` (``manifests/videos.parquet``): one row per fetched video, written by ``c98k fetch``.
+* ``clips`` (``manifests/c98k.parquet``): one row per training clip. It carries the video
+  columns, plus those that ``c98k split`` fills (spans, shots, music segment, identity) and
+  those that ``c98k label`` fills (emotion, tags, category confidence, feature references).
+
+Every column is declared once, in a group named after the stage that fills it. A manifest
+always holds all the columns of its kind; a stage that has not run yet leaves its columns null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SPAN = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
+
+#: Row status values. ``ok`` rows are usable; the others carry the cause in ``error``.
+STATUSES = ("ok", "pending", "failed", "skipped", "duplicate", "no_audio", "no_music", "unsupported")
+SPLITS = ("train", "val", "test")
+
+SOURCE_FIELDS = [
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("platform", pa.string()),  # yt-dlp extractor key, or "local"
+    pa.field("platform_id", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("description", pa.string()),
+    pa.field("uploader", pa.string()),
+    pa.field("license", pa.string()),
+    pa.field("platform_tags", pa.list_(pa.string())),  # tags and hashtags as the platform gave them
+    pa.field("upload_date", pa.string()),
+    pa.field("view_count", pa.int64()),
+    pa.field("like_count", pa.int64()),
+    pa.field("category", pa.string()),  # the crawl category (taxonomy id)
+    pa.field("query", pa.string()),  # the search or source that found it
+    pa.field("crawled_at", pa.timestamp("us", tz="UTC")),
+    pa.field("video_path", pa.string()),  # relative to the data root
+    pa.field("content_sha256", pa.string()),
+    pa.field("filesize", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+]
+
+PROBE_FIELDS = [
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("fps", pa.float64()),
+    pa.field("has_audio", pa.bool_()),
+]
+
+SPLIT_FIELDS = [
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("clip_index", pa.int32()),
+    pa.field("clip_start_s", pa.float64()),
+    pa.field("clip_end_s", pa.float64()),
+    pa.field("clip_start_frame", pa.int64()),
+    pa.field("clip_end_frame", pa.int64()),
+    pa.field("shots", pa.list_(SPAN)),  # shot spans inside the video, seconds
+    pa.field("music_segments", pa.list_(SPAN)),  # spans where background music plays
+    pa.field("music_start_s", pa.float64()),  # the main music segment
+    pa.field("music_end_s", pa.float64()),
+    pa.field("has_music", pa.bool_()),
+    pa.field("music_ratio", pa.float32()),  # share of the clip's frames classified as music
+    pa.field("music_id", pa.string()),  # same track, same id (audio fingerprint)
+    pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64
+    pa.field("video_phash", pa.string()),  # perceptual hash of keyframes (hex)
+    pa.field("dup_group", pa.string()),  # near-duplicate video group
+    pa.field("clip_path", pa.string()),  # relative to the data root
+    pa.field("audio_path", pa.string()),
+]
+
+LABEL_FIELDS = [
+    pa.field("category_confidence", pa.float32()),
+    pa.field("predicted_category", pa.string()),
+    pa.field("tags", pa.list_(pa.string())),  # normalised text tags
+    pa.field("music_tags", pa.list_(pa.string())),  # genre / instrument / mood from the audio model
+    pa.field("valence", pa.float32()),  # [-1, 1]
+    pa.field("arousal", pa.float32()),  # [-1, 1]
+    pa.field("emotion", pa.string()),
+    pa.field("emotion_probs", pa.map_(pa.string(), pa.float32())),
+    pa.field("audio_embedding", pa.string()),  # feature-store reference (relative .npy path)
+    pa.field("frame_embedding", pa.string()),
+    pa.field("tag_embedding", pa.string()),
+    pa.field("split", pa.string()),
+]
+
+#: Which model or tool made which columns: ``"name version sha256[:12]"``.
+PROVENANCE_FIELDS = [
+    pa.field("fetcher", pa.string()),
+    pa.field("shot_detector", pa.string()),
+    pa.field("music_detector", pa.string()),
+    pa.field("fingerprinter", pa.string()),
+    pa.field("audio_model", pa.string()),
+    pa.field("frame_model", pa.string()),
+    pa.field("emotion_model", pa.string()),
+    pa.field("text_model", pa.string()),
+]
+
+VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1])
+CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS)
+SCHEMAS = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
+KEYS = {"videos": "video_id", "clips": "clip_id"}
+
+SPAN_TOLERANCE_S = 0.05
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The schema of a manifest kind (``videos`` or ``clips``)."""
+    try:
+        return SCHEMAS[kind]
+    except KeyError:
+        raise ValueError(f"unknown manifest kind {kind!r}; use one of {sorted(SCHEMAS)}") from None
+
+
+def guess_kind(schema: pa.Schema) -> str:
+    """``clips`` when the table has a ``clip_id`` column, else ``videos``."""
+    return "clips" if "clip_id" in schema.names else "videos"
+
+
+def rows_to_table(rows: list[dict], kind: str) -> pa.Table:
+    """Build a table of the kind's full schema from row dicts; absent columns become null."""
+    schema = schema_for(kind)
+    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def conform(table: pa.Table, kind: str) -> pa.Table:
+    """Add the kind's missing columns as nulls, order and cast columns to the schema.
+
+    Extra columns are kept at the end, so stages and users may add their own.
+    """
+    schema = schema_for(kind)
+    arrays, fields = [], []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            arrays.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+        fields.append(f)
+    for name in table.column_names:
+        if name not in schema.names:
+            arrays.append(table.column(name))
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest. ``row`` is None for whole-column problems."""
+
+    column: str
+    message: str
+    row: int | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" + (f" ({self.key})" if self.key else "") if self.row is not None else "all rows"
+        return f"{where}, column {self.column}: {self.message}"
+
+
+def validate_table(table: pa.Table, kind: str | None = None, max_problems: int = 100) -> list[Problem]:
+    """Check a manifest table against the schema and its invariants; return the problems found.
+
+    Checks: every column present with its type; keys present and unique; status known;
+    clip, music and shot spans ordered and inside the video; valence/arousal in [-1, 1];
+    ``category_confidence`` in [0, 1]; ``split`` known.
+    """
+    kind = kind or guess_kind(table.schema)
+    schema = schema_for(kind)
+    problems: list[Problem] = []
+    for f in schema:
+        if f.name not in table.column_names:
+            problems.append(Problem(f.name, f"missing column (expected {f.type})"))
+        elif table.schema.field(f.name).type != f.type:
+            problems.append(Problem(f.name, f"wrong type {table.schema.field(f.name).type}, expected {f.type}"))
+    if problems:  # row checks need the right columns
+        return problems[:max_problems]
+
+    key = KEYS[kind]
+    keys = table.column(key).to_pylist()
+    rows = table.to_pylist()
+    seen: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k is None or k == "":
+            problems.append(Problem(key, "empty key", i))
+        elif k in seen:
+            problems.append(Problem(key, f"duplicate {key} {k!r} (first at row {seen[k]})", i, k))
+        else:
+            seen[k] = i
+    for f in schema:
+        if not f.nullable and f.name != key:
+            nulls = pc.is_null(table.column(f.name)).to_pylist()
+            problems += [Problem(f.name, "null in a required column", i, keys[i]) for i, n in enumerate(nulls) if n]
+    for i, r in enumerate(rows):
+        problems += _row_problems(i, r, keys[i])
+        if len(problems) >= max_problems:
+            break
+    return problems[:max_problems]
+
+
+def _row_problems(i: int, r: dict, key: str | None) -> list[Problem]:
+    out: list[Problem] = []
+
+    def bad(column: str, message: str) -> None:
+        out.append(Problem(column, message, i, key))
+
+    if r.get("status") is not None and r["status"] not in STATUSES:
+        bad("status", f"unknown status {r['status']!r}; expected one of {', '.join(STATUSES)}")
+    dur = r.get("duration_s")
+    if dur is not None and dur < 0:
+        bad("duration_s", f"negative duration {dur}")
+    tol = SPAN_TOLERANCE_S
+
+    def check_span(column: str, start: float | None, end: float | None) -> None:
+        if start is None and end is None:
+            return
+        if start is None or end is None:
+            bad(column, f"half-open span {start}-{end}")
+        elif start < -tol or end < start:
+            bad(column, f"span {start:.3f}-{end:.3f} s is not ordered")
+        elif dur is not None and end > dur + tol:
+            bad(column, f"span {start:.3f}-{end:.3f} s ends after the video ({dur:.3f} s)")
+
+    if "clip_start_s" in r:
+        check_span("clip_end_s", r.get("clip_start_s"), r.get("clip_end_s"))
+        check_span("music_end_s", r.get("music_start_s"), r.get("music_end_s"))
+        for column in ("shots", "music_segments"):
+            for s in r.get(column) or []:
+                check_span(column, s.get("start_s"), s.get("end_s"))
+        for column in ("valence", "arousal"):
+            v = r.get(column)
+            if v is not None and not -1.0 - 1e-6 <= v <= 1.0 + 1e-6:
+                bad(column, f"{v} outside [-1, 1]")
+        c = r.get("category_confidence")
+        if c is not None and not 0.0 <= c <= 1.0 + 1e-6:
+            bad("category_confidence", f"{c} outside [0, 1]")
+        if r.get("split") is not None and r["split"] not in SPLITS:
+            bad("split", f"unknown split {r['split']!r}")
+    return out

@@ -1,0 +1,1 @@
+"""One module per ``c98k`` command; each exposes ``command`` (a click command or group)."""
