@@ -8,6 +8,7 @@ not yet flushed; ``compact`` folds the parts into the file with an atomic rename
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -98,10 +99,8 @@ def compact(path: str | os.PathLike, kind: str | None = None) -> Path:
     write_manifest(table, path, kind, validate=False)
     for p in parts:
         p.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):
         pdir.rmdir()
-    except OSError:
-        pass
     return path
 
 
