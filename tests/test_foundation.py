@@ -1,0 +1,96 @@
+"""Taxonomy, safe ids, atomic writes, the step engine and the CLI entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from commercial98k.engine import run_steps
+from commercial98k.fsutil import atomic_path, safe_id, within
+from commercial98k.taxonomy import UnknownCategory, load_taxonomy
+
+
+def test_taxonomy_has_the_major_categories_in_two_languages():
+    tax = load_taxonomy()
+    assert len(tax) >= 10
+    for must in ("cosmetics", "apparel", "food", "digital", "home", "mother_baby", "sports_outdoor",
+                 "jewelry_accessories", "pets", "health", "automotive"):
+        cat = tax.get(must)
+        assert cat.name_en and cat.queries
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in cat.name_zh)  # a Chinese name
+    assert tax.index("cosmetics") == 0
+    with pytest.raises(UnknownCategory, match="unknown category 'toys'"):
+        tax.index("toys")
+
+
+def test_taxonomy_file_errors_are_named(tmp_path):
+    path = tmp_path / "cats.json"
+    path.write_text(json.dumps({"categories": [{"id": "a", "name_en": "A", "name_zh": "甲"}]}))
+    with pytest.raises(ValueError, match="category #0 lacks 'queries'"):
+        load_taxonomy(path)
+
+
+@pytest.mark.parametrize("raw", ["../../etc/passwd", "a/b", "视频 标题!", "x.y", "a" * 300])
+def test_safe_id_never_escapes(raw, tmp_path):
+    sid = safe_id("youtube", raw)
+    assert set(sid) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    assert len(sid) <= 120
+    assert within(tmp_path, f"videos/{sid}.mp4").parent == (tmp_path / "videos").resolve()
+
+
+def test_safe_id_keeps_distinct_inputs_distinct():
+    assert safe_id("yt", "a/b") != safe_id("yt", "a_b")
+    assert safe_id("yt", "abc") == "yt-abc"
+
+
+def test_within_rejects_escapes(tmp_path):
+    with pytest.raises(ValueError, match="escapes the data root"):
+        within(tmp_path, "../outside.mp4")
+
+
+def test_atomic_path_leaves_old_content_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def _flaky_step(item: dict) -> dict:
+    if item["n"] % 3 == 0:
+        raise OSError(f"cannot open item {item['n']}")
+    return {**item, "status": "skipped" if item["n"] % 3 == 1 else "ok", "thread": threading.get_ident()}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_run_steps_turns_exceptions_into_failed_rows(workers, capsys):
+    rows = list(run_steps(_flaky_step, [{"video_id": f"v{i}", "n": i} for i in range(9)], workers=workers, desc="t"))
+    assert sorted(r["n"] for r in rows) == list(range(9))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert sorted(r["n"] for r in failed) == [0, 3, 6]
+    assert failed[0]["error"].startswith("OSError: cannot open item")
+    err = capsys.readouterr().err
+    assert err.count(": failed: OSError: cannot open item") == 3
+    assert "error: v3: failed: OSError: cannot open item 3" in err
+
+
+def test_run_steps_rejects_unknown_engine():
+    with pytest.raises(ValueError, match="unknown engine 'spark'"):
+        list(run_steps(_flaky_step, [{"n": 1}], engine="spark"))
+
+
+@pytest.mark.parametrize(("module", "commands"), [
+    ("pipelines.cli", ["validate"]),
+    ("yuyin.cli", []),
+])
+def test_cli_help_lists_commands(module, commands):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Usage:" in out
+    for c in commands:
+        assert c in out
