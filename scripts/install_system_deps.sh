@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the pipeline calls: ffmpeg/ffprobe, fpcalc (Chromaprint),
-# fluidsynth and a General MIDI soundfont (demo music). Uses Debian's packages when apt-get
+# fluidsynth and a General MIDI soundfont (demo music), espeak-ng and DejaVu fonts (demo
+# voice-overs and text overlays). Uses Debian's packages when apt-get
 # can be used; otherwise says what is missing. Idempotent and quiet when all is present.
 set -euo pipefail
 need=()
@@ -8,6 +9,9 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+
 command -v fpcalc >/dev/null 2>&1 || need+=(libchromaprint-tools)
 command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 [ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)  # demo voice-overs
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need+=(fonts-dejavu-core)  # demo text overlays
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)  # Chinese tags in c98k stats plots
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "installing Debian packages: ${need[*]}"

@@ -74,9 +74,8 @@ def make_labelled_corpus(tmp_path: str | os.PathLike, n_clips: int = 120, catego
     for v in range(n_videos):
         category = categories[v % len(categories)]
         video_id = f"synth-v{v:05d}"
-        dup_group = f"dup-{v // 2:05d}" if rng.random() < dup_share * 2 and v % 2 == 0 else None
-        if dup_group is None and v % 2 == 1 and rows and rows[-1]["dup_group"]:
-            dup_group = rows[-1]["dup_group"]  # the pair's second video
+        if v % 2 == 0:  # videos 2k and 2k+1 are near-duplicates with probability 2 * dup_share
+            dup_group = f"dup-{v // 2:05d}" if rng.random() < dup_share * 2 else None
         n_here = min(clips_per_video, n_clips - len(rows))
         video_dur = 10.0 * n_here + 5.0
         keywords = [k for k in taxonomy.get(category).keywords if k.isascii()][:8]
@@ -105,7 +104,7 @@ def make_labelled_corpus(tmp_path: str | os.PathLike, n_clips: int = 120, catego
                                                               "TimeoutError: ffmpeg timed out"]))
                 rows.append(row)
                 continue
-            e = np.tanh(z @ proj_e / np.sqrt(latent))
+            e = np.tanh(0.5 * z @ proj_e / np.sqrt(latent))
             probs = np.exp(3 * e[2:]) / np.exp(3 * e[2:]).sum()
             t_v, t_a = int(rng.integers(6, 20)), int(rng.integers(8, 30))
             frames = (z + cat_latent[category]) @ proj_v + 0.3 * rng.normal(size=(t_v, d["frames"]))

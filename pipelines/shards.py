@@ -1,0 +1,37 @@
+"""Stage ``build-shards``: labelled clips manifest -> WebDataset shards + index.json."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from commercial98k.shards import ShardFilters, build_shards
+
+
+def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os.PathLike,
+        filters: ShardFilters | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0, samples_per_shard: int = 1000, with_media: bool = False,
+        min_tag_count: int = 1, verify_sha256: bool = True, progress: bool | None = None) -> dict[str, Any]:
+    """Build or update the shards; return the index (see ``commercial98k.shards.build_shards``)."""
+    return build_shards(manifest, out, data_root, filters=filters, fractions=fractions, seed=seed,
+                        samples_per_shard=samples_per_shard, with_media=with_media,
+                        min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress)
+
+
+def summary_lines(index: dict[str, Any], out: str | os.PathLike) -> list[str]:
+    """Human summary of a build: samples and shards per split, rebuilt shards, skipped rows."""
+    lines = []
+    for split, s in index["splits"].items():
+        size = sum(sh["bytes"] for sh in s["shards"]) / 1e6
+        lines.append(f"{split:5s}: {s['samples']:7d} samples in {len(s['shards']):4d} shard(s), {size:9.1f} MB")
+    lines.append(f"rebuilt {len(index['rebuilt_shards'])} shard(s); tag vocabulary {len(index['tag_vocab'])}; "
+                 f"dims {index['dims']}")
+    if index.get("filtered_out"):
+        lines.append("filtered out: " + ", ".join(f"{k}: {v}" for k, v in sorted(index["filtered_out"].items())))
+    skipped = index["skipped"]
+    if skipped["count"]:
+        causes = ", ".join(f"{k}: {v}" for k, v in sorted(skipped["by_cause"].items()))
+        lines.append(f"skipped {skipped['count']} clip(s) ({causes})")
+    lines.append(f"index: {Path(out) / 'index.json'}")
+    return lines

@@ -1,0 +1,60 @@
+"""Manifest statistics and the HTML report (commercial98k.stats, c98k stats)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from click.testing import CliRunner
+from synthetic import make_labelled_corpus
+
+from commercial98k.manifest import read_manifest, write_manifest
+from commercial98k.stats import summarize, write_report
+from pipelines.cli import main as cli
+
+
+def test_summary_counts_match_the_manifest(tmp_path):
+    manifest, _ = make_labelled_corpus(tmp_path, n_clips=120, seed=2, failed_share=0.1)
+    rows = read_manifest(manifest).to_pylist()
+    s = summarize(read_manifest(manifest), top_n=5)
+    assert s["kind"] == "clips" and s["rows"] == len(rows)
+    for cat, counts in s["per_category"].items():
+        assert counts == dict(Counter(r["status"] for r in rows if r["category"] == cat))
+    assert s["failures_by_cause"] == dict(Counter(r["error"].split(":")[0] for r in rows if r["status"] != "ok"))
+    music = Counter(r["music_id"] for r in rows)
+    assert s["music"]["tracks"] == len(music) and s["music"]["max_clips_per_track"] == max(music.values())
+    assert sum(k * v for k, v in s["music"]["clips_per_track"].items()) == len(rows)
+    assert s["top_tags"] == Counter(t for r in rows for t in r["tags"] or []).most_common(5)
+    assert s["emotion_labelled"] == sum(r["valence"] is not None for r in rows)
+
+
+def test_html_report_has_the_plots(tmp_path):
+    manifest, _ = make_labelled_corpus(tmp_path, n_clips=60, seed=4, failed_share=0.1)
+    report = tmp_path / "reports" / "stats.html"
+    write_report(manifest, report)
+    page = report.read_text()
+    for title in ("Rows per category", "Durations", "Valence / arousal", "Top tags", "Music reuse", "Failures by cause"):
+        assert title in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 6 and all(len(b) > 1000 for b in images)
+
+
+def test_unlabelled_and_videos_manifests(tmp_path):
+    clips = [{"video_id": f"v{i}", "clip_id": f"v{i}-c000", "status": "ok", "category": "food",
+              "clip_start_s": 0.0, "clip_end_s": 5.0 + i, "duration_s": 20.0} for i in range(4)]
+    path = write_manifest(clips, tmp_path / "c98k.parquet", kind="clips")
+    report = tmp_path / "clips.html"
+    s = write_report(path, report)
+    assert s["emotion_labelled"] == 0 and s["music"]["tracks"] == 0 and s["duration_s"]["count"] == 4
+    page = report.read_text()
+    assert page.count("data:image/png") == 2 and page.count("no data in the manifest yet") == 4
+
+    videos = [{"video_id": "a", "status": "ok", "category": "pets", "duration_s": 30.0, "platform_tags": ["dog"]},
+              {"video_id": "b", "status": "failed", "category": "pets", "error": "DownloadError: HTTP 404"}]
+    vpath = write_manifest(videos, tmp_path / "videos.parquet", kind="videos")
+    res = CliRunner().invoke(cli, ["stats", "--manifest", str(vpath), "--report", str(tmp_path / "v.html")])
+    assert res.exit_code == 0, res.output
+    assert "videos manifest: 2 rows" in res.output and "DownloadError: 1" in res.output
+    assert "dog (1)" in res.output and (tmp_path / "v.html").is_file()
+    bad = CliRunner().invoke(cli, ["stats", "--manifest", str(tmp_path / "missing.parquet"), "--no-report"])
+    assert bad.exit_code == 1 and "no such manifest" in bad.output

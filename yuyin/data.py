@@ -1,0 +1,208 @@
+"""Read Commercial-98K WebDataset shards (``c98k build-shards``) into padded training batches.
+
+Sharding across processes: the shard list of a split is cut first by node (``wds.split_by_node``:
+``torch.distributed`` rank, or the ``RANK``/``WORLD_SIZE`` environment variables), then by
+DataLoader worker (``wds.split_by_worker``). Every (rank, worker) therefore reads a disjoint
+set of whole shards, and their union is the split. For every process to get data, a split
+needs at least ``world_size * num_workers`` shards (``make_loader`` warns otherwise); build
+shards with a smaller ``--samples-per-shard`` if needed.
+
+Batches (``collate``) are dicts::
+
+    frames  float32 [B, Tv, Dv]   frames_mask bool [B, Tv]  (True = valid step)
+    audio   float32 [B, Ta, Da]   audio_mask  bool [B, Ta]
+    emotion float32 [B, E]        (valence, arousal, emotion-class probabilities)
+    tags    float32 [B, N, Dt]    tags_mask   bool [B, N]   tag_ids int64 [B, N] (-1: pad or out of vocabulary)
+    category int64 [B]            music_id, clip_id: list[str]    meta: list[dict] (the sample's json)
+
+Sequences are padded to the longest in the batch (at least 1 step, so a batch never has an
+empty axis); longer than ``max_*`` they are subsampled at evenly spaced steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+ARRAY_MEMBERS = ("frames", "audio", "emotion", "tags", "tag_ids")
+
+
+def load_index(shards_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<shards_dir>/index.json`` (written by ``c98k build-shards``)."""
+    path = Path(shards_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no shard index (run `c98k build-shards --out {shards_dir}` first)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def shard_urls(shards_dir: str | os.PathLike, split: str, index: dict | None = None) -> list[str]:
+    """Absolute paths of a split's shards, in index order."""
+    index = index or load_index(shards_dir)
+    if split not in index["splits"]:
+        raise KeyError(f"unknown split {split!r}; the index has {', '.join(index['splits'])}")
+    return [str(Path(shards_dir) / s["path"]) for s in index["splits"][split]["shards"]]
+
+
+_NPY_HEADER = re.compile(r"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), *\}")
+
+
+def _npy(data: bytes) -> np.ndarray:
+    """Decode ``.npy`` bytes; a fast path for the plain little headers that ``np.save`` writes."""
+    if data[:6] == b"\x93NUMPY" and data[6] in (1, 2):
+        start = 10 if data[6] == 1 else 12
+        end = start + int.from_bytes(data[8:start], "little")
+        m = _NPY_HEADER.match(data[start:end].decode("latin1"))
+        if m:
+            shape = tuple(int(x) for x in m.group(2).replace(" ", "").split(",") if x)
+            # copy: arrays over the tar bytes would be read-only (torch.from_numpy warns on those)
+            return np.frombuffer(data, dtype=np.dtype(m.group(1)), offset=end).reshape(shape).copy()
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def subsample(arr: np.ndarray, max_len: int | None) -> np.ndarray:
+    """Keep at most ``max_len`` rows, evenly spaced over the sequence (all rows if shorter)."""
+    if max_len is None or len(arr) <= max_len:
+        return arr
+    idx = np.linspace(0, len(arr) - 1, max_len).round().astype(np.int64)
+    return arr[idx]
+
+
+class DecodeSample:
+    """Raw tar members -> numpy arrays + meta, sequences cut to the ``max_*`` lengths (picklable)."""
+
+    def __init__(self, max_frames: int | None = None, max_audio: int | None = None,
+                 max_tags: int | None = None, with_media: bool = False):
+        self.max_frames, self.max_audio, self.max_tags = max_frames, max_audio, max_tags
+        self.with_media = with_media
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        meta = json.loads(raw["json"])
+        out: dict[str, Any] = {"clip_id": raw["__key__"], "meta": meta}
+        for name in ARRAY_MEMBERS:
+            out[name] = _npy(raw[f"{name}.npy"])
+        out["frames"] = subsample(out["frames"], self.max_frames)
+        out["audio"] = subsample(out["audio"], self.max_audio)
+        if self.max_tags is not None:
+            out["tags"], out["tag_ids"] = out["tags"][: self.max_tags], out["tag_ids"][: self.max_tags]
+        if self.with_media:
+            out["mp4"], out["wav"] = raw.get("mp4"), raw.get("wav")
+        return out
+
+
+def _pad(seqs: list[np.ndarray], dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max([1] + [len(s) for s in seqs])
+    out = np.zeros((len(seqs), length, dim), dtype=np.float32)
+    mask = np.zeros((len(seqs), length), dtype=bool)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return torch.from_numpy(out).to(dtype), torch.from_numpy(mask)
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad decoded samples into one batch dict (see the module docstring)."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    frames, frames_mask = _pad([s["frames"] for s in samples], samples[0]["frames"].shape[1], torch.float32)
+    audio, audio_mask = _pad([s["audio"] for s in samples], samples[0]["audio"].shape[1], torch.float32)
+    tags, tags_mask = _pad([s["tags"] for s in samples], samples[0]["tags"].shape[1], torch.float32)
+    tag_ids = np.full(tuple(tags_mask.shape), -1, dtype=np.int64)
+    for i, s in enumerate(samples):
+        tag_ids[i, : len(s["tag_ids"])] = s["tag_ids"]
+    batch: dict[str, Any] = {
+        "frames": frames, "frames_mask": frames_mask,
+        "audio": audio, "audio_mask": audio_mask,
+        "emotion": torch.from_numpy(np.stack([s["emotion"] for s in samples]).astype(np.float32)),
+        "tags": tags, "tags_mask": tags_mask, "tag_ids": torch.from_numpy(tag_ids),
+        "category": torch.tensor([int(s["meta"]["category_id"]) for s in samples], dtype=torch.int64),
+        "music_id": [s["meta"].get("music_id") for s in samples],
+        "clip_id": [s["clip_id"] for s in samples],
+        "meta": [s["meta"] for s in samples],
+    }
+    if "mp4" in samples[0]:
+        batch["mp4"] = [s.get("mp4") for s in samples]
+        batch["wav"] = [s.get("wav") for s in samples]
+    return batch
+
+
+def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = False, seed: int = 0,
+                 shuffle_buffer: int = 1000, max_frames: int | None = 64, max_audio: int | None = 64,
+                 max_tags: int | None = 16, with_media: bool = False,
+                 handler: Any = wds.reraise_exception) -> wds.WebDataset:
+    """A ``WebDataset`` of decoded samples of ``split``, split by node and by worker.
+
+    ``shuffle``: shard order and a ``shuffle_buffer``-sample buffer are shuffled, reproducibly
+    for ``seed`` and the epoch (see ``set_epoch``).
+    """
+    urls = shard_urls(shards_dir, split)
+    if not urls:
+        raise ValueError(f"{shards_dir}: split {split!r} has no shards")
+    ds = wds.WebDataset(urls, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
+                        shardshuffle=len(urls) if shuffle else False, detshuffle=True, seed=seed,
+                        empty_check=False, handler=handler)
+    if shuffle:
+        ds = ds.compose(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed + 1))
+    return ds.map(DecodeSample(max_frames, max_audio, max_tags, with_media), handler=handler)
+
+
+def set_epoch(dataset: wds.DataPipeline, epoch: int) -> None:
+    """Make the next pass over ``dataset`` use the shuffle order of ``epoch``."""
+    for stage in dataset.pipeline:
+        if isinstance(stage, wds.detshuffle):
+            stage.epoch = epoch - 1  # detshuffle increments before use
+
+
+def world_size() -> int:
+    """Number of distributed processes (torch.distributed, else ``WORLD_SIZE``, else 1)."""
+    return wds.utils.pytorch_worker_info()[1]
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader over a batched shard pipeline; each ``iter()`` starts the next epoch.
+
+    Call ``set_epoch(n)`` to choose the epoch explicitly (e.g. when resuming).
+    """
+
+    def __init__(self, dataset: wds.DataPipeline, num_workers: int = 0, **kwargs: Any):
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, **kwargs)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        set_epoch(self.dataset, self.epoch)
+        self.epoch += 1
+        return super().__iter__()
+
+
+def make_loader(shards_dir: str | os.PathLike, split: str, batch_size: int, num_workers: int = 0,
+                shuffle: bool = True, seed: int = 0, max_frames: int | None = 64, max_audio: int | None = 64,
+                max_tags: int | None = 16, drop_last: bool = False, shuffle_buffer: int = 1000,
+                with_media: bool = False, **loader_kwargs: Any) -> ShardLoader:
+    """A DataLoader yielding ``collate`` batches of ``split``; see the module docstring for DDP."""
+    index = load_index(shards_dir)
+    n_shards = len(index["splits"].get(split, {}).get("shards", []))
+    readers = world_size() * max(1, num_workers)
+    if 0 < n_shards < readers:
+        warnings.warn(f"split {split!r} has {n_shards} shard(s) for {readers} readers (ranks x workers); "
+                      "some readers get no data. Rebuild with a smaller --samples-per-shard.", stacklevel=2)
+    ds = make_dataset(shards_dir, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
+                      max_frames=max_frames, max_audio=max_audio, max_tags=max_tags, with_media=with_media)
+    ds = ds.batched(batch_size, collation_fn=collate, partial=not drop_last)
+    return ShardLoader(ds, num_workers=num_workers, **loader_kwargs)
