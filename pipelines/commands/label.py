@@ -1,0 +1,81 @@
+"""``c98k label``: embeddings, emotion, tags and category confidence for every clip."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options
+
+
+def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    from commercial98k.label.clip_features import WEIGHT_KINDS
+
+    pairs = []
+    for v in values:
+        kind, sep, path = v.partition("=")
+        if not sep or kind not in WEIGHT_KINDS or not path:
+            raise click.BadParameter(f"{v!r}: expected KIND=PATH with KIND one of {', '.join(WEIGHT_KINDS)}",
+                                     param_hint="--weights")
+        pairs.append((kind, path))
+    return tuple(pairs)
+
+
+@click.command("label")
+@click.option("--manifest", default=DEFAULT_CLIPS_MANIFEST, show_default=True, type=click.Path(dir_okay=False),
+              help="Clips manifest written by `c98k split`; updated in place.")
+@data_root
+@click.option("--audio-model", default="musicnn", show_default=True,
+              help="Audio embedding model (registry name: musicnn, openl3).")
+@click.option("--frame-model", default="efficientnet-lite0", show_default=True,
+              help="Frame embedding model: efficientnet-lite0 (offline) or clip (needs open_clip_torch).")
+@click.option("--text-model", default="use-multilingual", show_default=True,
+              help="Text model for tag embeddings and the zero-shot category match.")
+@click.option("--emotion-model", default="gems-head", show_default=True,
+              help="Emotion head over audio embeddings (`c98k emotion train` makes one); 'none' leaves "
+                   "emotion columns empty.")
+@click.option("--frame-fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Frames sampled per second of clip for frame embeddings.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Inference batch size (frames / audio patches per forward pass).")
+@click.option("--clips-per-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Clips whose frames and texts go through the models together (local engine).")
+@click.option("--music-tag-threshold", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Keep music tags whose clip-level probability is at least this.")
+@device_option
+@click.option("--weights", "weights", multiple=True, metavar="KIND=PATH",
+              help="Local weights overriding the default (KIND: audio, frames, emotion); repeatable.")
+@engine_options
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most this many clips.")
+def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
+            emotion_model: str, frame_fps: float, batch_size: int, clips_per_batch: int,
+            music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
+            address: str | None, limit: int | None) -> None:
+    """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
+
+    \b
+    Per clip: audio-embedding sequence, frame embeddings, music tags, emotion (valence, arousal,
+    GEMS class + probabilities), normalised text tags + their embeddings, and the zero-shot
+    category_confidence of the crawl category. Features go to DATA_ROOT/features/; the manifest
+    records them with the provenance of every model. Run again to resume.
+    """
+    from commercial98k.label.clip_features import LabelConfig
+    from commercial98k.manifest import ManifestError
+    from commercial98k.models.weights import WeightsUnavailable
+    from pipelines.label import LabelOptions, run_label
+
+    config = LabelConfig(audio_model=audio_model, frame_model=frame_model, text_model=text_model,
+                         emotion_model=emotion_model, device=device, batch_size=batch_size,
+                         weights=_weights(weights))
+    options = LabelOptions(frame_fps=frame_fps, music_tag_threshold=music_tag_threshold,
+                           clips_per_batch=clips_per_batch)
+    try:
+        counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
+                           address=address, limit=limit)
+    except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        click.echo(f"error: {msg}", err=True)
+        sys.exit(1)
+    click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
+               f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}")
