@@ -1,0 +1,86 @@
+"""Video structure: probe, shots (PySceneDetect), music segment (YAMNet), clips, music identity.
+
+For one new video (e.g. ``yuyin recommend``)::
+
+    from commercial98k.split import plan_video
+    s = plan_video("ad.mp4")                 # probe + shots + music spans + clip windows
+    s.status, s.clips, s.music.spans, s.shots.shots, s.audio   # audio: 16 kHz mono float32
+
+The ``c98k split`` stage (``pipelines/split.py``) runs this per video, cuts the clips, writes
+their audio and fingerprints, then groups clips into ``music_id`` and videos into ``dup_group``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..media import MediaError, Probe, load_audio, probe
+from .clips import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, plan_clips
+from .music import SAMPLE_RATE, MusicSegmentation, get_detector
+from .shots import Shot, ShotList, detect_shots
+
+__all__ = ["ClipWindow", "MusicSegmentation", "Shot", "ShotList", "VideoStructure", "plan_video"]
+
+
+@dataclass
+class VideoStructure:
+    """What ``plan_video`` found. ``status``: ok, no_audio, no_music or unsupported (no video)."""
+
+    path: Path
+    probe: Probe
+    status: str
+    shots: ShotList | None = None
+    music: MusicSegmentation | None = None
+    clips: list[ClipWindow] = field(default_factory=list)
+    audio: np.ndarray | None = field(default=None, repr=False)  # 16 kHz mono, whole video
+    error: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.probe.duration_s
+
+
+def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float | None = None,
+               downscale: int | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS,
+               min_clip_seconds: float = DEFAULT_MIN_CLIP_SECONDS, music_threshold: float = 0.5,
+               require_music: bool = True, detect_shots_without_audio: bool = False,
+               num_threads: int = 1) -> VideoStructure:
+    """Probe a video, find its shots and music spans, and plan its clip windows.
+
+    With ``require_music=False`` (recommending music for a new video) the windows cover the
+    whole video whatever its soundtrack. Raises ``MediaError`` for unreadable files.
+    """
+    path = Path(path)
+    info = probe(path)
+    if not info.has_video:
+        return VideoStructure(path, info, "unsupported", error="no video stream")
+    if info.duration_s <= 0:
+        raise MediaError(f"{path}: zero duration")
+    if not info.has_audio and require_music:
+        shots = detect_shots(path, detector, threshold, downscale) if detect_shots_without_audio else None
+        return VideoStructure(path, info, "no_audio", shots=shots, error="no audio stream")
+    shots = detect_shots(path, detector, threshold, downscale)
+    fps = info.fps or shots.fps
+    bounds = [b for b in shots.boundaries_s() if b < info.duration_s]
+    music = audio = None
+    if info.has_audio:
+        audio = load_audio(path, SAMPLE_RATE)
+        music = get_detector(num_threads=num_threads).segment(audio, onset=music_threshold)
+        spans = [(s, min(e, info.duration_s)) for s, e in music.spans if s < info.duration_s]
+        music = MusicSegmentation(spans, music.probs)
+    if require_music:
+        if music is None or not music.has_music:
+            peak = float(music.probs.music.max()) if music is not None and len(music.probs) else 0.0
+            return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
+                                  error=f"no background music detected (peak P(music) {peak:.2f} "
+                                        f"< {music_threshold:g})")
+        spans = music.spans
+    else:
+        spans = [(0.0, info.duration_s)]
+    clips = plan_clips(info.duration_s, spans, bounds, fps, clip_seconds, min_clip_seconds)
+    status = "ok" if clips else "no_music"
+    error = None if clips else f"music spans shorter than --min-clip-seconds {min_clip_seconds:g}"
+    return VideoStructure(path, info, status, shots=shots, music=music, clips=clips, audio=audio, error=error)

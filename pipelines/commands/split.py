@@ -1,0 +1,61 @@
+"""``c98k split``: shots, music segment, clips and music identity for every fetched video."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from commercial98k.manifest import ManifestError
+from commercial98k.models.weights import WeightsUnavailable
+from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
+from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
+
+
+@click.command("split")
+@click.option("--videos-manifest", default=DEFAULT_VIDEOS_MANIFEST, show_default=True,
+              type=click.Path(dir_okay=False), help="Input: the manifest written by c98k fetch.")
+@click.option("--manifest", default=DEFAULT_CLIPS_MANIFEST, show_default=True, type=click.Path(dir_okay=False),
+              help="Output: the clips manifest (one row per clip; resumed if present).")
+@data_root
+@click.option("--detector", type=click.Choice(DETECTORS), default="adaptive", show_default=True,
+              help="PySceneDetect shot detector.")
+@click.option("--threshold", type=float, default=None,
+              help="Detector threshold; default per detector: "
+                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_THRESHOLDS.items()) + ".")
+@click.option("--clip-seconds", type=click.FloatRange(1.0), default=30.0, show_default=True,
+              help="Longest clip; longer music segments are cut into windows ending on shot boundaries.")
+@click.option("--min-clip-seconds", type=click.FloatRange(0.0), default=4.0, show_default=True,
+              help="Shorter windows are dropped.")
+@click.option("--music-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="YAMNet P(music) that starts a music segment (it ends below 0.6x this).")
+@click.option("--clip-height", type=click.IntRange(0), default=480, show_default=True,
+              help="Scale clips taller than this down to it (0: keep the source size).")
+@engine_options
+def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
+            clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, workers: int,
+            engine: str, address: str | None) -> None:
+    """Cut every fetched video into clips where its background music plays.
+
+    \b
+    Per video: probe, shots (PySceneDetect), music segment (YAMNet), clips of up to
+    --clip-seconds cut to data/clips/<clip_id>.mp4 with their audio in data/audio/<clip_id>.wav
+    (mono 16 kHz), a Chromaprint fingerprint per clip and a perceptual hash of keyframes.
+    Then clips of the same track get one music_id and re-uploaded videos one dup_group.
+    Resumable: finished videos are skipped, failed ones retried.
+    """
+    from pipelines.split import SplitConfig, run_split
+
+    if min_clip_seconds > clip_seconds:
+        raise click.BadParameter(f"{min_clip_seconds:g} is longer than --clip-seconds {clip_seconds:g}",
+                                 param_hint="--min-clip-seconds")
+    config = SplitConfig(data_root=data_root, detector=detector, threshold=threshold, clip_seconds=clip_seconds,
+                         min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
+                         clip_height=clip_height or None)
+    try:
+        counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address)
+    except (ManifestError, WeightsUnavailable) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    click.echo(f"{manifest}: {summary}")

@@ -1,0 +1,210 @@
+"""The ``split`` stage: videos manifest -> clips manifest (shots, music segment, clips, identity).
+
+Per video (a picklable step run by ``engine.run_steps``, locally or on Ray): probe, shots,
+YAMNet music spans, clip windows; cut ``clips/<clip_id>.mp4``, write ``audio/<clip_id>.wav``
+(mono 16 kHz), fingerprint each clip and hash the keyframes. A video without audio, without
+music or that fails gets one ``<video_id>-none`` row with the status and cause, so a re-run
+skips it (failed videos are retried). Then a global pass over ALL clips of the manifest assigns
+``music_id`` (same track, same id) and ``dup_group`` (re-uploads) and rewrites it atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from commercial98k.engine import run_steps
+from commercial98k.fsutil import within
+from commercial98k.manifest import ManifestError, ManifestWriter, parts_dir, read_manifest, write_manifest
+from commercial98k.schema import VIDEO_SCHEMA
+from commercial98k.split import plan_video
+from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
+from commercial98k.split.identity import (
+    fingerprint_audio,
+    fingerprint_file,
+    fingerprinter_info,
+    group_duplicates,
+    group_music,
+    keyframe_times,
+    video_phash,
+)
+from commercial98k.split.music import SAMPLE_RATE, get_detector
+from commercial98k.split.shots import detector_info
+
+log = logging.getLogger(__name__)
+
+#: Statuses after which a video is not split again on resume.
+FINISHED = ("ok", "no_audio", "no_music", "unsupported")
+VIDEO_COLUMNS = VIDEO_SCHEMA.names
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Options of the split stage (see ``c98k split --help``)."""
+
+    data_root: str = "data"
+    detector: str = "adaptive"
+    threshold: float | None = None
+    downscale: int | None = None
+    clip_seconds: float = 30.0
+    min_clip_seconds: float = 4.0
+    music_threshold: float = 0.5
+    clip_height: int | None = 480  # clips taller than this are scaled down; None keeps the source size
+    max_hamming: int = 10
+    max_ber: float = 0.15
+
+
+def none_clip_id(video_id: str) -> str:
+    """The clip_id of the single row recording a video that produced no clip."""
+    return f"{video_id}-none"
+
+
+class SplitStep:
+    """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable."""
+
+    def __init__(self, config: SplitConfig):
+        self.config = config
+
+    def __call__(self, item: dict) -> dict:
+        cfg = self.config
+        root = Path(cfg.data_root)
+        video_id = item["video_id"]
+        base = {k: item.get(k) for k in VIDEO_COLUMNS}
+        base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
+        try:
+            if not item.get("video_path"):
+                raise ValueError("the videos manifest row has no video_path")
+            path = within(root, item["video_path"])
+            s = plan_video(path, detector=cfg.detector, threshold=cfg.threshold, downscale=cfg.downscale,
+                           clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
+                           music_threshold=cfg.music_threshold)
+        except Exception as e:
+            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=_one_line(e))
+            return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
+        p = s.probe
+        base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
+                    has_audio=p.has_audio, duration_s=p.duration_s)
+        if s.shots is not None:
+            base["shots"] = [{"start_s": min(x.start_s, p.duration_s), "end_s": min(x.end_s, p.duration_s)}
+                             for x in s.shots.shots]
+        if s.music is not None:
+            base["music_detector"] = get_detector().info.tag()
+            base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
+            main = s.music.main_span()
+            base.update(has_music=main is not None, music_start_s=main[0] if main else None,
+                        music_end_s=main[1] if main else None)
+        if s.status != "ok":
+            row = dict(base, clip_id=none_clip_id(video_id), status=s.status, error=s.error)
+            return {"video_id": video_id, "status": s.status, "error": s.error, "rows": [row]}
+        try:
+            rows = self._clip_rows(base, path, s, root)
+        except Exception as e:
+            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=_one_line(e))
+            return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
+        return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
+
+    def _clip_rows(self, base: dict, path: Path, s, root: Path) -> list[dict]:
+        shots = [(x.start_s, x.end_s) for x in s.shots.shots] if s.shots else []
+        phash = video_phash(path, keyframe_times(shots, s.duration_s))
+        fp_info = fingerprinter_info().tag()
+        rows = []
+        for w in s.clips:
+            clip_id = f"{base['video_id']}-c{w.index:03d}"
+            clip_rel, audio_rel = f"clips/{clip_id}.mp4", f"audio/{clip_id}.wav"
+            height = self.config.clip_height
+            height = height if height and s.probe.height and s.probe.height > height else None
+            cut_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            audio = slice_audio(s.audio, SAMPLE_RATE, w.start_s, w.end_s)
+            write_clip_audio(root / audio_rel, audio, SAMPLE_RATE)
+            try:
+                fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
+            except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
+                fingerprint = fingerprint_file(root / audio_rel)
+            rows.append(dict(
+                base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,
+                clip_start_frame=w.start_frame, clip_end_frame=w.end_frame,
+                music_ratio=s.music.music_ratio(w.start_s, w.end_s, self.config.music_threshold), fingerprint=fingerprint,
+                video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
+                status="ok", error=None))
+        return rows
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else 'no detail'}"
+
+
+def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> tuple[list[dict], int]:
+    """Video rows with status ok that have no finished rows in the clips manifest; and how many were skipped."""
+    videos = read_manifest(videos_manifest, "videos")
+    done: set[str] = set()
+    try:
+        clips = read_manifest(clips_manifest, "clips").select(["video_id", "status"]).to_pylist()
+        done = {r["video_id"] for r in clips if r["status"] in FINISHED}
+    except ManifestError:
+        pass
+    rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
+    todo = [r for r in rows if r["video_id"] not in done]
+    return todo, len(rows) - len(todo)
+
+
+def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 10) -> pa.Table:
+    """Global pass: ``music_id`` over all fingerprinted clips, ``dup_group`` over all videos.
+
+    Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the
+    manifest atomically and returns the new table.
+    """
+    table = read_manifest(clips_manifest, "clips")
+    cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
+    with_clips = {v for v, s, c in zip(cols["video_id"], cols["status"], cols["clip_id"], strict=True)
+                  if s == "ok" and not c.endswith("-none")}
+    keep = [not (c == none_clip_id(v) and v in with_clips) for c, v in zip(cols["clip_id"], cols["video_id"], strict=True)]
+    fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
+           if f and s == "ok" and k}
+    music = group_music(fps, max_ber=max_ber)
+    phashes: dict[str, str] = {}
+    for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
+        if h and v not in phashes:
+            phashes[v] = h
+    dups = group_duplicates(phashes, max_hamming=max_hamming)
+    table = table.set_column(table.schema.get_field_index("music_id"), "music_id",
+                             pa.array([music.get(c) for c in cols["clip_id"]], pa.string()))
+    table = table.set_column(table.schema.get_field_index("dup_group"), "dup_group",
+                             pa.array([dups.get(v) for v in cols["video_id"]], pa.string()))
+    table = table.filter(pa.array(keep))
+    write_manifest(table, clips_manifest, "clips")
+    return table
+
+
+def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
+              workers: int = 1, engine: str = "local", address: str | None = None) -> dict:
+    """Split every pending video, then assign identities; return counts by status."""
+    todo, skipped = pending_videos(videos_manifest, clips_manifest)
+    counts: dict[str, int] = {"skipped": skipped}
+    if todo:
+        get_detector()  # unpack the model once before the workers start
+        with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
+            for result in _results(SplitStep(config), todo, workers, engine, address):
+                counts[result["status"]] = counts.get(result["status"], 0) + 1
+                writer.extend(result["rows"])
+    if Path(clips_manifest).exists() or parts_dir(clips_manifest).is_dir():
+        table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
+        ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
+        counts["clips"] = int(ok.sum())
+        counts["music_ids"] = len({m for m, o in zip(table.column("music_id").to_pylist(), ok, strict=True) if o and m})
+    return counts
+
+
+def _results(step: SplitStep, todo: list[dict], workers: int, engine: str, address: str | None) -> Iterator[dict]:
+    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split"):
+        if "rows" not in result:  # the engine caught an unexpected error: record the video as failed
+            vid = result.get("video_id") or "?"
+            row = {k: result.get(k) for k in VIDEO_COLUMNS}
+            row.update(clip_id=none_clip_id(vid), status="failed", error=result.get("error"))
+            result = {"video_id": vid, "status": "failed", "error": row["error"], "rows": [row]}
+        yield result
