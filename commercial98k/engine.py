@@ -65,12 +65,15 @@ class Progress:
 
 def run_steps(step: Step, items: Iterable[dict], *, workers: int = 1, engine: str = "local",
               address: str | None = None, desc: str = "", total: int | None = None,
-              processes: bool = False, progress: bool | None = None) -> Iterator[dict]:
+              processes: bool = False, progress: bool | None = None,
+              on_row: Callable[[dict], dict] | None = None) -> Iterator[dict]:
     """Apply ``step`` to every item and yield result rows as they complete.
 
     ``engine="local"`` uses threads (``processes=True``: a process pool) with ``workers``
     in flight; ``workers=1`` runs in this process. ``engine="ray"`` submits Ray tasks to the
     cluster at ``address`` (or a local Ray instance) with at most ``workers`` in flight.
+    ``on_row`` (optional) runs in this process on every row before it is counted and yielded,
+    for checks that need all rows (e.g. content-hash duplicates).
     """
     items = list(items)
     bar = Progress(total if total is not None else len(items), desc, disable=None if progress is None else not progress)
@@ -82,6 +85,8 @@ def run_steps(step: Step, items: Iterable[dict], *, workers: int = 1, engine: st
         else:
             raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         for row in results:
+            if on_row is not None:
+                row = on_row(row)
             bar.update(row)
             yield row
     finally:

@@ -1,0 +1,404 @@
+"""A small loopback web shop that serves ad videos per category, for tests and the offline demo.
+
+``CatalogServer`` runs ``http.server`` in a background thread on ``127.0.0.1`` (port 0, so the
+OS picks a free port) and serves a folder of video files as if they were product ads on an
+e-commerce site. yt-dlp crawls it with its *generic* extractor, exactly as it would crawl a
+real shop page, so ``c98k fetch --source <catalog url>`` exercises the real code path offline.
+
+URL layout (``<vid>`` is the file's safe stem, e.g. ``big_buck_bunny_0_30``)::
+
+    /                               list of categories (links to the catalog pages)
+    /<category>/index.html          catalog page of one category
+    /<category>/v/<vid>.html        the product-video page of one file
+    /media/<file name>              the video file itself
+    /about.html                     a page without any video (yt-dlp: "Unsupported URL")
+
+A **catalog page** lists one ``<a href>`` link to each video page for people and, for
+machines, one OpenGraph video per product: ``<meta property="og:video" content="<absolute
+url of the video page>">`` with ``og:video:type`` ``text/html`` (the video page is the
+player, as YouTube's pages do with their embed player). yt-dlp's generic extractor turns a
+page with several ``og:video`` tags into a playlist whose entries have the URL of each video
+page and the id ``<vid>``; with ``extract_flat`` nothing else is requested. (A page with a
+single ``og:video`` is one video to yt-dlp, its format URL being the video page;
+``c98k fetch`` follows it.) Links given in ``extra_links`` (absolute URLs or server paths)
+are listed the same way: use them for dead links, since any path the server does not know
+answers 404.
+
+A **video page** carries the product's metadata three ways: ``<title>`` and
+``og:title``/``og:description``, ``<meta name="keywords">``, and a schema.org ``VideoObject``
+in JSON-LD (``name``, ``description``, ``keywords``, ``author``, ``uploadDate``, ``license``,
+``interactionStatistic`` with view and like counts, ``contentUrl``). yt-dlp's
+generic extractor reads the JSON-LD (title, description, tags, uploader, upload date, view
+and like counts) and follows ``contentUrl`` to the file. The page has no ``<video>`` element:
+yt-dlp would prefer it over the JSON-LD and title the video "<title> (1)".
+
+**Video files** are served with their Content-Type (``video/mp4``, ``video/webm``,
+``video/x-matroska``, ``application/dash+xml`` for a DASH manifest listed as a video, whose
+renditions are then given in ``assets``: files served but not listed), ``Accept-Ranges`` and
+single-range ``Range`` requests (206), so interrupted downloads resume. ``throttle_bps``
+slows file responses down (tests use it to kill a download midway; it may be changed while
+the server runs). Every response for a file is recorded in ``hits`` (``Hit``: path, range
+start, bytes sent, complete or not); ``requests`` counts requests per URL path; ``flaky``
+(URL path -> n) answers the first n requests for a path with 503, to exercise retries.
+
+Only loopback hosts are accepted, and only files named in ``pages`` are served. Ids come
+from file stems, so stems must be unique within a category; a file listed in two categories
+has the same id on both pages (``c98k fetch`` keeps the first category it crawls).
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import mimetypes
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from .fsutil import safe_id
+
+CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
+                 ".mov": "video/quicktime", ".ts": "video/mp2t", ".m4a": "audio/mp4", ".mpd": "application/dash+xml",
+                 ".m3u8": "application/vnd.apple.mpegurl"}
+_CHUNK = 64 * 1024
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Hit:
+    """One response for a video file."""
+
+    path: str
+    range_start: int | None
+    bytes_sent: int = 0
+    complete: bool = False
+    status: int = 200
+
+
+@dataclass
+class VideoMeta:
+    """What a product-video page says about its video (defaults are derived from the file name)."""
+
+    title: str
+    description: str
+    tags: list[str] = field(default_factory=list)
+    uploader: str = "C98K Test Shop"
+    upload_date: str = "2023-05-01"
+    license: str = "https://creativecommons.org/licenses/by/3.0/"
+    view_count: int = 1000
+    like_count: int = 10
+
+
+def default_meta(category: str, file_name: str, index: int) -> VideoMeta:
+    """Metadata for a file the caller gave none for: title from the file stem and the category."""
+    words = re.sub(r"[_\-.]+", " ", Path(file_name).stem).strip()
+    return VideoMeta(
+        title=f"{words.title()} - {category} ad",
+        description=f"Product video #{index + 1} of the {category} catalog ({file_name}).",
+        tags=[category, "advertisement", f"#{category}ad"],
+        view_count=1000 * (index + 1),
+        like_count=10 * (index + 1),
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (no DNS lookup)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients that hang up (yt-dlp reads only the headers of a direct link) are normal."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class CatalogServer:
+    """Serve ``pages`` (category id -> file names under ``root``) as a shop on a loopback port.
+
+    Use as a context manager::
+
+        with CatalogServer(Path("videos"), {"cosmetics": ["a.mp4", "b.webm"]}) as shop:
+            shop.category_url("cosmetics")   # http://127.0.0.1:PORT/cosmetics/index.html
+    """
+
+    def __init__(self, root: str | Path, pages: dict[str, list[str]], extra_links: dict[str, list[str]] | None = None,
+                 host: str = "127.0.0.1", port: int = 0, meta: dict[str, VideoMeta] | None = None,
+                 throttle_bps: float | None = None, site_name: str = "C98K Test Shop",
+                 flaky: dict[str, int] | None = None, assets: list[str] | None = None):
+        if not is_loopback(host):
+            raise ValueError(f"CatalogServer only binds loopback hosts, not {host!r}")
+        self.root = Path(root)
+        self.host = host
+        self.port = port
+        self.site_name = site_name
+        self.throttle_bps = throttle_bps
+        self.extra_links = {k: list(v) for k, v in (extra_links or {}).items()}
+        self.pages = {k: list(v) for k, v in pages.items()}
+        self.files: dict[str, Path] = {}  # served name -> path
+        self.videos: dict[tuple[str, str], tuple[str, VideoMeta]] = {}  # (category, vid) -> (file, meta)
+        self._vids: dict[str, list[str]] = {}  # category -> vids in page order
+        for name in assets or []:
+            self.files[_plain_name(name, self.root)] = self.root / name
+        for category, names in pages.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", category):
+                raise ValueError(f"category id {category!r} is not a safe path segment")
+            self._vids[category] = []
+            for i, name in enumerate(names):
+                vid = safe_id(Path(name).stem)
+                if (category, vid) in self.videos:
+                    raise ValueError(f"{name!r} and {self.videos[(category, vid)][0]!r} would share the page "
+                                     f"{category}/v/{vid}.html; give files distinct stems")
+                self.files[_plain_name(name, self.root)] = self.root / name
+                self.videos[(category, vid)] = (name, (meta or {}).get(name) or default_meta(category, name, i))
+                self._vids[category].append(vid)
+        self.flaky = Counter(flaky or {})  # URL path -> 503 answers still to give
+        self.requests: Counter[str] = Counter()  # URL path -> GET/HEAD requests seen
+        self.hits: list[Hit] = []
+        self._lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- URLs ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (still answers after ``stop``, for assertions on URLs)."""
+        if self._thread is None:
+            raise RuntimeError("CatalogServer has not been started; use it as a context manager")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def category_url(self, category_id: str) -> str:
+        """URL of a category's catalog page."""
+        if category_id not in self.pages:
+            raise KeyError(f"no catalog for {category_id!r}; have {', '.join(self.pages)}")
+        return f"{self.base_url}/{category_id}/index.html"
+
+    def video_page_url(self, category_id: str, file_name: str) -> str:
+        """URL of the product-video page of ``file_name`` in a category."""
+        return f"{self.base_url}/{category_id}/v/{safe_id(Path(file_name).stem)}.html"
+
+    def media_url(self, file_name: str) -> str:
+        return f"{self.base_url}/media/{quote(file_name)}"
+
+    def media_hits(self, file_name: str) -> list[Hit]:
+        """Responses sent for one file so far."""
+        with self._lock:
+            return [h for h in self.hits if h.path == f"/media/{file_name}"]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> CatalogServer:
+        handler = type("Handler", (_Handler,), {"shop": self})
+        cls = _Server6 if ":" in self.host else _Server
+        self._httpd = cls((self.host, self.port), handler)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="catalog-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> CatalogServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- pages --------------------------------------------------------------------------------
+    def index_html(self) -> str:
+        links = "\n".join(f'<li><a href="/{c}/index.html">{html.escape(c)}</a></li>' for c in self.pages)
+        return _page(self.site_name, f"<h1>{html.escape(self.site_name)}</h1>\n<ul>\n{links}\n</ul>")
+
+    def catalog_html(self, category: str) -> str:
+        base = self.base_url
+        hrefs = [(f"{base}/{category}/v/{vid}.html", self.videos[(category, vid)][1].title)
+                 for vid in self._vids[category]]
+        hrefs += [(link if link.startswith("http") else f"{base}/{link.lstrip('/')}", link)
+                  for link in self.extra_links.get(category, [])]
+        head = "\n".join(f'<meta property="og:video" content="{html.escape(u)}">\n'
+                         '<meta property="og:video:type" content="text/html">' for u, _ in hrefs)
+        items = "\n".join(f'<li><a href="{html.escape(u)}">{html.escape(t)}</a></li>' for u, t in hrefs)
+        title = f"{category} ads - {self.site_name}"
+        return _page(title, f"<h1>{html.escape(title)}</h1>\n<ul>\n{items}\n</ul>", head=head)
+
+    def video_html(self, category: str, vid: str) -> str:
+        name, m = self.videos[(category, vid)]
+        page_url = f"{self.base_url}/{category}/v/{vid}.html"
+        ld = {
+            "@context": "https://schema.org", "@type": "VideoObject", "name": m.title,
+            "description": m.description, "keywords": ",".join(m.tags),
+            "author": {"@type": "Organization", "name": m.uploader}, "uploadDate": m.upload_date,
+            "license": m.license, "contentUrl": self.media_url(name), "url": page_url,
+            "encodingFormat": CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream"),
+            "interactionStatistic": [
+                {"@type": "InteractionCounter", "interactionType": {"@type": "WatchAction"},
+                 "userInteractionCount": m.view_count},
+                {"@type": "InteractionCounter", "interactionType": {"@type": "LikeAction"},
+                 "userInteractionCount": m.like_count},
+            ],
+        }
+        e = html.escape
+        head = (f'<meta property="og:title" content="{e(m.title)}">\n'
+                f'<meta property="og:description" content="{e(m.description)}">\n'
+                f'<meta name="description" content="{e(m.description)}">\n'
+                f'<meta name="keywords" content="{e(", ".join(m.tags))}">\n'
+                f'<script type="application/ld+json">{json.dumps(ld, ensure_ascii=False)}</script>')
+        body = (f"<h1>{e(m.title)}</h1>\n<p>{e(m.description)}</p>\n"
+                f'<p><a href="{e(self.media_url(name))}">Download the video</a></p>')
+        return _page(m.title, body, head=head)
+
+
+def _plain_name(name: str, root: Path) -> str:
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise ValueError(f"{name!r}: give plain file names inside {root}")
+    return name
+
+
+def _page(title: str, body: str, head: str = "") -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"{head}\n</head><body>\n{body}\n</body></html>\n")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    shop: CatalogServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # keep test output quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    def _dispatch(self, head: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        parts = [p for p in path.split("/") if p]
+        shop = self.shop
+        with shop._lock:
+            shop.requests[path] += 1
+            flaky = shop.flaky[path] > 0
+            if flaky:
+                shop.flaky[path] -= 1
+        if flaky:
+            return self._send_error(503, "Service Unavailable")
+        if not parts or parts == ["index.html"]:
+            return self._send_html(shop.index_html(), head)
+        if parts == ["about.html"]:
+            return self._send_html(_page(f"About {shop.site_name}", "<p>A shop page without any video.</p>"), head)
+        if len(parts) == 2 and parts[0] == "media" and parts[1] in shop.files:
+            return self._send_file(shop.files[parts[1]], path, head)
+        if len(parts) == 2 and parts[1] == "index.html" and parts[0] in shop.pages:
+            return self._send_html(shop.catalog_html(parts[0]), head)
+        if len(parts) == 3 and parts[1] == "v" and parts[2].endswith(".html"):
+            key = (parts[0], parts[2][: -len(".html")])
+            if key in shop.videos:
+                return self._send_html(shop.video_html(*key), head)
+        self._send_error(404, "Not Found")
+
+    def _send_error(self, code: int, message: str) -> None:
+        body = f"{code} {message}\n".encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_html(self, text: str, head: bool) -> None:
+        body = text.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _send_file(self, file: Path, url_path: str, head: bool) -> None:
+        try:
+            size = file.stat().st_size
+        except OSError:
+            return self._send_error(404, "Not Found")
+        start, end = 0, size - 1
+        rng = self.headers.get("Range")
+        status = 200
+        if rng:
+            m = _RANGE.match(rng.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                return self._send_range_error(size)
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:  # suffix range: the last N bytes
+                start = max(0, size - int(m.group(2)))
+            if start >= size or start > end:
+                return self._send_range_error(size)
+            status = 206
+        ctype = CONTENT_TYPES.get(file.suffix.lower()) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Last-Modified", self.date_time_string(int(file.stat().st_mtime)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        hit = Hit(url_path, start if rng else None, status=status)
+        with self.shop._lock:
+            self.shop.hits.append(hit)
+        self._copy(file, start, end - start + 1, hit)
+
+    def _send_range_error(self, size: int) -> None:
+        self.send_response(416, "Range Not Satisfiable")
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _copy(self, file: Path, start: int, length: int, hit: Hit) -> None:
+        bps = self.shop.throttle_bps
+        chunk = min(_CHUNK, max(1024, int(bps / 10))) if bps else _CHUNK
+        t0 = time.monotonic()
+        try:
+            with open(file, "rb") as f:
+                f.seek(start)
+                while length > 0:
+                    block = f.read(min(chunk, length))
+                    if not block:
+                        break
+                    self.wfile.write(block)
+                    length -= len(block)
+                    hit.bytes_sent += len(block)
+                    if bps:  # sleep until the average rate is back under the limit
+                        ahead = hit.bytes_sent / bps - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            hit.complete = length == 0
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
