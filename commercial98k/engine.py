@@ -24,6 +24,12 @@ Step = Callable[[dict], dict]
 ENGINES = ("local", "ray")
 
 
+def error_line(e: BaseException) -> str:
+    """``ExceptionType: first line of the message``: the manifest's ``error`` format."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else 'no detail'}"
+
+
 def safe_call(step: Step, item: dict) -> dict:
     """Call ``step``; turn an unexpected exception into a failed row naming the cause."""
     try:
@@ -31,7 +37,7 @@ def safe_call(step: Step, item: dict) -> dict:
     except Exception as e:  # a bug or an unforeseen input must not stop the run
         row = dict(item)
         row["status"] = "failed"
-        row["error"] = f"{type(e).__name__}: {e}"
+        row["error"] = error_line(e)
         log.debug("step failed on %s\n%s", item, traceback.format_exc())
     return row
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 from tqdm import tqdm
 
 from .fsutil import atomic_path, atomic_write_json, sha256_file
@@ -251,6 +250,8 @@ def write_shard(rows: list[dict], tar: Path, stats_path: Path, ctx: _Context, fi
     """Write one tar (temp name, then rename), then its stats file (the done marker)."""
     stats_path.unlink(missing_ok=True)
     clip_ids, skipped = [], []
+    import webdataset as wds  # imported here: it pulls in torch, which `c98k --help` should not pay for
+
     with atomic_path(tar, suffix=".tar") as tmp, wds.TarWriter(str(tmp), mtime=TAR_MTIME) as sink:
         for row in rows:
             try:

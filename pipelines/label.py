@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from commercial98k.engine import Progress, run_steps
+from commercial98k.engine import Progress, error_line, run_steps
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import within
 from commercial98k.label.category import clip_text
@@ -54,12 +54,6 @@ class LabelOptions:
     music_tag_threshold: float = 0.1
     music_tag_top_k: int = 5
     clips_per_batch: int = 8
-
-
-def one_line(e: BaseException) -> str:
-    """``ExceptionType: first line of the message`` (the manifest's error format)."""
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else 'no detail'}"
 
 
 def clip_media(row: dict, data_root: Path) -> tuple[Path, float | None, float | None, Path | None]:
@@ -131,22 +125,22 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
     audio: dict[int, tuple[np.ndarray, dict[str, float] | None]] = {}
     for i, (row, dec) in enumerate(zip(rows, decoded, strict=True)):
         if isinstance(dec, BaseException):
-            out[i] = _failed(row, one_line(dec))
+            out[i] = _failed(row, error_line(dec))
             continue
         try:
             audio[i] = audio_features(dec.audio, models)
         except Exception as e:
-            out[i] = _failed(row, one_line(e))
+            out[i] = _failed(row, error_line(e))
     frames = _embed_frames({i: decoded[i].frames for i in audio}, models)
     for i, seq in frames.items():
         if isinstance(seq, BaseException):
-            out[i] = _failed(rows[i], one_line(seq))
+            out[i] = _failed(rows[i], error_line(seq))
     live = [i for i in sorted(audio) if not isinstance(frames[i], BaseException)]
     try:
         texts = _text_features([rows[i] for i in live], models)
     except Exception as e:  # the text model failed on the whole batch: fail its clips, keep going
         for i in live:
-            out[i] = _failed(rows[i], one_line(e))
+            out[i] = _failed(rows[i], error_line(e))
         live, texts = [], []
     emotion = models.emotion
     prov = models.provenance()
@@ -156,7 +150,7 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
         try:
             out[i] = _finish_row(rows[i], seq, tag_probs, frames[i], text, emotion, prov, keys, store, opts)
         except Exception as e:
-            out[i] = _failed(rows[i], one_line(e))
+            out[i] = _failed(rows[i], error_line(e))
     return [r for r in out if r is not None]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from commercial98k.engine import run_steps
+from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
 from commercial98k.manifest import ManifestError, ManifestWriter, parts_dir, read_manifest, write_manifest
 from commercial98k.schema import VIDEO_SCHEMA
@@ -84,7 +84,7 @@ class SplitStep:
                            clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
                            music_threshold=cfg.music_threshold)
         except Exception as e:
-            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=_one_line(e))
+            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=error_line(e))
             return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
         p = s.probe
         base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
@@ -104,7 +104,7 @@ class SplitStep:
         try:
             rows = self._clip_rows(base, path, s, root)
         except Exception as e:
-            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=_one_line(e))
+            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=error_line(e))
             return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
         return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
 
@@ -132,11 +132,6 @@ class SplitStep:
                 video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
                 status="ok", error=None))
         return rows
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else 'no detail'}"
 
 
 def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> tuple[list[dict], int]:
