@@ -1,0 +1,1 @@
+"""Labelling: tags, category confidence, emotion data sets."""

@@ -1,0 +1,80 @@
+"""``c98k emotion``: train and cross-validate the music-emotion head (flags only; see ``pipelines.emotion``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from commercial98k.label.emotion_data import DATASETS, EmotionDataError
+from commercial98k.models.emotion import EmotionHeadError
+from commercial98k.models.weights import WeightsUnavailable
+from pipelines.options import device_option
+
+_ERRORS = (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)
+
+
+def _common(f):
+    f = click.option("--seed", default=0, show_default=True, help="Seed for folds and hyper-parameter search.")(f)
+    f = click.option("--cache-dir", default="data/emotion_cache", show_default=True, type=click.Path(file_okay=False),
+                     help="Where excerpt embeddings are cached (re-training never decodes audio again).")(f)
+    f = device_option(f)
+    f = click.option("--seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     help="Window length the head pools over (0: whole excerpt); clips are split into "
+                          "half-overlapping windows of this length and their predictions averaged.")(f)
+    f = click.option("--audio-model", default="musicnn", show_default=True, help="AUDIO registry model.")(f)
+    f = click.option("--path", "path", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Data set folder, e.g. ../shared/media/emotify.")(f)
+    f = click.option("--dataset", type=click.Choice(DATASETS), default="emotify", show_default=True,
+                     help="Data-set format.")(f)
+    return f
+
+
+def _fail(e: Exception) -> None:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(1)
+
+
+@click.group("emotion")
+def command() -> None:
+    """Music emotion: train the GEMS/valence-arousal head that `c98k label` uses, and evaluate it."""
+
+
+@command.command("train")
+@_common
+@click.option("--out", default="models/emotion_head.npz", show_default=True, type=click.Path(dir_okay=False),
+              help="Head file to write (.npz); pass it to the labeller.")
+def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
+              out: str) -> None:
+    """Fit the emotion head on a labelled data set (Emotify GEMS votes, PMEmo or DEAM valence/arousal)."""
+    from pipelines import emotion
+
+    try:
+        head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed)
+    except _ERRORS as e:
+        _fail(e)
+    m = head.meta
+    click.echo(f"{out}: {head.info.tag()} trained on {m['items']} {dataset} items ({m['windows']} windows) "
+               f"with {head.audio_model}; classes: {', '.join(head.classes)}")
+
+
+@command.command("evaluate")
+@_common
+@click.option("--folds", type=click.IntRange(2, 50), default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False),
+              help="Also save a PNG of predicted vs human vote share per emotion (GEMS data sets).")
+def evaluate_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
+                 folds: int, plot: str | None) -> None:
+    """k-fold cross-validation: agreement with human labels next to the training-fold-mean reference."""
+    from pipelines import emotion
+
+    try:
+        res, table = emotion.evaluate(dataset, path, audio_model, seconds or None, folds, seed, device, cache_dir,
+                                      plot)
+    except _ERRORS as e:
+        _fail(e)
+    click.echo(f"{dataset}: {len(res.dataset)} items, {folds}-fold CV (seed {seed}), audio model {audio_model}")
+    click.echo(table)
+    if plot and res.probs:
+        click.echo(f"plot: {plot}")
