@@ -1,0 +1,209 @@
+"""The ``yuyin`` command line: train, evaluate, recommend, benchmark (flags only; work is in ``yuyin.*``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_MANIFEST = "manifests/c98k.parquet"
+
+
+def resolve_shards(manifest: str | None, shards: str | None) -> Path:
+    """``--shards``, else ``shards/`` beside the manifest's project (``manifests/x.parquet`` -> ``./shards``)."""
+    if shards:
+        path = Path(shards)
+    else:
+        m = Path(manifest or DEFAULT_MANIFEST)
+        path = (m.parent.parent if m.parent.name == "manifests" else m.parent) / "shards"
+    if not (path / "index.json").is_file():
+        raise click.UsageError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
+    if manifest and not shards and Path(manifest).is_file():
+        from commercial98k.fsutil import sha256_file
+
+        built_from = json.loads((path / "index.json").read_text(encoding="utf-8")).get("manifest", {})
+        if built_from.get("sha256") and built_from["sha256"] != sha256_file(manifest):
+            click.echo(f"warning: {path} was built from another version of {manifest}; "
+                       "run `c98k build-shards` to refresh it", err=True)
+    return path
+
+
+def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: use KEY=VALUE", param_hint="--model-opt")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _fail(e: Exception) -> None:
+    raise click.ClickException(str(e)) from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="commercial98k")
+def main(verbose: int) -> None:
+    """YuYin: recommend background music for e-commerce video ads.
+
+    \b
+    A typical run, after `c98k build-shards`:
+      yuyin train --manifest manifests/c98k.parquet        # -> runs/yuyin/last.pt, metrics.csv
+      yuyin evaluate --checkpoint runs/yuyin --split test   # Recall@K, median rank, per category
+      yuyin benchmark --steps 300                           # CCA, CBVMR, ablations: one table
+      yuyin recommend --video ad.mp4 --library shards/ -k 10
+    Multi-process: torchrun --nproc_per_node 2 -m yuyin.cli train ...
+    """
+    logging.basicConfig(level=logging.WARNING - 10 * verbose, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _train_options(f):
+    opts = [
+        click.option("--manifest", default=DEFAULT_MANIFEST, show_default=True,
+                     help="Clips manifest; its shards are looked up in shards/ beside the project."),
+        click.option("--shards", default=None, help="Shards folder (with index.json); overrides the lookup."),
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="JSON or TOML file with training options (flags override it)."),
+        click.option("--steps", type=click.IntRange(1), default=None, help="Optimizer steps [400]."),
+        click.option("--batch-size", type=click.IntRange(2), default=None, help="Clips per batch per process [32]."),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate [1e-3]."),
+        click.option("--seed", type=int, default=None, help="Seed for weights and data order [0]."),
+        click.option("--device", default=None, help="cpu, cuda or cuda:N [cpu]."),
+        click.option("--amp", type=click.Choice(["off", "auto", "bf16", "fp16"]), default=None,
+                     help="Mixed precision; auto = bf16/fp16 on CUDA, off on CPU [auto]."),
+        click.option("--num-workers", type=click.IntRange(0), default=None, help="Loader worker processes [0]."),
+        click.option("--threads", type=click.IntRange(0), default=None,
+                     help="Torch CPU threads per process; 0 = torch default [1, fastest for this model size]."),
+        click.option("--w-video-music", type=click.FloatRange(0), default=None, help="Video-music InfoNCE weight [1]."),
+        click.option("--w-video-tag", type=click.FloatRange(0), default=None, help="Video-tag InfoNCE weight [0.5]."),
+        click.option("--w-music-tag", type=click.FloatRange(0), default=None, help="Music-tag InfoNCE weight [0.5]."),
+        click.option("--w-category", type=click.FloatRange(0), default=None, help="Category cross-entropy weight [0.2]."),
+        click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+                     help="Model option (repeatable), e.g. video_encoder=gru, use_wfm=false, hidden=256, "
+                          "temperature=0.05, learn_temperature=false."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config(config_path, shards_path, **flags) -> Any:
+    from .train import load_config
+
+    weights = {"video_music": flags.pop("w_video_music"), "video_tag": flags.pop("w_video_tag"),
+               "music_tag": flags.pop("w_music_tag"), "category": flags.pop("w_category")}
+    model = _model_opts(flags.pop("model_opts"))
+    try:
+        return load_config(config_path, shards=str(shards_path), weights=weights, model=model, **flags)
+    except ValueError as e:
+        _fail(e)
+
+
+@main.command()
+@_train_options
+@click.option("--checkpoint-dir", default=None, help="Where checkpoints and metrics.csv go [runs/yuyin].")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Checkpoint every N steps [100].")
+@click.option("--eval-every", type=click.IntRange(0), default=None,
+              help="Validation Recall@K every N steps into val_metrics.csv [0: never].")
+@click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[PATH]",
+              help="Continue from a checkpoint: alone, the last one in --checkpoint-dir.")
+def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_every, resume, **flags) -> None:
+    """Train YuYin on the shards of a manifest (exactly resumable; DDP under torchrun)."""
+    from .train import train as run
+
+    cfg = _config(config_path, resolve_shards(manifest, shards), checkpoint_dir=checkpoint_dir,
+                  checkpoint_every=checkpoint_every, eval_every=eval_every, **flags)
+    if resume == "last":
+        resume = cfg.checkpoint_dir
+    try:
+        summary = run(cfg, resume=resume)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"trained {summary['steps']} steps ({summary['samples_per_s']:.0f} samples/s): "
+                   f"loss {summary['last'].get('loss', float('nan')):.4f}; checkpoint {summary['checkpoint']}")
+
+
+@main.command()
+@click.option("--checkpoint", default="runs/yuyin", show_default=True, help="Checkpoint file or folder (last.pt).")
+@click.option("--manifest", default=DEFAULT_MANIFEST, show_default=True, help="Manifest whose shards to use.")
+@click.option("--shards", default=None, help="Shards folder; overrides the lookup.")
+@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option("--out", default=None, help="Write <out>.json and <out>.md (default: next to the checkpoint).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+def evaluate(checkpoint, manifest, shards, split, out, device, batch_size) -> None:
+    """Video->music and music->video Recall@1/5/10/25/50 and ranks over unique tracks, per category."""
+    from .checkpoint import find_checkpoint
+    from .evaluate import evaluate_checkpoint, report_markdown, write_report
+
+    shards_path = resolve_shards(manifest, shards)
+    try:
+        report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
+        out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
+        write_report(report, out)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(e)
+    click.echo(report_markdown(report))
+    click.echo(f"wrote {out}.json and {out}.md")
+
+
+@main.command()
+@click.option("--video", required=True, type=click.Path(exists=True, dir_okay=False), help="The new ad video.")
+@click.option("--library", default="shards", show_default=True, help="Shard library to recommend from.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--checkpoint", default="runs/yuyin", show_default=True, help="Checkpoint file or folder.")
+@click.option("--index-dir", default=None, help="Where the music index is saved [<library>/.yuyin-index].")
+@click.option("--frame-model", default=None, help="Frame model registry name (default: the training features').")
+@click.option("--start", "start_s", type=float, default=None, help="Span start, seconds.")
+@click.option("--end", "end_s", type=float, default=None, help="Span end, seconds.")
+@click.option("--whole", is_flag=True, help="Use the whole video instead of the planner's main clip.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, end_s, whole, device, as_json) -> None:
+    """Rank the library's tracks for a new video (the music index is built once and saved)."""
+    from .recommend import recommend_video
+
+    try:
+        result = recommend_video(video, checkpoint, library, k, device, index_dir, frame_model,
+                                 start_s, end_s, whole)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{video} [{result['start_s']}..{result['end_s']} s]:")
+    for r in result["results"]:
+        click.echo(f"{r['rank']:>3}  {r['score']:.3f}  {r['music_id']}  {r['category']}  {r.get('emotion') or ''}")
+
+
+@main.command()
+@_train_options
+@click.option("--methods", default=None, help="Comma-separated subset (default: all).")
+@click.option("--split", default="test", show_default=True, help="Split every method is evaluated on.")
+@click.option("--out", default="runs/benchmark", show_default=True, help="Folder for models and the table.")
+def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> None:
+    """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table."""
+    from .baselines import METHODS, run_benchmark
+
+    cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
+    chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
+    try:
+        run_benchmark(cfg, out, chosen, split)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        _fail(e)
+    click.echo(Path(out, "benchmark.md").read_text(encoding="utf-8"))
+    click.echo(f"wrote {out}/benchmark.md and benchmark.csv")
+
+
+if __name__ == "__main__":
+    main()
