@@ -32,25 +32,52 @@ def parts_dir(path: str | os.PathLike) -> Path:
 
 
 def _read_file(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such file")
     try:
         return pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True) -> pa.Table:
-    """Read a manifest (file plus pending parts), newest row per key, conformed to its schema."""
+def _check_kind(table: pa.Table, path: Path, kind: str) -> None:
+    """Refuse a table of the other kind, or one without its key or ``status`` column."""
+    found = guess_kind(table.schema)
+    if found != kind:
+        why = "it has a clip_id column" if found == "clips" else "it has no clip_id column"
+        raise ManifestError(f"{path}: a {found} manifest ({why}) where a {kind} manifest is expected")
+    missing = [c for c in (KEYS[kind], "status") if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"{path}: not a {kind} manifest: missing column {', '.join(missing)}")
+
+
+def manifest_exists(path: str | os.PathLike) -> bool:
+    """Whether a manifest file or any flushed part of it exists (an absent output starts empty)."""
     path = Path(path)
-    tables = []
+    pdir = parts_dir(path)
+    return path.exists() or (pdir.is_dir() and any(pdir.glob("part-*.parquet")))
+
+
+def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True) -> pa.Table:
+    """Read a manifest (file plus pending parts), newest row per key, conformed to its schema.
+
+    Raises ``ManifestError`` naming the file for a missing or unreadable file, a manifest of
+    the other kind (a videos manifest where clips are expected, or the reverse), or one
+    without its key or ``status`` column.
+    """
+    path = Path(path)
+    sources: list[tuple[Path, pa.Table]] = []
     if path.exists():
-        tables.append(_read_file(path))
+        sources.append((path, _read_file(path)))
     pdir = parts_dir(path)
     if with_parts and pdir.is_dir():
-        tables += [_read_file(p) for p in sorted(pdir.glob("part-*.parquet"))]
-    if not tables:
+        sources += [(p, _read_file(p)) for p in sorted(pdir.glob("part-*.parquet"))]
+    if not sources:
         raise ManifestError(f"{path}: no such manifest (run the stage that writes it first)")
-    kind = kind or guess_kind(tables[0].schema)
-    merged = pa.concat_tables([conform(t, kind) for t in tables], promote_options="permissive")
+    kind = kind or guess_kind(sources[0][1].schema)
+    for source, table in sources:
+        _check_kind(table, source, kind)
+    merged = pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive")
     return dedupe_latest(merged, KEYS[kind])
 
 
@@ -163,11 +190,13 @@ class ManifestWriter:
 
 
 def existing_keys(path: str | os.PathLike, kind: str, statuses: Iterable[str] | None = None) -> set[str]:
-    """Keys already recorded in a manifest (optionally only rows with one of ``statuses``)."""
-    try:
-        table = read_manifest(path, kind)
-    except ManifestError:
+    """Keys already recorded in a manifest (optionally only rows with one of ``statuses``).
+
+    An absent manifest has none; an unreadable one or one of the other kind raises ``ManifestError``.
+    """
+    if not manifest_exists(path):
         return set()
+    table = read_manifest(path, kind)
     keys = table.column(KEYS[kind]).to_pylist()
     if statuses is None:
         return set(keys)

@@ -49,6 +49,12 @@ class Probe:
     num_frames: int | None
 
 
+def ffmpeg_error_tail(e: ffmpeg.Error) -> str:
+    """The last line ffmpeg/ffprobe wrote to stderr: the cause, for a one-line error."""
+    lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "unknown error"
+
+
 def _ratio(text: str | None) -> float | None:
     if not text or text in ("0/0", "0"):
         return None
@@ -66,8 +72,7 @@ def probe(path: str | Path) -> Probe:
     try:
         info = ffmpeg.probe(path, cmd=ffprobe_bin())
     except ffmpeg.Error as e:
-        msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(f"{path}: ffprobe cannot read it ({msg[-1] if msg else 'unknown error'})") from e
+        raise MediaError(f"{path}: ffprobe cannot read it ({ffmpeg_error_tail(e)})") from e
     streams = info.get("streams", [])
     v = next((s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0), None)
     a = next((s for s in streams if s.get("codec_type") == "audio"), None)
@@ -90,8 +95,7 @@ def _run(stream, path: str | Path) -> bytes:
     try:
         out, _ = stream.run(cmd=ffmpeg_bin(), capture_stdout=True, capture_stderr=True, quiet=True)
     except ffmpeg.Error as e:
-        msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise MediaError(f"{path}: ffmpeg failed ({msg[-1] if msg else 'unknown error'})") from e
+        raise MediaError(f"{path}: ffmpeg failed ({ffmpeg_error_tail(e)})") from e
     return out
 
 

@@ -13,6 +13,7 @@ always holds all the columns of its kind; a stage that has not run yet leaves it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -186,7 +187,6 @@ def validate_table(table: pa.Table, kind: str | None = None, max_problems: int =
 
     key = KEYS[kind]
     keys = table.column(key).to_pylist()
-    rows = table.to_pylist()
     seen: dict[str, int] = {}
     for i, k in enumerate(keys):
         if k is None or k == "":
@@ -199,11 +199,23 @@ def validate_table(table: pa.Table, kind: str | None = None, max_problems: int =
         if not f.nullable and f.name != key:
             nulls = pc.is_null(table.column(f.name)).to_pylist()
             problems += [Problem(f.name, "null in a required column", i, keys[i]) for i, n in enumerate(nulls) if n]
-    for i, r in enumerate(rows):
+    for i, r in enumerate(_checked_rows(table)):
         problems += _row_problems(i, r, keys[i])
         if len(problems) >= max_problems:
             break
     return problems[:max_problems]
+
+
+#: The columns ``_row_problems`` reads; rows are built from these alone, a batch at a time,
+#: so validating a large manifest does not turn all of it into Python objects at once.
+_ROW_CHECK_COLUMNS = ("status", "duration_s", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s",
+                      "shots", "music_segments", "valence", "arousal", "category_confidence", "split")
+
+
+def _checked_rows(table: pa.Table, batch_rows: int = 4096) -> Iterator[dict]:
+    columns = [c for c in _ROW_CHECK_COLUMNS if c in table.column_names]
+    for batch in table.select(columns).to_batches(max_chunksize=batch_rows):
+        yield from batch.to_pylist()
 
 
 def _row_problems(i: int, r: dict, key: str | None) -> list[Problem]:

@@ -11,7 +11,6 @@ size/sha256 recorded in the stats (a truncated or corrupt tar). Tars are byte-re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .fsutil import atomic_path, atomic_write_json, sha256_file
+from .engine import error_line
+from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
 from .splits import assign_splits, check_fractions
@@ -106,11 +106,11 @@ def emotion_vector(row: dict, classes: list[str]) -> np.ndarray:
 
 
 def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode("utf-8"))
 
 
 def _order_key(seed: int, clip_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{clip_id}".encode()).hexdigest()
+    return sha256_bytes(f"{seed}:{clip_id}".encode())
 
 
 class DataRoot:
@@ -258,7 +258,7 @@ def write_shard(rows: list[dict], tar: Path, stats_path: Path, ctx: _Context, fi
                 sink.write(make_sample(row, ctx))
                 clip_ids.append(row["clip_id"])
             except (OSError, ValueError, EOFError) as e:
-                msg = f"{type(e).__name__}: {e}"
+                msg = error_line(e)
                 skipped.append({"clip_id": row["clip_id"], "cause": msg})
                 _warn(f"warning: {row['clip_id']}: skipped: {msg}", bar)
             if bar is not None:
@@ -335,7 +335,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
             continue
         cause = missing_inputs(r, root, with_media, taxonomy)
         if cause:
-            print(f"warning: {r['clip_id']}: skipped: {cause}", file=sys.stderr)
+            _warn(f"warning: {r['clip_id']}: skipped: {cause}")
             skipped.append({"clip_id": r["clip_id"], "cause": cause})
         else:
             rows.append({**r, "split": split_of[r["clip_id"]]})

@@ -30,6 +30,17 @@ def _error_cause(error: str | None) -> str:
     return error.split(":", 1)[0].strip()[:60] or "(no error text)"
 
 
+#: The columns the summary and the plots read. Rows are built from these alone: a large
+#: manifest's fingerprints, shot lists and feature paths never become Python objects here.
+STATS_COLUMNS = ("video_id", "clip_id", "category", "status", "error", "tags", "platform_tags", "duration_s",
+                 "clip_start_s", "clip_end_s", "has_music", "music_id", "valence", "arousal", "emotion",
+                 "category_confidence", "split")
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return table.select([c for c in STATS_COLUMNS if c in table.column_names]).to_pylist()
+
+
 def _durations(rows: list[dict], kind: str) -> list[float]:
     out = []
     for r in rows:
@@ -52,7 +63,7 @@ def _describe(values: list[float]) -> dict[str, float] | None:
 def summarize(table: pa.Table, top_n: int = 20) -> dict[str, Any]:
     """Counts and distributions of a manifest table (clips or videos kind)."""
     kind = guess_kind(table.schema)
-    rows = table.to_pylist()
+    rows = _rows(table)
     per_cat: dict[str, Counter] = {}
     for r in rows:
         per_cat.setdefault(r.get("category") or "(none)", Counter())[r.get("status") or "(none)"] += 1
@@ -147,7 +158,7 @@ def make_plots(table: pa.Table, summary: dict[str, Any]) -> dict[str, str | None
 
 def _plots(table: pa.Table, summary: dict[str, Any], plt: Any) -> dict[str, str | None]:
 
-    rows = table.to_pylist()
+    rows = _rows(table)
     plots: dict[str, str | None] = {}
     cats = summary["per_category"]
     fig, ax = plt.subplots(figsize=(8, 4))

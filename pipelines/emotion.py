@@ -18,6 +18,7 @@ from scipy.stats import pearsonr
 from sklearn.model_selection import KFold, StratifiedKFold
 from tqdm import tqdm
 
+from commercial98k.engine import error_line
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import atomic_path, safe_id
 from commercial98k.label.emotion_data import EmotionDataset, load_dataset
@@ -57,7 +58,7 @@ def embed_dataset(dataset: EmotionDataset, model: Any, cache_dir: str | Path = D
                 store.put("audio", key, item_key(dataset, i), seq)
                 seq = store.get(rel)  # the stored (float16) values, as the labeller sees them
         except (MediaError, ValueError, RuntimeError, OSError) as e:
-            bar.write(f"error: {dataset.name}/{it.item_id}: {type(e).__name__}: {e}", file=sys.stderr)
+            bar.write(f"error: {dataset.name}/{it.item_id}: {error_line(e)}", file=sys.stderr)
             continue
         kept.append(i)
         seqs.append(seq)
@@ -247,9 +248,11 @@ def plot_shares(res: CVResult, path: str | Path) -> Path:
     fig.suptitle(f"{ds.name}: gems-head out-of-fold predictions vs human vote shares")
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)  # also when saving fails: pyplot keeps every open figure alive
     return path
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import within
-from commercial98k.manifest import ManifestError, ManifestWriter, read_manifest
+from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
 from commercial98k.sources import (
     DEFAULT_SEARCH_COUNT,
     FetchStep,
@@ -77,11 +77,10 @@ class _Known:
     @classmethod
     def load(cls, manifest: Path) -> _Known:
         known = cls()
-        try:
-            rows = read_manifest(manifest, "videos").select(
-                ["video_id", "platform", "platform_id", "url", "content_sha256", "status"]).to_pylist()
-        except ManifestError:
+        if not manifest_exists(manifest):  # a first run; a corrupt or wrong-kind manifest raises
             return known
+        rows = read_manifest(manifest, "videos").select(
+            ["video_id", "platform", "platform_id", "url", "content_sha256", "status"]).to_pylist()
         for r in rows:
             known.add(r)
         return known
@@ -173,8 +172,8 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     manifest = Path(manifest)
     root = Path(data_root).resolve()
     specs = resolve_specs(category, sources, taxonomy, limit)
+    known = _Known.load(manifest)  # before anything is created: a bad manifest stops the run here
     videos_dir(root).mkdir(parents=True, exist_ok=True)
-    known = _Known.load(manifest)
     todo, planned, skipped = plan(specs, options, limit, known, taxonomy, retry_failed, progress)
     result = FetchResult(manifest, planned=planned, known=skipped)
     if skipped and progress is not False:

@@ -25,6 +25,16 @@ def engine_options(f):
     return f
 
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from commercial98k.models.registry import check_device  # imports torch: only when a command runs
+
+    try:
+        return check_device(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def device_option(f):
-    return click.option("--device", default="cpu", show_default=True,
+    """--device, checked before any work starts (an unknown or absent device is a usage error)."""
+    return click.option("--device", default="cpu", show_default=True, callback=_check_device,
                         help="Torch device for model inference: cpu, cuda, cuda:1 ...")(f)

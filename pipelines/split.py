@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
-from commercial98k.manifest import ManifestError, ManifestWriter, parts_dir, read_manifest, write_manifest
+from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
 from commercial98k.schema import VIDEO_SCHEMA
 from commercial98k.split import plan_video
 from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
@@ -138,11 +138,9 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> t
     """Video rows with status ok that have no finished rows in the clips manifest; and how many were skipped."""
     videos = read_manifest(videos_manifest, "videos")
     done: set[str] = set()
-    try:
+    if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
         clips = read_manifest(clips_manifest, "clips").select(["video_id", "status"]).to_pylist()
         done = {r["video_id"] for r in clips if r["status"] in FINISHED}
-    except ManifestError:
-        pass
     rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
     todo = [r for r in rows if r["video_id"] not in done]
     return todo, len(rows) - len(todo)
@@ -187,7 +185,7 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
             for result in _results(SplitStep(config), todo, workers, engine, address):
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
                 writer.extend(result["rows"])
-    if Path(clips_manifest).exists() or parts_dir(clips_manifest).is_dir():
+    if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
         ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
         counts["clips"] = int(ok.sum())

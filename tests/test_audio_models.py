@@ -194,3 +194,16 @@ def test_embeddings_separate_genres(model_name: str, outputs: dict) -> None:
         centroids = np.stack([x[rest & (y == g)].mean(axis=0) for g in range(len(GENRES))])
         correct += int(np.argmin(((centroids - x[i]) ** 2).sum(axis=1)) == y[i])
     assert correct / len(x) >= 0.55  # chance is 0.25
+
+
+def test_runs_on_the_device_it_is_given(msd: MusicnnEmbedder, excerpts: dict) -> None:
+    """A device string places weights and inputs; the embedding comes back as float32 numpy."""
+    on_cpu0 = AUDIO.create("musicnn", model="MSD_musicnn", device="cpu:0")
+    assert on_cpu0.device == torch.device("cpu:0")
+    assert {p.device.type for p in on_cpu0.net.parameters()} == {"cpu"}
+    audio = excerpts[("rock", 1)][: 4 * SR]
+    emb = on_cpu0.embed(audio)
+    assert type(emb) is np.ndarray and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, msd.embed(audio), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not a torch device"):
+        AUDIO.create("musicnn", model="MSD_musicnn", device="tpu", weights="/nonexistent/prefix")

@@ -93,3 +93,23 @@ def test_clip_without_open_clip_is_one_clear_error():
         FRAMES.create("clip")
     msg = str(err.value)
     assert "open_clip_torch" in msg and "\n" not in msg
+
+
+def test_efficientnet_runs_on_the_device_it_is_given(effnet, shared_media):
+    """A device string (here a CPU one; `--device cuda` takes the same path) places the weights and
+    the inputs; results come back as float32 numpy on the CPU, equal to the default model's."""
+    import torch
+
+    on_cpu0 = FRAMES.create("efficientnet-lite0", device="cpu:0", batch_size=4)
+    assert on_cpu0.device == torch.device("cpu:0")
+    assert {p.device.type for p in on_cpu0.net.parameters()} == {"cpu"}
+    frames = _frames(shared_media, 9.5, 1.0)
+    emb = on_cpu0.embed_images(frames)
+    assert type(emb) is np.ndarray and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, effnet.embed_images(frames), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device, cause", [("tpu", "not a torch device"), ("meta", "not supported")])
+def test_efficientnet_refuses_an_unusable_device_before_loading(device, cause, tmp_path):
+    with pytest.raises(ValueError, match=cause):
+        FRAMES.create("efficientnet-lite0", device=device, weights=tmp_path / "absent.pth")

@@ -15,6 +15,7 @@ from commercial98k.manifest import (
     ManifestError,
     ManifestWriter,
     existing_keys,
+    manifest_exists,
     parts_dir,
     read_manifest,
     write_manifest,
@@ -69,6 +70,44 @@ def test_missing_and_corrupt_manifests_give_clear_errors(tmp_path):
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(ManifestError, match="bad.parquet: not a readable Parquet file"):
         read_manifest(bad)
+
+
+def test_a_manifest_of_the_other_kind_or_without_status_is_refused(tmp_path):
+    videos = tmp_path / "videos.parquet"
+    write_manifest([video(0), video(1)], videos, "videos")
+    clips = tmp_path / "c98k.parquet"
+    write_manifest([dict(video(0), clip_id="vid0-c000")], clips, "clips")
+    with pytest.raises(ManifestError, match="videos.parquet: a videos manifest .* where a clips manifest is expected"):
+        read_manifest(videos, "clips")
+    with pytest.raises(ManifestError, match="c98k.parquet: a clips manifest .* where a videos manifest is expected"):
+        read_manifest(clips, "videos")
+    # a part of the other kind is named, not silently merged
+    with ManifestWriter(videos, "videos") as w:
+        w.add(video(2))
+    parts_dir(videos).mkdir()
+    stray = parts_dir(videos) / "part-stray-000000.parquet"
+    pq.write_table(pq.read_table(clips), stray)
+    with pytest.raises(ManifestError, match="part-stray-000000.parquet: a clips manifest"):
+        read_manifest(videos, "videos")
+    stray.unlink()
+    no_status = tmp_path / "no_status.parquet"
+    pq.write_table(pq.read_table(videos).drop(["status"]), no_status)
+    with pytest.raises(ManifestError, match="no_status.parquet: not a videos manifest: missing column status"):
+        read_manifest(no_status)
+
+
+def test_existing_keys_only_treats_an_absent_manifest_as_empty(tmp_path):
+    path = tmp_path / "videos.parquet"
+    assert not manifest_exists(path) and existing_keys(path, "videos") == set()
+    path.write_bytes(b"PAR1 truncated")
+    assert manifest_exists(path)
+    with pytest.raises(ManifestError, match="not a readable Parquet file"):
+        existing_keys(path, "videos")
+    path.unlink()
+    with ManifestWriter(path, "videos", flush_every=1) as w:
+        w.add(video(0))
+        assert manifest_exists(path) and not path.exists()  # only a flushed part so far
+        assert existing_keys(path, "videos") == {"vid0"}
 
 
 def test_killed_writer_keeps_every_flushed_row(tmp_path):

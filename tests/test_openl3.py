@@ -222,3 +222,19 @@ def test_parity_with_official_embeddings(fixture: str, shared_media: Path) -> No
     cos = (emb * ref["embedding"]).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref["embedding"], axis=1))
     assert cos.min() > 0.99
     np.testing.assert_allclose(emb, ref["embedding"], rtol=0.05, atol=0.05 * np.abs(ref["embedding"]).max())
+
+
+def test_device_string_places_weights_and_inputs(tmp_path: Path) -> None:
+    """OpenL3 on an explicit device string: weights there, numpy float32 out; a bad device fails first."""
+    path = tmp_path / "openl3_audio_mel128_env.h5"
+    write_keras_h5(path, seed=5)
+    audio = np.random.default_rng(6).normal(0, 0.1, int(1.5 * SR)).astype(np.float32)
+    default = OpenL3Embedder("mel128", "env", 512, hop_s=0.5, weights=path)
+    on_cpu0 = OpenL3Embedder("mel128", "env", 512, hop_s=0.5, device="cpu:0", weights=path)
+    assert on_cpu0.device == torch.device("cpu:0")
+    assert {p.device.type for p in on_cpu0.net.parameters()} == {"cpu"}
+    emb = on_cpu0.embed(audio)
+    assert type(emb) is np.ndarray and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, default.embed(audio), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not a torch device"):
+        OpenL3Embedder(device="tpu", weights=tmp_path / "missing.h5")  # before the missing file is noticed

@@ -68,6 +68,18 @@ def test_row_problems_name_row_and_column():
     assert "duplicate clip_id 'v0-c000' (first at row 0)" in text[2]
 
 
+def test_row_problems_keep_their_row_numbers_across_batches():
+    """Rows are checked a batch at a time; problems still name the right row and key."""
+    rows = [clip_row(i) for i in range(9000)]
+    rows[4095]["valence"] = 1.5  # last row of the first batch
+    rows[4096]["clip_end_s"] = 40.0  # first row of the second batch
+    rows[8999]["split"] = "holdout"
+    problems = validate_table(rows_to_table(rows, "clips"))
+    assert [(p.row, p.key, p.column) for p in problems] == [
+        (4095, rows[4095]["clip_id"], "valence"), (4096, rows[4096]["clip_id"], "clip_end_s"),
+        (8999, rows[8999]["clip_id"], "split")]
+
+
 def test_conform_adds_missing_columns_and_keeps_extras():
     table = pa.table({"video_id": ["a"], "status": ["ok"], "my_extra": [1]})
     out = conform(table, "videos")

@@ -21,9 +21,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+from ..engine import error_line
+
+if TYPE_CHECKING:  # pandas is imported where a CSV is read: `c98k --help` should not pay for it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +107,14 @@ class EmotionDataset:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.is_file():
         raise EmotionDataError(f"{path}: no such file")
     try:
         df = pd.read_csv(path, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise EmotionDataError(f"{path}: not a readable CSV ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise EmotionDataError(f"{path}: not a readable CSV ({error_line(e)})") from e
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
@@ -120,6 +127,8 @@ def _require(df: pd.DataFrame, path: Path, columns) -> None:
 
 def _numeric(df: pd.DataFrame, path: Path, column: str, lo: float, hi: float) -> np.ndarray:
     """Column as float; a non-number, empty or out-of-range cell is an error naming the row."""
+    import pandas as pd
+
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:

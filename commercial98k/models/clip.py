@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine import error_line
 from ..fsutil import sha256_file
-from .registry import FRAMES, ModelInfo
+from .registry import FRAMES, ModelInfo, check_device
 from .weights import WeightsUnavailable
 
 DEFAULT_ARCH = "ViT-B-32"
@@ -46,7 +47,7 @@ def _checkpoint(open_clip, arch: str, pretrained: str, weights: str | Path | Non
         return Path(open_clip.download_pretrained(cfg))
     except Exception as e:  # hub unreachable, gated, disk full ...
         raise WeightsUnavailable(f"CLIP {arch}/{pretrained}: cannot download weights "
-                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                 f"({error_line(e)}); "
                                  "pass a local checkpoint with --weights") from e
 
 
@@ -57,12 +58,13 @@ class ClipEmbedder:
                  weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32):
         import torch
 
+        device = check_device(device)  # before any weights are read or downloaded
         open_clip = _import_open_clip()
         path = _checkpoint(open_clip, arch, pretrained, weights)
         try:
             model = open_clip.create_model(arch, pretrained=str(path), device=device)
         except Exception as e:
-            raise WeightsUnavailable(f"{path}: cannot load as CLIP {arch} ({type(e).__name__}: {e})") from e
+            raise WeightsUnavailable(f"{path}: cannot load as CLIP {arch} ({error_line(e)})") from e
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.eval()

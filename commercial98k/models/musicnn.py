@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fsutil import sha256_file
-from .registry import AUDIO, ModelInfo
+from .registry import AUDIO, ModelInfo, check_device
 from .tf_checkpoint import read_checkpoint, read_index
 from .weights import WeightsUnavailable, package_file
 
@@ -282,6 +282,7 @@ class MusicnnEmbedder:
 
     def __init__(self, model: str = "MSD_musicnn", layer: str = "penultimate", hop_s: float | None = None,
                  device: str = "cpu", batch_size: int = 32, weights: str | Path | None = None):
+        device = check_device(device)  # before any weights are read
         if model not in MODELS:
             raise ValueError(f"unknown musicnn model {model!r}; choose one of {MODELS}")
         vgg = model.endswith("_vgg")

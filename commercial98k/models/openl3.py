@@ -34,7 +34,7 @@ from torch import nn
 
 from ..fsutil import atomic_path, sha256_file
 from .musicnn import mel_filterbank
-from .registry import AUDIO, ModelInfo
+from .registry import AUDIO, ModelInfo, check_device
 from .weights import WeightsUnavailable, cache_dir, fetch_weights
 
 SR = 48000
@@ -244,6 +244,7 @@ class OpenL3Embedder:
     def __init__(self, input_repr: str = "mel256", content_type: str = "music", embedding_size: int = 6144,
                  hop_s: float = 0.1, center: bool = True, device: str = "cpu", batch_size: int = 32,
                  weights: str | Path | None = None, download: bool = True):
+        device = check_device(device)  # before any weights are read or downloaded
         if content_type not in CONTENT_TYPES:
             raise ValueError(f"unknown OpenL3 content_type {content_type!r}; choose one of {CONTENT_TYPES}")
         if hop_s <= 0:

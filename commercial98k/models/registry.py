@@ -110,3 +110,32 @@ AUDIO = Registry("audio", (_P + "musicnn", _P + "openl3"))
 FRAMES = Registry("frames", (_P + "efficientnet", _P + "clip"))
 TEXT = Registry("text", (_P + "text",))
 EMOTION = Registry("emotion", (_P + "emotion",))
+
+
+def check_device(device: str) -> str:
+    """Return ``device`` if torch can run models on it on this machine; else raise ``ValueError`` saying why.
+
+    Accepts ``cpu``, ``cuda``/``cuda:N``, ``mps`` and ``xpu``; torch is imported only when called.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{device!r} is not a torch device; use cpu, cuda, cuda:N, mps or xpu") from None
+    if dev.type == "cpu":
+        return device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no GPU found" if torch.version.cuda else "this torch is built without CUDA"
+            raise ValueError(f"{device!r}: CUDA is not available here ({why}, torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    available = {"mps": lambda: torch.backends.mps.is_available(),
+                 "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if dev.type not in available:
+        raise ValueError(f"{device!r}: device type {dev.type!r} is not supported; use cpu, cuda, cuda:N, mps or xpu")
+    if not available[dev.type]():
+        raise ValueError(f"{device!r}: {dev.type} is not available here; use cpu")
+    return device

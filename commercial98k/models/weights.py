@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..engine import error_line
 from ..fsutil import atomic_path, sha256_file
 
 
@@ -48,7 +49,7 @@ def fetch_weights(url: str, sha256: str | None, filename: str | None = None, tim
     except WeightsUnavailable:
         raise
     except Exception as e:
-        raise WeightsUnavailable(f"{target.name}: cannot download from {url} ({type(e).__name__}: {e}); "
+        raise WeightsUnavailable(f"{target.name}: cannot download from {url} ({error_line(e)}); "
                                  "pass a local copy with --weights") from e
     return target
 

@@ -11,7 +11,7 @@ import ffmpeg
 import numpy as np
 
 from ..fsutil import atomic_path
-from ..media import MediaError, ffmpeg_bin, write_wav
+from ..media import MediaError, ffmpeg_bin, ffmpeg_error_tail, write_wav
 
 DEFAULT_CLIP_SECONDS = 30.0
 DEFAULT_MIN_CLIP_SECONDS = 4.0
@@ -102,9 +102,8 @@ def cut_clip(video_path: str | Path, out_path: str | Path, start_s: float, end_s
             ffmpeg.output(*streams, str(tmp), **kw).overwrite_output().run(
                 cmd=ffmpeg_bin(), capture_stdout=True, capture_stderr=True, quiet=True)
         except ffmpeg.Error as e:
-            msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise MediaError(f"{video_path}: cutting {start_s:.3f}-{end_s:.3f} s failed "
-                             f"({msg[-1] if msg else 'unknown error'})") from e
+                             f"({ffmpeg_error_tail(e)})") from e
     return out_path
 
 

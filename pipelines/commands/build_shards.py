@@ -55,6 +55,12 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
 
     Re-running rebuilds only missing, stale or truncated shards. Each shard's _stats.json is
     written last and marks it complete.
+
+    \b
+    Examples:
+      c98k build-shards
+      c98k build-shards --category cosmetics --category food --min-duration 8 --out shards_small
+      c98k build-shards --split-fractions 0.9,0.05,0.05 --samples-per-shard 500 --with-media
     """
     filters = ShardFilters(categories=categories, min_duration=min_duration,
                            has_music=True if has_music else None,

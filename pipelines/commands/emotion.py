@@ -6,12 +6,17 @@ import sys
 
 import click
 
-from commercial98k.label.emotion_data import DATASETS, EmotionDataError
-from commercial98k.models.emotion import EmotionHeadError
-from commercial98k.models.weights import WeightsUnavailable
+from commercial98k.label.emotion_data import DATASETS
 from pipelines.options import device_option
 
-_ERRORS = (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)
+
+def _errors() -> tuple[type[Exception], ...]:
+    """What a bad data set, head or weights file raises (imported late: scipy is slow to load)."""
+    from commercial98k.label.emotion_data import EmotionDataError
+    from commercial98k.models.emotion import EmotionHeadError
+    from commercial98k.models.weights import WeightsUnavailable
+
+    return (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)
 
 
 def _common(f):
@@ -38,7 +43,13 @@ def _fail(e: Exception) -> None:
 
 @click.group("emotion")
 def command() -> None:
-    """Music emotion: train the GEMS/valence-arousal head that `c98k label` uses, and evaluate it."""
+    """Music emotion: train the GEMS/valence-arousal head that `c98k label` uses, and evaluate it.
+
+    \b
+    Examples:
+      c98k emotion train --path ../shared/media/emotify --out models/emotion_head.npz
+      c98k emotion evaluate --path ../shared/media/emotify --folds 5 --plot reports/emotion.png
+    """
 
 
 @command.command("train")
@@ -47,12 +58,20 @@ def command() -> None:
               help="Head file to write (.npz); pass it to the labeller.")
 def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
               out: str) -> None:
-    """Fit the emotion head on a labelled data set (Emotify GEMS votes, PMEmo or DEAM valence/arousal)."""
+    """Fit the emotion head on a labelled data set (Emotify GEMS votes, PMEmo or DEAM valence/arousal).
+
+    Audio embeddings of the excerpts are cached in --cache-dir, so training again is quick.
+
+    \b
+    Examples:
+      c98k emotion train --path ../shared/media/emotify --out models/emotion_head.npz
+      c98k emotion train --dataset pmemo --path ~/data/PMEmo2019 --audio-model openl3 --device cuda
+    """
     from pipelines import emotion
 
     try:
         head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed)
-    except _ERRORS as e:
+    except _errors() as e:
         _fail(e)
     m = head.meta
     click.echo(f"{out}: {head.info.tag()} trained on {m['items']} {dataset} items ({m['windows']} windows) "
@@ -66,13 +85,22 @@ def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device:
               help="Also save a PNG of predicted vs human vote share per emotion (GEMS data sets).")
 def evaluate_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
                  folds: int, plot: str | None) -> None:
-    """k-fold cross-validation: agreement with human labels next to the training-fold-mean reference."""
+    """k-fold cross-validation: agreement with human labels next to the training-fold-mean reference.
+
+    Prints one row per metric: the head's out-of-fold score, the score of always predicting the
+    training folds' mean, and their ratio.
+
+    \b
+    Examples:
+      c98k emotion evaluate --path ../shared/media/emotify
+      c98k emotion evaluate --dataset deam --path ~/data/DEAM --folds 10 --seed 1
+    """
     from pipelines import emotion
 
     try:
         res, table = emotion.evaluate(dataset, path, audio_model, seconds or None, folds, seed, device, cache_dir,
                                       plot)
-    except _ERRORS as e:
+    except _errors() as e:
         _fail(e)
     click.echo(f"{dataset}: {len(res.dataset)} items, {folds}-fold CV (seed {seed}), audio model {audio_model}")
     click.echo(table)

@@ -59,6 +59,13 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
     GEMS class + probabilities), normalised text tags + their embeddings, and the zero-shot
     category_confidence of the crawl category. Features go to DATA_ROOT/features/; the manifest
     records them with the provenance of every model. Run again to resume.
+
+    \b
+    Examples:
+      c98k label
+      c98k label --device cuda --batch-size 64 --clips-per-batch 16
+      c98k label --audio-model openl3 --emotion-model none --limit 100
+      c98k label --weights emotion=models/emotion_head.npz
     """
     from commercial98k.label.clip_features import LabelConfig
     from commercial98k.manifest import ManifestError

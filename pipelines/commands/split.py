@@ -43,6 +43,12 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
     (mono 16 kHz), a Chromaprint fingerprint per clip and a perceptual hash of keyframes.
     Then clips of the same track get one music_id and re-uploaded videos one dup_group.
     Resumable: finished videos are skipped, failed ones retried.
+
+    \b
+    Examples:
+      c98k split
+      c98k split --clip-seconds 15 --detector content --workers 2
+      c98k split --videos-manifest run2/videos.parquet --manifest run2/c98k.parquet --data-root run2/data
     """
     from pipelines.split import SplitConfig, run_split
 

@@ -20,7 +20,14 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST
 @click.option("--top", "top_n", type=click.IntRange(1), default=20, show_default=True, help="Tags to list.")
 def command(manifest: str, report: str, no_report: bool, top_n: int) -> None:
     """Print clips per category and status, durations, music reuse, tags, failures by cause;
-    write an HTML report with plots (categories, durations, valence/arousal, tags, reuse, failures)."""
+    write an HTML report with plots (categories, durations, valence/arousal, tags, reuse, failures).
+
+    \b
+    Examples:
+      c98k stats
+      c98k stats --manifest manifests/videos.parquet --no-report
+      c98k stats --report reports/run2.html --top 50
+    """
     try:
         summary = write_report(manifest, None if no_report else report, top_n)
     except (ManifestError, OSError) as e:

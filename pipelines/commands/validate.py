@@ -19,6 +19,11 @@ def command(path: str, kind: str | None, max_problems: int) -> None:
     """Check a Parquet manifest: columns and types, unique ids, spans inside the video, value ranges.
 
     Prints one line per problem (row, column, cause) and exits 1 if there is any.
+
+    \b
+    Examples:
+      c98k validate manifests/c98k.parquet
+      c98k validate manifests/videos.parquet --kind videos --max-problems 10
     """
     try:
         problems = problems_in(path, kind)
