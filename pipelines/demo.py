@@ -1,0 +1,57 @@
+"""The offline demo stage: build the embedded mini corpus and take it through every stage.
+
+``python -m pipelines.demo`` (what ``make demo`` runs) and ``c98k demo`` parse the same flags
+(``pipelines/commands/demo.py``) and call ``run_demo``. Steps and their resumability live in
+``commercial98k.demo``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from commercial98k.demo.corpus import DEFAULT_CATEGORIES
+from commercial98k.demo.runner import DemoConfig, run_steps
+from commercial98k.demo.steps import demo_steps
+
+#: ``--quick``: a reduced run for CI (4 categories x 6 short videos, a few training steps).
+QUICK = {"categories": ("sports_outdoor", "cosmetics", "digital", "mother_baby"), "videos_per_category": 6,
+         "train_steps": 60, "split_fractions": "0.6,0.1,0.3", "baselines": ("cca", "cbvmr")}
+
+
+def make_config(work_dir: str | Path = "demo_work", categories: tuple[str, ...] = (),
+                videos_per_category: int | None = None, quick: bool = False, train_steps: int | None = None,
+                **kwargs) -> DemoConfig:
+    """The demo configuration: defaults, then ``--quick`` presets, then explicit values."""
+    cfg = DemoConfig(work_dir=Path(work_dir), categories=DEFAULT_CATEGORIES, quick=quick, **kwargs)
+    if quick:
+        for key, value in QUICK.items():
+            setattr(cfg, key, value)
+    if categories:
+        cfg.categories = tuple(categories)
+    if videos_per_category:
+        cfg.videos_per_category = videos_per_category
+    if train_steps:
+        cfg.train_steps = train_steps
+    return cfg
+
+
+def run_demo(cfg: DemoConfig, only: set[str] | None = None, force: bool = False) -> dict[str, dict]:
+    """Run every demo step (skipping finished ones), then print where the results are; returns the markers."""
+    markers = run_steps(demo_steps(), cfg, only=only, force=force)
+    summary = cfg.path("eval", "summary.md")
+    if summary.is_file() and all(m.get("skipped") for m in markers.values()):
+        print("\n" + summary.read_text(encoding="utf-8"))  # a re-run still shows the outcome
+    print(f"results: {summary} (Recall@K), {cfg.path('report', 'stats.html')} (data set), "
+          f"{cfg.path('recommend', 'recommendation.json')} (a held-out ad); start over: rm -r {cfg.root}")
+    return markers
+
+
+def main() -> None:
+    """Entry point of ``python -m pipelines.demo``."""
+    from pipelines.commands.demo import command
+
+    command(prog_name="python -m pipelines.demo")
+
+
+if __name__ == "__main__":
+    main()
