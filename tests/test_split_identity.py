@@ -120,3 +120,20 @@ def test_no_false_merges_between_similar_tracks(shared_media, tmp_path):
     for k, v in ids.items():
         assert all(k2.split("@")[0] == k.split("@")[0] for k2, v2 in ids.items() if v2 == v), (k, v)
     assert ids["electronic_14@3"] == ids["electronic_14@0"]
+
+
+def test_voice_over_on_part_of_a_copy_does_not_hide_the_track(excerpts):
+    """Ads talk over their music: a copy of the track with another sound over its first 60 %
+    still matches the clean copy (best 3-s window), though its whole-overlap BER does not."""
+    clean = excerpts["pop_a"]
+    talked_over = clean.copy()
+    cover = int(0.6 * len(clean))
+    other = excerpts["rock"][:cover]
+    talked_over[:cover] = 0.5 * talked_over[:cover] + 0.9 * other / (np.abs(other).max() + 1e-9)
+    a, b = decode(fingerprint_audio(clean, SR)), decode(fingerprint_audio(talked_over, SR))
+    whole_overlap_ber, _ = identity.best_match(a, b, window=None)
+    assert whole_overlap_ber > 0.15  # the old whole-overlap rule would miss this reuse
+    assert same_track(a, b)
+    ids = group_music({"clean": fingerprint_audio(clean, SR), "talked_over": fingerprint_audio(talked_over, SR),
+                       "rock": fingerprint_audio(excerpts["rock"], SR)})
+    assert ids["clean"] == ids["talked_over"] != ids["rock"]
