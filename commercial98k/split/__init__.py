@@ -74,9 +74,10 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     if require_music:
         if music is None or not music.has_music:
             peak = float(music.probs.music.max()) if music is not None and len(music.probs) else 0.0
+            why = (f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
+                   f"P(music) reaches {peak:.2f} only in bursts shorter than the 2 s minimum span")
             return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
-                                  error=f"no background music detected (peak P(music) {peak:.2f} "
-                                        f"< {music_threshold:g})")
+                                  error=f"no background music detected ({why})")
         spans = music.spans
     else:
         spans = [(0.0, info.duration_s)]
