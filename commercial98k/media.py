@@ -30,11 +30,9 @@ def ffmpeg_bin() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def ffprobe_bin() -> str:
-    found = shutil.which("ffprobe")
-    if not found:
-        raise MediaError("ffprobe not found: install Debian's ffmpeg package")
-    return found
+def ffprobe_bin() -> str | None:
+    """``ffprobe`` on PATH, or None (``probe`` then reads the file with PyAV)."""
+    return shutil.which("ffprobe")
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,16 @@ class Probe:
     num_frames: int | None
 
 
+# ffmpeg's generic trailers after the real cause: never the line a user needs.
+_FFMPEG_TRAILERS = ("To ignore this, add a trailing '?' to the map", "Conversion failed!",
+                    "Error opening output files", "Error opening output file")
+
+
 def ffmpeg_error_tail(e: ffmpeg.Error) -> str:
-    """The last line ffmpeg/ffprobe wrote to stderr: the cause, for a one-line error."""
-    lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-    return lines[-1] if lines else "unknown error"
+    """The last meaningful line ffmpeg/ffprobe wrote to stderr: the cause, for a one-line error."""
+    lines = [ln.strip() for ln in (e.stderr or b"").decode("utf-8", "replace").strip().splitlines() if ln.strip()]
+    meaningful = [ln for ln in lines if not ln.startswith(_FFMPEG_TRAILERS)]
+    return (meaningful or lines or ["unknown error"])[-1]
 
 
 def _ratio(text: str | None) -> float | None:
@@ -69,8 +73,11 @@ def probe(path: str | Path) -> Probe:
     path = str(path)
     if not Path(path).is_file():
         raise MediaError(f"{path}: no such file")
+    cmd = ffprobe_bin()
+    if cmd is None:
+        return _probe_with_pyav(path)
     try:
-        info = ffmpeg.probe(path, cmd=ffprobe_bin())
+        info = ffmpeg.probe(path, cmd=cmd)
     except ffmpeg.Error as e:
         raise MediaError(f"{path}: ffprobe cannot read it ({ffmpeg_error_tail(e)})") from e
     streams = info.get("streams", [])
@@ -89,6 +96,33 @@ def probe(path: str | Path) -> Probe:
         audio_sample_rate=int(a["sample_rate"]) if a and a.get("sample_rate") else None,
         num_frames=int(nb) if nb and str(nb).isdigit() else None,
     )
+
+
+def _probe_with_pyav(path: str) -> Probe:
+    """``probe`` through PyAV, whose wheel bundles FFmpeg: for machines without Debian's ffprobe."""
+    try:
+        import av
+    except ImportError as e:
+        raise MediaError("ffprobe not found: install Debian's ffmpeg package, or `pip install av`") from e
+    try:
+        with av.open(path) as container:
+            v = next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+            a = next(iter(container.streams.audio), None)
+            duration = container.duration / av.time_base if container.duration else 0.0
+            if not duration and (v or a) is not None and (v or a).duration is not None:
+                duration = float((v or a).duration * (v or a).time_base)
+            return Probe(
+                duration_s=float(duration),
+                width=v.codec_context.width if v else None,
+                height=v.codec_context.height if v else None,
+                fps=float(v.average_rate or v.base_rate) if v and (v.average_rate or v.base_rate) else None,
+                has_video=v is not None,
+                has_audio=a is not None,
+                audio_sample_rate=a.codec_context.sample_rate if a else None,
+                num_frames=v.frames or None if v else None,
+            )
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: cannot read it ({e})") from e
 
 
 def _run(stream, path: str | Path) -> bytes:

@@ -23,6 +23,6 @@ elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
   sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
   echo "warning: cannot install ${need[*]} (no apt-get/root)." >&2
-  echo "  ffmpeg: the pipeline falls back to the binary shipped by the imageio-ffmpeg wheel (pip install imageio-ffmpeg)." >&2
+  echo "  ffmpeg: the pipeline falls back to the binary in the imageio-ffmpeg wheel and probes with PyAV (both in requirements.lock)." >&2
   echo "  fpcalc: install Chromaprint's fpcalc for music identity; fluidsynth is only needed by the demo." >&2
 fi
