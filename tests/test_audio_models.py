@@ -39,13 +39,7 @@ def excerpts(shared_media: Path) -> dict[tuple[str, int], np.ndarray]:
             for g in GENRES for i in range(1, PER_GENRE + 1)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine is shared; oversubscribed torch threads crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

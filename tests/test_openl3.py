@@ -30,13 +30,7 @@ from commercial98k.models.openl3 import (
 from commercial98k.models.registry import AUDIO, AudioEmbedder
 from commercial98k.models.weights import WeightsUnavailable
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_keras_h5(path: Path, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
