@@ -83,6 +83,8 @@ def _train_options(f):
         click.option("--num-workers", type=click.IntRange(0), default=None, help="Loader worker processes [0]."),
         click.option("--threads", type=click.IntRange(0), default=None,
                      help="Torch CPU threads per process; 0 = torch default [1, fastest for this model size]."),
+        click.option("--global-negatives/--local-negatives", default=None,
+                     help="Under torchrun: contrast against every rank's batch (all-gather) or only this rank's [global]."),
         click.option("--w-video-music", type=click.FloatRange(0), default=None, help="Video-music InfoNCE weight [1]."),
         click.option("--w-video-tag", type=click.FloatRange(0), default=None, help="Video-tag InfoNCE weight [0.5]."),
         click.option("--w-music-tag", type=click.FloatRange(0), default=None, help="Music-tag InfoNCE weight [0.5]."),

@@ -41,6 +41,7 @@ class TrainConfig:
     eval_split: str = "val"
     loss: str = "infonce"
     margin: float = 0.2
+    global_negatives: bool = True  # DDP: contrast against every rank's batch (all-gather), not only this rank's
     weights: LossWeights = field(default_factory=LossWeights)
     model: dict[str, Any] = field(default_factory=dict)
     progress: bool = True

@@ -36,7 +36,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, load_config
-from .losses import yuyin_loss
+from .losses import BatchGather, yuyin_loss
 from .model import YuYin, YuYinConfig, count_parameters
 
 __all__ = ["LoaderFactory", "TrainConfig", "Trainer", "load_config", "train"]
@@ -141,6 +141,7 @@ class Trainer:
         w, mc = cfg.weights, self.model_cfg
         unused = (mc.use_tags and not (w.video_tag or w.music_tag)) or (mc.use_category and not w.category)
         self.ddp = DDP(self.model, find_unused_parameters=unused) if self.dist.world > 1 else None
+        self.gather = BatchGather(distributed=cfg.global_negatives)
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -234,7 +235,7 @@ class Trainer:
         net = self.ddp or self.model
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = net(batch)
-            loss, parts = yuyin_loss(out, batch, self.cfg.weights, self.cfg.loss, self.cfg.margin)
+            loss, parts = yuyin_loss(out, batch, self.cfg.weights, self.cfg.loss, self.cfg.margin, self.gather)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
