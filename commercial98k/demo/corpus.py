@@ -32,8 +32,10 @@ books_stationery    nostalgic 2, calm 1    acoustic     slow cuts, paper/ink
 A video's shot length is set from its track's energy (``music.MOOD_ENERGY``), scaled by
 the category's pace: mean shot = ``4.2 - 3.2 * energy`` seconds times ``pace``, jittered
 per shot. Each category draws a *playlist* (a third as many tracks as it has videos, at
-least three) from its mood pool, so a track is reused by about three ads; tracks of a
-mood shared by two categories are reused across them too. Like real ads, every ad that uses
+least three) from its mood pool, so a track is reused by about three ads. A track already in
+another category's playlist is drawn only when the pool has nothing else (weight x0.05): a
+shop's playlist is its own, and heavy cross-category reuse would fuse categories into one
+track group, which the grouped train/val/test split then cannot stratify by category. Like real ads, every ad that uses
 a track starts it at the same point (its hook, ``track_hook``), so reuse is audible and a
 fingerprint finds it.
 
@@ -52,7 +54,7 @@ from dataclasses import asdict, dataclass, field
 
 from .music import Track
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -191,9 +193,15 @@ def _track_weight(track: Track, style: CategoryStyle) -> float:
     return w
 
 
-def choose_playlist(rng: random.Random, tracks: list[Track], style: CategoryStyle, size: int) -> list[Track]:
-    """Draw ``size`` distinct tracks for a category, weighted by mood and sound."""
-    pool = {t.track_id: _track_weight(t, style) for t in tracks}
+#: Weight factor of a track that another category's playlist already holds.
+TAKEN_WEIGHT = 0.05
+
+
+def choose_playlist(rng: random.Random, tracks: list[Track], style: CategoryStyle, size: int,
+                    taken: frozenset[str] | set[str] = frozenset()) -> list[Track]:
+    """Draw ``size`` distinct tracks for a category, weighted by mood and sound; ``taken`` tracks
+    (other categories' playlists) are drawn only as a last resort."""
+    pool = {t.track_id: _track_weight(t, style) * (TAKEN_WEIGHT if t.track_id in taken else 1.0) for t in tracks}
     pool = {k: w for k, w in pool.items() if w > 0}
     if not pool:
         raise ValueError(f"no track in the library matches moods {sorted(style.moods)}")
@@ -276,9 +284,11 @@ def plan_corpus(tracks: list[Track], categories: list[str] | tuple[str, ...] = D
     if unknown:
         raise ValueError(f"no demo style for {', '.join(unknown)}; known: {', '.join(STYLES)}")
     plans = []
+    taken: set[str] = set()
     for category in categories:
         rng = random.Random(f"{seed}-{category}")
-        playlist = choose_playlist(rng, tracks, STYLES[category], max(3, videos_per_category // 3))
+        playlist = choose_playlist(rng, tracks, STYLES[category], max(3, videos_per_category // 3), taken)
+        taken.update(t.track_id for t in playlist)
         for i in range(videos_per_category):
             track = playlist[i % len(playlist)] if i < len(playlist) else rng.choice(playlist)
             plans.append(plan_video(rng, category, i, track, quick))
