@@ -55,7 +55,7 @@ class SplitConfig:
     min_clip_seconds: float = 4.0
     music_threshold: float = 0.5
     clip_height: int | None = 480  # clips taller than this are scaled down; None keeps the source size
-    max_hamming: int = 10
+    max_hamming: int = 8
     max_ber: float = 0.15
 
 
@@ -146,7 +146,7 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> t
     return todo, len(rows) - len(todo)
 
 
-def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 10) -> pa.Table:
+def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
     """Global pass: ``music_id`` over all fingerprinted clips, ``dup_group`` over all videos.
 
     Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the

@@ -137,3 +137,23 @@ def test_voice_over_on_part_of_a_copy_does_not_hide_the_track(excerpts):
     ids = group_music({"clean": fingerprint_audio(clean, SR), "talked_over": fingerprint_audio(talked_over, SR),
                        "rock": fingerprint_audio(excerpts["rock"], SR)})
     assert ids["clean"] == ids["talked_over"] != ids["rock"]
+
+
+def test_reupload_needs_shots_in_order_and_a_share_of_both_videos():
+    """Template ads match some keyframes in scrambled order; a re-upload matches them in order."""
+    rng = np.random.default_rng(7)
+    frames = [int(h) for h in rng.integers(0, 2**63, 10, dtype=np.int64)]
+
+    def video(idx):
+        return ",".join(f"{frames[i]:016x}" for i in idx)
+
+    original = video(range(10))
+    assert identity.is_reupload(original, video(range(2, 9)))  # trimmed copy: in order, 7 of 10
+    scrambled = video([7, 1, 9, 3, 5, 0])
+    assert identity.phash_similarity(original, scrambled) < 0.6
+    assert not identity.is_reupload(original, scrambled)
+    short = video([4, 5])  # a short ad matching a few frames of a long one
+    assert identity.phash_similarity(original, short) == 1.0
+    assert not identity.is_reupload(original, short)  # covers only 20 % of the longer video
+    groups = group_duplicates({"orig": original, "trim": video(range(2, 9)), "scr": scrambled, "short": short})
+    assert groups["orig"] == groups["trim"] and len({groups["orig"], groups["scr"], groups["short"]}) == 3
