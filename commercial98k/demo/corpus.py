@@ -31,8 +31,8 @@ books_stationery    nostalgic 2, calm 1    acoustic     slow cuts, paper/ink
 
 A video's shot length is set from its track's energy (``music.MOOD_ENERGY``), scaled by
 the category's pace: mean shot = ``4.2 - 3.2 * energy`` seconds times ``pace``, jittered
-per shot. Each category draws a *playlist* (a third as many tracks as it has videos, at
-least three) from its mood pool, so a track is reused by about three ads. A track already in
+per shot. Each category draws a *playlist* (two fifths as many tracks as it has videos, at
+least three) from its mood pool, so a track is reused by two or three ads. A track already in
 another category's playlist is drawn only when the pool has nothing else (weight x0.05): a
 shop's playlist is its own, and heavy cross-category reuse would fuse categories into one
 track group, which the grouped train/val/test split then cannot stratify by category. Like real ads, every ad that uses
@@ -287,7 +287,7 @@ def plan_corpus(tracks: list[Track], categories: list[str] | tuple[str, ...] = D
     taken: set[str] = set()
     for category in categories:
         rng = random.Random(f"{seed}-{category}")
-        playlist = choose_playlist(rng, tracks, STYLES[category], max(3, videos_per_category // 3), taken)
+        playlist = choose_playlist(rng, tracks, STYLES[category], max(3, 2 * videos_per_category // 5), taken)
         taken.update(t.track_id for t in playlist)
         for i in range(videos_per_category):
             track = playlist[i % len(playlist)] if i < len(playlist) else rng.choice(playlist)

@@ -38,7 +38,7 @@ SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 MOODS = ("energetic", "happy", "tender", "calm", "nostalgic")
 #: How much a mood drives the pace of the pictures cut to it, in [0, 1] (see corpus.py).
 MOOD_ENERGY = {"energetic": 0.95, "happy": 0.7, "nostalgic": 0.4, "tender": 0.3, "calm": 0.15}
-LIBRARY_VERSION = 1
+LIBRARY_VERSION = 2
 
 
 class MusicUnavailable(RuntimeError):
@@ -88,6 +88,13 @@ ARRANGEMENTS: tuple[Arrangement, ...] = (
     Arrangement("schubert/Lindenbaum", "nostalgic", "acoustic", (21, 0, 0), 76,
                 "Der Lindenbaum (accordion and piano)"),
     Arrangement("chopin/mazurka06-2.krn", "nostalgic", "electronic", (89, 89), 84, "Mazurka op. 6/2 (warm pad)"),
+    Arrangement("bach/bwv1.6", "energetic", "electronic", (81, 38), 168, "Chorale BWV 1.6 (synth lead and bass)"),
+    Arrangement("cpebach/h186", "energetic", "acoustic", (6,), 150, "Sonata H 186 (harpsichord)"),
+    Arrangement("bach/bwv10.7", "happy", "acoustic", (12, 12, 32, 32), 126, "Chorale BWV 10.7 (marimba)"),
+    Arrangement("bach/bwv269", "tender", "acoustic", (73, 24, 24, 24), 64, "Chorale BWV 269 (flute and guitar)"),
+    Arrangement("schumann_robert/opus48no2", "tender", "acoustic", (0,), 66, "Dichterliebe op. 48/2 (piano)"),
+    Arrangement("bach/bwv7.7", "calm", "electronic", (89, 89, 89, 89), 56, "Chorale BWV 7.7 (warm pad)"),
+    Arrangement("luca/gloria", "calm", "acoustic", (52, 52, 52), 60, "Gloria (choir)"),
 )
 
 
