@@ -48,24 +48,24 @@ def main() -> None:
     frames = media.load_frames(args.video, fps=2.0, size=224)[: args.frames]
     model = FRAMES.create("efficientnet-lite0", device=args.device, batch_size=256)
     model.embed_images(frames[:2])  # warm-up
-    one = rate(model.embed_images, frames, 1)
-    print(f"frames ({model.info.tag()}, {len(frames)} real frames, {args.device}):")
-    print(f"  batch   1: {one:8.1f} frames/s")
-    for b in (8, 32):
-        r = rate(model.embed_images, frames, b)
-        print(f"  batch {b:3d}: {r:8.1f} frames/s   x{r / one:.2f} vs batch 1")
+    report(f"frames ({model.info.tag()}, {len(frames)} real frames, {args.device})", "frames",
+           model.embed_images, frames, (8, 32))
 
     rng = np.random.default_rng(0)
     texts = [str(rng.choice(WORDS)) if i % 3 else str(rng.choice(TITLES)) for i in range(args.texts)]
     text = TEXT.create("use-multilingual")
     text.embed_texts(texts[:4])
-    one = rate(text.embed_texts, texts, 1)
-    print(f"texts ({text.info.tag()}, {len(texts)} tags/titles):")
-    print(f"  batch   1: {one:8.1f} texts/s")
-    for b in (32, 256):
-        r = rate(text.embed_texts, texts, b)
-        print(f"  batch {b:3d}: {r:8.1f} texts/s   x{r / one:.2f} vs batch 1")
+    report(f"texts ({text.info.tag()}, {len(texts)} tags/titles)", "texts", text.embed_texts, texts, (32, 256))
 
+
+def report(title: str, unit: str, fn, items, batch_sizes: tuple[int, ...]) -> None:
+    """Print items/s at batch size 1 (the reference) and at each of ``batch_sizes``, with the ratio."""
+    one = rate(fn, items, 1)
+    print(f"{title}:")
+    print(f"  batch   1: {one:8.1f} {unit}/s")
+    for b in batch_sizes:
+        r = rate(fn, items, b)
+        print(f"  batch {b:3d}: {r:8.1f} {unit}/s   x{r / one:.2f} vs batch 1")
 
 if __name__ == "__main__":
     main()

@@ -63,13 +63,17 @@ def _ddp_grads(tmp_path: Path, global_negatives: bool) -> list[dict[str, torch.T
     return [torch.load(tmp_path / f"grads{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-def test_global_negatives_give_the_whole_batch_gradient(tmp_path):
+def _whole_batch_grads() -> dict[str, torch.Tensor]:
+    """Gradients of one process on the whole batch: the reference."""
     model = _model()
     batch = _batch()
     loss, _ = yuyin_loss(model(batch), batch, WEIGHTS)
     loss.backward()
-    full = _grads(model)
+    return _grads(model)
 
+
+def test_global_negatives_give_the_whole_batch_gradient(tmp_path):
+    full = _whole_batch_grads()
     ranks = _ddp_grads(tmp_path, global_negatives=True)
     assert ranks[0].keys() == full.keys()
     for name, g in full.items():
@@ -79,10 +83,6 @@ def test_global_negatives_give_the_whole_batch_gradient(tmp_path):
 
 def test_local_negatives_differ_from_the_whole_batch(tmp_path):
     """The check above can fail: per-rank negatives (the old behaviour) give other gradients."""
-    model = _model()
-    batch = _batch()
-    loss, _ = yuyin_loss(model(batch), batch, WEIGHTS)
-    loss.backward()
-    full = _grads(model)
+    full = _whole_batch_grads()
     local = _ddp_grads(tmp_path, global_negatives=False)[0]
     assert any(not torch.allclose(local[n], g, atol=1e-5, rtol=1e-4) for n, g in full.items())
