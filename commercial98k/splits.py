@@ -13,28 +13,13 @@ which case it goes to the split furthest below target (stratification by categor
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 
 from .schema import SPLITS
-
-
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+from .unionfind import UnionFind
 
 
 def _columns(table_or_df: Any) -> dict[str, list]:
@@ -71,7 +56,7 @@ def components(table_or_df: Any) -> list[list[int]]:
     """Row indices grouped into connected components over shared ``music_id`` / ``dup_group``."""
     cols = _columns(table_or_df)
     n = len(cols["clip_id"])
-    uf = _UnionFind(n)
+    uf = UnionFind(range(n))
     first: dict[str, int] = {}
     for column in ("music_id", "dup_group"):
         for i, v in enumerate(cols[column]):
@@ -82,10 +67,7 @@ def components(table_or_df: Any) -> list[list[int]]:
                 uf.union(first[key], i)
             else:
                 first[key] = i
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(n):
-        groups[uf.find(i)].append(i)
-    return list(groups.values())
+    return list(uf.groups().values())
 
 
 def assign_splits(table_or_df: Any, fractions: tuple[float, ...] = (0.8, 0.1, 0.1),

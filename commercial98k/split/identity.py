@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ..media import MediaError
 from ..models.registry import ModelInfo
+from ..unionfind import UnionFind
 
 ALGORITHM = 1  # Chromaprint's default (TEST2), as fpcalc and AcoustID use
 ITEM_S = 4096 / 3 / 11025  # seconds per fingerprint item (~0.1238)
@@ -155,30 +156,13 @@ def same_track(a: np.ndarray, b: np.ndarray, max_ber: float = 0.15, min_overlap:
     return overlap > 0 and best_match(a, b, overlap, window=window)[0] <= max_ber
 
 
-class _UnionFind:
-    def __init__(self, keys: Iterable[str]):
-        self.parent = {k: k for k in keys}
-
-    def find(self, k: str) -> str:
-        while self.parent[k] != k:
-            self.parent[k] = self.parent[self.parent[k]]
-            k = self.parent[k]
-        return k
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = defaultdict(list)
-        for k in self.parent:
-            out[self.find(k)].append(k)
-        return out
-
-
-def _group_id(prefix: str, members: Sequence[str]) -> str:
-    return f"{prefix}-{hashlib.sha1(min(members).encode('utf-8')).hexdigest()[:12]}"
+def _group_ids(uf: UnionFind, prefix: str) -> dict[str, str]:
+    """Member -> ``prefix-`` + sha1(smallest member)[:12] for every group of ``uf``."""
+    out = {}
+    for members in uf.groups().values():
+        gid = f"{prefix}-{hashlib.sha1(min(members).encode('utf-8')).hexdigest()[:12]}"
+        out.update({m: gid for m in members})
+    return out
 
 
 def _candidate_pairs(raws: list[np.ndarray], shift: int, limit: int) -> dict[tuple[int, int], Counter]:
@@ -212,7 +196,7 @@ def group_music(fingerprints: dict[str, str | np.ndarray], max_ber: float = 0.15
     raw = {k: (decode(v) if isinstance(v, str) else np.asarray(v, np.uint32)) for k, v in fingerprints.items()}
     raw = {k: v for k, v in raw.items() if len(v)}
     keys = sorted(raw)
-    uf = _UnionFind(keys)
+    uf = UnionFind(keys)
     pair_offsets = _candidate_pairs([raw[k] for k in keys], prefix_shift, max(50, int(stop_share * len(keys))))
     pairs = [(ab, offs) for ab, offs in pair_offsets.items() if sum(offs.values()) >= min_shared]
     for (ca, cb), offs in tqdm(pairs, desc="music identity", unit="pair", disable=len(pairs) < 5000):
@@ -223,11 +207,7 @@ def group_music(fingerprints: dict[str, str | np.ndarray], max_ber: float = 0.15
         overlap = min(min_overlap, len(a), len(b))
         if best_match(a, b, overlap, sorted(cand), window)[0] <= max_ber:
             uf.union(keys[ca], keys[cb])
-    out = {}
-    for members in uf.groups().values():
-        gid = _group_id("m", members)
-        out.update({m: gid for m in members})
-    return out
+    return _group_ids(uf, "m")
 
 
 # ---------------------------------------------------------------- perceptual hash
@@ -305,7 +285,7 @@ def group_duplicates(phashes: dict[str, str], max_hamming: int = 8, min_share: f
                      min_cover: float = 0.4) -> dict[str, str]:
     """Map video_id -> dup_group; candidates share a 16-bit band of some keyframe hash."""
     keys = sorted(k for k, v in phashes.items() if v)
-    uf = _UnionFind(keys)
+    uf = UnionFind(keys)
     buckets: dict[tuple[int, int], set[int]] = defaultdict(set)
     for i, k in enumerate(keys):
         for h in _hashes(phashes[k]).tolist():
@@ -323,8 +303,4 @@ def group_duplicates(phashes: dict[str, str], max_hamming: int = 8, min_share: f
                 checked.add((i, j))
                 if is_reupload(phashes[keys[i]], phashes[keys[j]], max_hamming, min_share, min_cover):
                     uf.union(keys[i], keys[j])
-    out = {}
-    for members in uf.groups().values():
-        gid = _group_id("d", members)
-        out.update({m: gid for m in members})
-    return out
+    return _group_ids(uf, "d")
