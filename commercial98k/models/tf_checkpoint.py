@@ -10,7 +10,8 @@ A checkpoint ``<prefix>`` is two files:
 * ``<prefix>.data-00000-of-0000N``: the raw little-endian tensor bytes.
 
 ``read_checkpoint(prefix)`` returns ``{name: np.ndarray}`` and verifies each tensor's masked
-crc32c (vectorised with numpy, see ``crc32c``).
+crc32c. CRC-32C comes from the ``crc32c`` package and snappy from ``cramjam``; only the
+tensor-bundle and SSTable layout is parsed here, since no PyPI package reads it without TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import cramjam
+import crc32c as _crc32c
 import numpy as np
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -115,43 +118,11 @@ def _parse_entry(name: str, buf: bytes) -> BundleEntry:
 
 # ---------------------------------------------------------------- snappy (raw format)
 def snappy_decompress(data: bytes) -> bytes:
-    """Decompress a raw snappy block (the format LevelDB tables use)."""
-    n, pos = _varint(data, 0)
-    out = bytearray()
-    while pos < len(data):
-        tag = data[pos]
-        pos += 1
-        kind = tag & 3
-        if kind == 0:  # literal
-            length = tag >> 2
-            if length >= 60:
-                extra = length - 59
-                length = int.from_bytes(data[pos:pos + extra], "little")
-                pos += extra
-            length += 1
-            out += data[pos:pos + length]
-            pos += length
-            continue
-        if kind == 1:
-            length = ((tag >> 2) & 7) + 4
-            offset = ((tag >> 5) << 8) | data[pos]
-            pos += 1
-        elif kind == 2:
-            length = (tag >> 2) + 1
-            offset = int.from_bytes(data[pos:pos + 2], "little")
-            pos += 2
-        else:
-            length = (tag >> 2) + 1
-            offset = int.from_bytes(data[pos:pos + 4], "little")
-            pos += 4
-        if offset == 0 or offset > len(out):
-            raise CheckpointError("corrupt snappy block (bad copy offset)")
-        start = len(out) - offset
-        for i in range(length):  # copies may overlap their own output
-            out.append(out[start + i])
-    if len(out) != n:
-        raise CheckpointError(f"corrupt snappy block ({len(out)} bytes, header says {n})")
-    return bytes(out)
+    """Decompress a raw snappy block (the format LevelDB tables use), with ``cramjam``."""
+    try:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except Exception as e:  # cramjam raises its own DecompressionError
+        raise CheckpointError(f"corrupt snappy block ({e})") from None
 
 
 # ---------------------------------------------------------------- SSTable
@@ -221,71 +192,10 @@ def read_index(index_path: str | Path) -> tuple[dict[str, BundleEntry], dict[str
 
 
 # ---------------------------------------------------------------- crc32c (Castagnoli)
-def _crc_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.uint32)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table[i] = c
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def _gf2_apply(matrix: np.ndarray, regs: np.ndarray) -> np.ndarray:
-    """Apply a 32x32 GF(2) matrix (given as its 32 column words) to an array of registers."""
-    out = np.zeros_like(regs)
-    for bit in range(32):
-        out ^= np.where((regs >> np.uint32(bit)) & np.uint32(1), matrix[bit], np.uint32(0))
-    return out
-
-
-def _zeros_matrix(n_bytes: int) -> np.ndarray:
-    """Columns of the linear map 'feed n_bytes zero bytes' on the raw CRC register."""
-    cols = np.array([1 << b for b in range(32)], dtype=np.uint32)
-    for _ in range(n_bytes):
-        cols = (cols >> np.uint32(8)) ^ _CRC_TABLE[cols & np.uint32(0xFF)]
-    return cols
-
-
-def _matrix_power_apply(n_bytes: int, regs: np.ndarray) -> np.ndarray:
-    """Advance raw CRC registers over ``n_bytes`` zero bytes (square-and-multiply)."""
-    step = _zeros_matrix(1)
-    while n_bytes:
-        if n_bytes & 1:
-            regs = _gf2_apply(step, regs)
-        n_bytes >>= 1
-        if n_bytes:
-            step = _gf2_apply(step, step)  # compose: step∘step
-    return regs
-
-
-def crc32c(data: bytes | np.ndarray, lanes: int = 4096) -> int:
-    """CRC-32C of ``data``; long inputs are split into lanes processed together by numpy.
-
-    The raw CRC register is linear over GF(2), so lanes are computed from a zero register,
-    then merged pairwise by shifting the left part over the right part's length.
-    """
-    buf = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
-    n = buf.size
-    lanes = max(1, min(lanes, n // 64 or 1))
-    lanes = 1 << (lanes.bit_length() - 1)  # power of two for the pairwise merge
-    lane_len = -(-n // lanes) if n else 0
-    padded = np.zeros(lanes * lane_len, dtype=np.uint8)
-    padded[padded.size - n:] = buf  # leading zeros leave a zero register unchanged
-    grid = padded.reshape(lanes, lane_len)
-    regs = np.zeros(lanes, dtype=np.uint32)
-    for j in range(lane_len):
-        regs = (regs >> np.uint32(8)) ^ _CRC_TABLE[(regs ^ grid[:, j]) & np.uint32(0xFF)]
-    span = lane_len
-    while regs.size > 1:
-        left, right = regs[0::2], regs[1::2]
-        regs = _matrix_power_apply(span, left) ^ right
-        span *= 2
-    init = _matrix_power_apply(n, np.array([0xFFFFFFFF], dtype=np.uint32))
-    return int((regs[0] ^ init[0]) ^ np.uint32(0xFFFFFFFF))
+def crc32c(data: bytes | np.ndarray) -> int:
+    """CRC-32C (Castagnoli) of ``data``, computed by the ``crc32c`` package (SSE4.2/ARMv8 where present)."""
+    buf = data if not isinstance(data, np.ndarray) else np.ascontiguousarray(data).view(np.uint8).ravel()
+    return _crc32c.crc32c(memoryview(buf))
 
 
 def masked_crc32c(data: bytes | np.ndarray) -> int:
