@@ -29,14 +29,8 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=logging.WARNING - 10 * verbose, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"pipelines.commands.{_name}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"pipelines.commands.{_name}":
-            raise
-        continue  # command not built yet
-    main.add_command(_mod.command)
+for _name in COMMAND_MODULES:  # a command module that fails to import is a bug: let it raise
+    main.add_command(importlib.import_module(f"pipelines.commands.{_name}").command)
 
 
 if __name__ == "__main__":
