@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from .engine import error_line
 from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
+from .label.gems import GEMS9, emotion_classes
+from .label.gems import row_emotion_vector as emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
 from .splits import assign_splits, check_fractions
@@ -35,8 +37,7 @@ from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-GEMS_CLASSES = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
-                "joyful_activation", "tension", "sadness")
+GEMS_CLASSES = GEMS9  # the one definition lives in commercial98k/label/gems.py
 MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
@@ -81,28 +82,11 @@ def filter_reason(row: dict, f: ShardFilters) -> str | None:
     return None
 
 
-def emotion_classes(rows: Iterable[dict]) -> list[str]:
-    """Emotion class order: the GEMS order when all classes are GEMS ones, else sorted."""
-    keys: set[str] = set()
-    for r in rows:
-        keys.update(dict(r.get("emotion_probs") or {}))
-    if keys and keys <= set(GEMS_CLASSES):
-        return [g for g in GEMS_CLASSES if g in keys]
-    return sorted(keys)
-
-
 def build_tag_vocab(rows: Iterable[dict], min_count: int = 1, max_size: int | None = None) -> list[str]:
     """Tags sorted by frequency (then alphabetically), those seen at least ``min_count`` times."""
     counts = Counter(t for r in rows for t in (r.get("tags") or []))
     vocab = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     return vocab[:max_size] if max_size else vocab
-
-
-def emotion_vector(row: dict, classes: list[str]) -> np.ndarray:
-    """``[valence, arousal, p_1..p_K]`` float32; missing values are 0."""
-    probs = dict(row.get("emotion_probs") or {})
-    vals = [row.get("valence") or 0.0, row.get("arousal") or 0.0] + [probs.get(c, 0.0) or 0.0 for c in classes]
-    return np.asarray(vals, dtype=np.float32)
 
 
 def _sha(obj: Any) -> str:

@@ -31,8 +31,8 @@ def test_emotify_loader_aggregates_votes(shared_media: Path) -> None:
     ds = load_emotify(root)
     ratings = pd.read_csv(root / "ratings.csv")
     manual = ratings.groupby("file")[list(GEMS9)].mean()
-    assert len(ds) == 60 and ds.classes == GEMS9 and ds.has_gems and not ds.has_va
-    assert sorted(pd.Series(ds.groups()).value_counts().tolist()) == [15, 15, 15, 15]
+    assert len(ds) == 160 and ds.classes == GEMS9 and ds.has_gems and not ds.has_va
+    assert sorted(pd.Series(ds.groups()).value_counts().tolist()) == [40, 40, 40, 40]
     for it in ds:
         row = manual.loc[f"audio/{it.item_id}.mp3"].to_numpy()
         np.testing.assert_allclose(it.shares, row)
@@ -43,6 +43,30 @@ def test_emotify_loader_aggregates_votes(shared_media: Path) -> None:
         np.testing.assert_allclose(it.gems, row / row.sum())
         assert it.n_ratings == (ratings["file"] == f"audio/{it.item_id}.mp3").sum()
         assert it.audio_path.is_file()
+
+
+def test_emotify_original_layout_track_id_and_genre_folders(shared_media: Path, tmp_path: Path) -> None:
+    """Emotify as distributed: ``data.csv`` with ``track id`` + ``genre`` (no ``file``), audio in
+    ``<genre>/<n>.mp3`` with n = 1..100 within the genre (ids 101-200 rock, 201-300 electronic ...)."""
+    shared = load_emotify(shared_media / "emotify")
+    ratings = pd.read_csv(shared_media / "emotify" / "ratings.csv")
+    keep = ratings[ratings["track id"].isin([1, 2, 101, 102, 201, 301, 340])].drop(columns=["file"])
+    keep.to_csv(tmp_path / "data.csv", index=False)
+    for tid, genre in keep.groupby("track id")["genre"].first().items():
+        n = (tid - 1) % 100 + 1
+        (tmp_path / genre).mkdir(exist_ok=True)
+        (tmp_path / genre / f"{n}.mp3").symlink_to(shared_media / "emotify" / "audio" / f"{genre}_{n}.mp3")
+    ds = load_emotify(tmp_path)
+    assert sorted(it.item_id for it in ds) == ["classical_1", "classical_2", "electronic_1", "pop_1", "pop_40",
+                                               "rock_1", "rock_2"]
+    assert (tmp_path / "rock" / "2.mp3") in [it.audio_path for it in ds]
+    same = {it.item_id: it for it in shared}
+    for it in ds:  # the same soft labels as the shared layout's copy of the track
+        np.testing.assert_allclose(it.gems, same[it.item_id].gems)
+        assert it.group == same[it.item_id].group and it.n_ratings == same[it.item_id].n_ratings
+    (tmp_path / "pop" / "40.mp3").unlink()
+    with pytest.raises(EmotionDataError, match="audio file"):
+        load_emotify(tmp_path)
 
 
 def test_emotify_malformed_files_name_file_and_column(tmp_path: Path) -> None:
