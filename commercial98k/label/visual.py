@@ -161,6 +161,15 @@ class VisualEvidence:
         p /= p.sum()
         return p, float(p.max())
 
+    def from_frame_embeddings(self, embeddings: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The frame model's own embeddings of a clip ``[N, D]`` -> (distribution or None, strength);
+        EfficientNet's class scores come from its classifier head on these features (no second pass)."""
+        if self.kind == "clip":
+            return self.from_embeddings(embeddings)
+        if hasattr(self.frame_model, "classify_features"):
+            return self.from_class_probs(self.frame_model.classify_features(embeddings))
+        return None, 0.0
+
     def distribution(self, frames: np.ndarray) -> tuple[np.ndarray | None, float]:
         """uint8 RGB frames ``[N, H, W, 3]`` -> (category distribution or None, strength)."""
         if self.kind == "clip":

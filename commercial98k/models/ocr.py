@@ -49,8 +49,8 @@ class OcrModel:
 
     def __init__(self, threads: int = 1, min_score: float = MIN_SCORE):
         try:
-            from rapidocr_onnxruntime import RapidOCR
             import rapidocr_onnxruntime
+            from rapidocr_onnxruntime import RapidOCR
         except ImportError as e:
             raise WeightsUnavailable("OCR needs rapidocr-onnxruntime==1.4.4: pip install --no-deps "
                                      "rapidocr-onnxruntime==1.4.4 pyclipper shapely (or --no-ocr)") from e
@@ -76,7 +76,7 @@ class OcrModel:
         with self._lock:
             result, _ = self.engine(np.ascontiguousarray(frame[..., ::-1]))  # the models read BGR
         lines = []
-        for box, text, score in sorted(result or [], key=lambda r: (min(p[1] for p in r[0]), min(p[0] for p in r[0]))):
+        for _box, text, score in sorted(result or [], key=lambda r: (min(p[1] for p in r[0]), min(p[0] for p in r[0]))):
             text = " ".join(str(text).split())
             if text and float(score) >= self.min_score:
                 lines.append(OcrLine(text, float(score)))
