@@ -31,6 +31,7 @@ from .label.gems import GEMS9, emotion_classes
 from .label.gems import row_emotion_vector as emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
+from .shard_filters import check_filtered
 from .splits import assign_splits, check_fractions
 from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 
@@ -42,6 +43,7 @@ MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
                "has_music", "category_confidence", "emotion_model")
+JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence")  # issue 11
 TAR_MTIME = 0  # fixed integer mtime: byte-identical tars, and no PAX header per member (a float would add one)
 
 
@@ -312,8 +314,11 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     split_of = assign_splits(table, fractions, seed)
     all_rows = table.to_pylist()
     rows, skipped, filtered_out = [], [], Counter()
+    dropped_by = {r["clip_id"]: filter_reason(r, filters) for r in all_rows}
+    dropped_by = {k: v for k, v in dropped_by.items() if v}
+    check_filtered(all_rows, {r["clip_id"] for r in all_rows} - set(dropped_by), dropped_by, split_of, filters)
     for r in all_rows:
-        reason = filter_reason(r, filters)
+        reason = dropped_by.get(r["clip_id"])
         if reason:
             filtered_out[reason] += 1
             continue
