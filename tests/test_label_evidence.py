@@ -47,7 +47,7 @@ def _overlay(frame: np.ndarray, zh: str, en: str) -> np.ndarray:
     d.rectangle((40, 330, 620, 392), fill=(0, 0, 0))
     d.text((50, 336), zh, font=_font(ZH_FONT, 40), fill="white")
     d.text((50, 404), en, font=_font(EN_FONT, 36), fill="white", stroke_width=2, stroke_fill="black")
-    return np.asarray(im)
+    return np.array(im)
 
 
 def test_ocr_reads_chinese_and_english_price_and_slogan_overlays(real_frame: np.ndarray) -> None:
@@ -70,7 +70,7 @@ def test_keyframes_are_shot_middles_and_repeats_merge() -> None:
     assert len(keyframe_times(0.0, 10.0, None, max_frames=2)) == 2
     from commercial98k.models.ocr import OcrLine
 
-    merged = merge_lines([[OcrLine("Shop now", 0.9)], [OcrLine("SHOP  NOW", 0.95), OcrLine("Shop", 0.8)]])
+    merged = merge_lines([[OcrLine("Shop now", 0.9)], [OcrLine("SHOP NOW", 0.95), OcrLine("Shop", 0.8)]])
     assert merged == ["SHOP NOW"]
 
 
@@ -81,7 +81,7 @@ def _lipstick_frame() -> np.ndarray:
     d.rectangle((80, 130, 144, 222), fill=(20, 20, 20))
     d.rectangle((86, 100, 138, 132), fill=(212, 175, 55))
     d.polygon([(90, 100), (90, 40), (134, 10), (134, 100)], fill=(200, 20, 40))
-    return np.asarray(im)
+    return np.array(im)
 
 
 def test_visual_evidence_ranks_cosmetics_first_for_a_lipstick(real_frame: np.ndarray) -> None:

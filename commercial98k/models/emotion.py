@@ -80,7 +80,7 @@ QUADRANTS = ("happy", "tense", "sad", "calm")
 L2_GRID = tuple(float(x) for x in np.logspace(-2, 2, 13))
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "emotion_gems_musicnn.npz"
 REBUILD = ("c98k emotion train --dataset emotify --path ../shared/media/emotify --audio-model musicnn "
-           "--out commercial98k/data/emotion_gems_musicnn.npz")
+           "--excerpt 20:20 --seconds 20 --out commercial98k/data/emotion_gems_musicnn.npz")
 
 
 class EmotionHeadError(ValueError):
