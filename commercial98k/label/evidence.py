@@ -29,6 +29,7 @@ from .tags import TagNormalizer, clean_text
 log = logging.getLogger(__name__)
 TAG_SOURCES = ("page", "ocr", "music")
 _FILENAME = re.compile(r"^[\w.-]+$")
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _VIDEO_EXT = re.compile(r"\.(mp4|mov|mkv|webm|avi|flv|m4v|ts)$", re.I)
 _PRICE = re.compile(r"[$¥€£]\s?\d[\d.,]*|\d[\d.,]*\s?(元|块|%|off)", re.I)
 _BRANDLIKE = re.compile(r"^[A-Za-z][A-Za-z'&.-]{2,19}$")
@@ -47,8 +48,10 @@ def title_is_filename(row: dict) -> bool:
     title = (row.get("title") or "").strip()
     if not title:
         return False
-    if row.get("platform") == "local":
-        return True
+    if row.get("platform") == "local":  # the importer's title is the file stem, its id starts with it
+        ids = [str(row.get(k) or "") for k in ("platform_id", "video_id")]
+        if any(i.startswith(_SAFE.sub("_", title)) or _SAFE.sub("_", title) in i for i in ids if i):
+            return True
     stems = {_stem(row.get("url")), _stem(row.get("video_path")), _stem(row.get("platform_id"))}
     if title in stems or _stem(title) in stems or _VIDEO_EXT.search(title):
         return True
