@@ -104,8 +104,19 @@ PROVENANCE_FIELDS = [
     pa.field("text_model", pa.string()),
 ]
 
+# ---- issue 11: on-screen text, category evidence, tag sources (filled by ``c98k label``) ----
+LABEL_EVIDENCE_FIELDS = [
+    pa.field("ocr_text", pa.string()),  # merged on-screen text lines of a few keyframes, " | "-joined
+    pa.field("ocr_model", pa.string()),  # provenance of ocr_text: "name version sha12"
+    pa.field("category_probs", pa.map_(pa.string(), pa.float32())),  # calibrated distribution over categories
+    pa.field("category_evidence", pa.list_(pa.string())),  # evidence used: page_text, ocr, visual
+    pa.field("tag_sources", pa.list_(pa.string())),  # per tag (aligned with ``tags``): page, ocr or music
+]
+# ---- end issue 11 ----
+
 VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1])
-CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS)
+CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS
+                        + LABEL_EVIDENCE_FIELDS)
 SCHEMAS = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
 KEYS = {"videos": "video_id", "clips": "clip_id"}
 

@@ -27,20 +27,23 @@ from tqdm import tqdm
 
 from .engine import error_line
 from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
+from .label.gems import GEMS9, emotion_classes
+from .label.gems import row_emotion_vector as emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
+from .shard_filters import check_filtered
 from .splits import assign_splits, check_fractions
 from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-GEMS_CLASSES = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
-                "joyful_activation", "tension", "sadness")
+GEMS_CLASSES = GEMS9  # the one definition lives in commercial98k/label/gems.py
 MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
                "has_music", "category_confidence", "emotion_model")
+JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence")  # issue 11
 TAR_MTIME = 0  # fixed integer mtime: byte-identical tars, and no PAX header per member (a float would add one)
 
 
@@ -81,28 +84,11 @@ def filter_reason(row: dict, f: ShardFilters) -> str | None:
     return None
 
 
-def emotion_classes(rows: Iterable[dict]) -> list[str]:
-    """Emotion class order: the GEMS order when all classes are GEMS ones, else sorted."""
-    keys: set[str] = set()
-    for r in rows:
-        keys.update(dict(r.get("emotion_probs") or {}))
-    if keys and keys <= set(GEMS_CLASSES):
-        return [g for g in GEMS_CLASSES if g in keys]
-    return sorted(keys)
-
-
 def build_tag_vocab(rows: Iterable[dict], min_count: int = 1, max_size: int | None = None) -> list[str]:
     """Tags sorted by frequency (then alphabetically), those seen at least ``min_count`` times."""
     counts = Counter(t for r in rows for t in (r.get("tags") or []))
     vocab = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     return vocab[:max_size] if max_size else vocab
-
-
-def emotion_vector(row: dict, classes: list[str]) -> np.ndarray:
-    """``[valence, arousal, p_1..p_K]`` float32; missing values are 0."""
-    probs = dict(row.get("emotion_probs") or {})
-    vals = [row.get("valence") or 0.0, row.get("arousal") or 0.0] + [probs.get(c, 0.0) or 0.0 for c in classes]
-    return np.asarray(vals, dtype=np.float32)
 
 
 def _sha(obj: Any) -> str:
@@ -328,8 +314,11 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     split_of = assign_splits(table, fractions, seed)
     all_rows = table.to_pylist()
     rows, skipped, filtered_out = [], [], Counter()
+    dropped_by = {r["clip_id"]: filter_reason(r, filters) for r in all_rows}
+    dropped_by = {k: v for k, v in dropped_by.items() if v}
+    check_filtered(all_rows, {r["clip_id"] for r in all_rows} - set(dropped_by), dropped_by, split_of, filters)
     for r in all_rows:
-        reason = filter_reason(r, filters)
+        reason = dropped_by.get(r["clip_id"])
         if reason:
             filtered_out[reason] += 1
             continue

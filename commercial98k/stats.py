@@ -35,6 +35,8 @@ def _error_cause(error: str | None) -> str:
 STATS_COLUMNS = ("video_id", "clip_id", "category", "status", "error", "tags", "platform_tags", "duration_s",
                  "clip_start_s", "clip_end_s", "has_music", "music_id", "valence", "arousal", "emotion",
                  "category_confidence", "split")
+STATS_COLUMNS += ("predicted_category",)  # issue 11: predicted vs crawl category
+DISAGREE_BELOW = 0.2  # P(crawl category) under which a differing prediction is a strong disagreement
 
 
 def _rows(table: pa.Table) -> list[dict]:
@@ -95,8 +97,26 @@ def summarize(table: pa.Table, top_n: int = 20) -> dict[str, Any]:
             "emotions": dict(Counter(r["emotion"] for r in rows if r.get("emotion")).most_common()),
             "category_confidence": _describe(conf),
             "splits": dict(Counter(r["split"] for r in rows if r.get("split"))),
+            "predicted_vs_crawl": predicted_vs_crawl(rows),
         })
     return summary
+
+
+def predicted_vs_crawl(rows: list[dict]) -> dict[str, Any]:
+    """Crawl category -> predicted category counts, and how many disagree strongly (a different
+    prediction while the crawl category's calibrated probability is under ``DISAGREE_BELOW``)."""
+    table: dict[str, Counter] = {}
+    strong = Counter()
+    for r in rows:
+        crawl, pred = r.get("category"), r.get("predicted_category")
+        if not crawl or not pred:
+            continue
+        table.setdefault(crawl, Counter())[pred] += 1
+        conf = r.get("category_confidence")
+        if pred != crawl and conf is not None and conf < DISAGREE_BELOW:
+            strong[crawl] += 1
+    return {"table": {c: dict(v.most_common()) for c, v in sorted(table.items())},
+            "strong_disagreements": dict(strong), "labelled": sum(sum(v.values()) for v in table.values())}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -118,6 +138,13 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"music: {m['tracks']} tracks, {m['reused_tracks']} reused, "
                      f"max {m['max_clips_per_track']} clips per track")
         lines.append(f"emotion labelled: {s['emotion_labelled']} clips; splits: {s['splits'] or 'none'}")
+    pvc = s.get("predicted_vs_crawl") or {}
+    if pvc.get("labelled"):
+        lines.append("predicted vs crawl category (crawl: predicted counts; ! = strong disagreements):")
+        for crawl, preds in pvc["table"].items():
+            n = pvc["strong_disagreements"].get(crawl, 0)
+            lines.append(f"  {crawl}: " + ", ".join(f"{p} {c}" for p, c in preds.items())
+                         + (f"  ! {n} strongly disagree" if n else ""))
     if s["top_tags"]:
         lines.append(f"top {s['tag_column']}: " + ", ".join(f"{t} ({n})" for t, n in s["top_tags"][:10]))
     if s["failures_by_cause"]:

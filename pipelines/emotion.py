@@ -7,6 +7,7 @@ with other hyper-parameters never decodes audio again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -83,21 +84,31 @@ def fit(dataset: EmotionDataset, seqs: list[np.ndarray], audio_tag: str, window_
     return train_head(seqs, audio_tag, window_frames=window_frames, seed=seed, meta=meta, **kwargs)
 
 
+def with_excerpt(dataset: EmotionDataset, excerpt: tuple[float, float] | None) -> EmotionDataset:
+    """The data set with every item cut to ``(start_s, seconds)`` (None: unchanged)."""
+    if excerpt is None:
+        return dataset
+    items = [dataclasses.replace(it, start_s=float(excerpt[0]), duration_s=float(excerpt[1])) for it in dataset]
+    return EmotionDataset(dataset.name, items, dataset.classes, dataset.root, dataset.source)
+
+
 def prepare(dataset_name: str, path: str | Path, audio_model: str, device: str = "cpu",
-            cache_dir: str | Path = DEFAULT_CACHE, progress: bool = True):
+            cache_dir: str | Path = DEFAULT_CACHE, progress: bool = True,
+            excerpt: tuple[float, float] | None = None):
     """Load a data set, build the audio model and embed every item: ``(dataset, seqs, model)``."""
-    dataset = load_dataset(dataset_name, path)
+    dataset = with_excerpt(load_dataset(dataset_name, path), excerpt)
     model = AUDIO.create(audio_model, device=device)
     dataset, seqs = embed_dataset(dataset, model, cache_dir, progress)
     return dataset, seqs, model
 
 
 def train(dataset_name: str, path: str | Path, audio_model: str, out: str | Path, seconds: float | None = 30.0,
-          device: str = "cpu", cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0) -> GemsHead:
+          device: str = "cpu", cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0,
+          excerpt: tuple[float, float] | None = None) -> GemsHead:
     """``c98k emotion train``: embed the data set, fit the head on all of it, save it atomically."""
-    dataset, seqs, model = prepare(dataset_name, path, audio_model, device, cache_dir)
+    dataset, seqs, model = prepare(dataset_name, path, audio_model, device, cache_dir, excerpt=excerpt)
     meta = {"dataset": dataset_name, "audio_model_name": audio_model, "window_s": seconds,
-            "hop_s": float(model.hop_s)}
+            "hop_s": float(model.hop_s), "excerpt": list(excerpt) if excerpt else None}
     head = fit(dataset, seqs, model.info.tag(), window_frames_for(seconds, model.hop_s), seed, meta)
     head.save(out)
     return head
@@ -192,12 +203,21 @@ def cv_metrics(res: CVResult) -> list[tuple[str, str, dict[str, float]]]:
             _put(rows, "cross-entropy", "lower", n, float(np.mean(-(human * np.log(q)).sum(axis=1))))
             _put(rows, "top-1 = majority emotion", "higher", n,
                  float(np.mean(p.argmax(axis=1) == human.argmax(axis=1))))
+        human_spread = spread(human)
+        for n, p in res.probs.items():
+            _put(rows, "spread / human spread", "higher", n, spread(p) / human_spread if human_spread > 0 else 0.0)
+            _put(rows, "distinct top-1 emotions", "higher", n, float(len(np.unique(p.argmax(axis=1)))))
     hva = human_va(ds)
     for j, name in enumerate(("valence", "arousal")):
         rows.append((f"r {name}", "higher", {n: _pearson(v[:, j], hva[:, j]) for n, v in res.va.items()}))
         rows.append((f"RMSE {name}", "lower",
                      {n: float(np.sqrt(np.mean((v[:, j] - hva[:, j]) ** 2))) for n, v in res.va.items()}))
     return rows
+
+
+def spread(probs: np.ndarray) -> float:
+    """How much distributions vary across items: the mean over classes of the std across items."""
+    return float(np.asarray(probs, np.float64).std(axis=0).mean())
 
 
 def _put(rows: list, metric: str, better: str, predictor: str, value: float) -> None:
@@ -258,9 +278,9 @@ def plot_shares(res: CVResult, path: str | Path) -> Path:
 
 def evaluate(dataset_name: str, path: str | Path, audio_model: str, seconds: float | None = 30.0,
              n_folds: int = 5, seed: int = 0, device: str = "cpu", cache_dir: str | Path = DEFAULT_CACHE,
-             plot: str | Path | None = None) -> tuple[CVResult, str]:
+             plot: str | Path | None = None, excerpt: tuple[float, float] | None = None) -> tuple[CVResult, str]:
     """``c98k emotion evaluate``: CV report (table text) and optional PNG plot."""
-    dataset, seqs, model = prepare(dataset_name, path, audio_model, device, cache_dir)
+    dataset, seqs, model = prepare(dataset_name, path, audio_model, device, cache_dir, excerpt=excerpt)
     res = cross_validate(dataset, seqs, model.info.tag(), window_frames_for(seconds, model.hop_s), n_folds, seed)
     table = format_table(cv_metrics(res))
     if plot and res.probs:

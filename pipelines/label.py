@@ -29,7 +29,6 @@ import numpy as np
 from commercial98k.engine import Progress, error_line, run_steps
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import within
-from commercial98k.label.category import clip_text
 from commercial98k.label.clip_features import (
     DecodedClip,
     LabelConfig,
@@ -37,6 +36,14 @@ from commercial98k.label.clip_features import (
     audio_features,
     decode_clip,
     models_for,
+)
+from commercial98k.label.evidence import (
+    category_result,
+    clip_ocr,
+    clip_tags,
+    page_texts,
+    text_distributions,
+    visual_evidence,
 )
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import ManifestWriter, read_manifest
@@ -77,6 +84,8 @@ def is_labelled(row: dict, store: FeatureStore, provenance: dict[str, str | None
     for col in ("audio_model", "frame_model", "text_model") + (("emotion_model",) if has_emotion else ()):
         if row.get(col) != provenance[col]:
             return False
+    if provenance.get("ocr_model") and row.get("ocr_model") != provenance["ocr_model"]:
+        return False
     return all(store.has(row.get(col)) for col in FEATURE_COLUMNS.values())
 
 
@@ -136,8 +145,11 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
         if isinstance(seq, BaseException):
             out[i] = _failed(rows[i], error_line(seq))
     live = [i for i in sorted(audio) if not isinstance(frames[i], BaseException)]
+    music = {i: (music_tags(audio[i][1], threshold=opts.music_tag_threshold, top_k=opts.music_tag_top_k)
+                 if audio[i][1] is not None else None) for i in live}
     try:
-        texts = _text_features([rows[i] for i in live], models)
+        texts = _text_features([rows[i] for i in live], models, [frames[i] for i in live], [music[i] for i in live],
+                               store.root)
     except Exception as e:  # the text model failed on the whole batch: fail its clips, keep going
         for i in live:
             out[i] = _failed(rows[i], error_line(e))
@@ -179,22 +191,42 @@ class TextParts:
     tag_embeddings: np.ndarray
     predicted_category: str | None
     category_confidence: float | None
+    tag_sources: list[str] | None = None
+    ocr_text: str | None = None
+    category_probs: dict[str, float] | None = None
+    category_evidence: list[str] | None = None
 
 
-def _text_features(rows: list[dict], models: LabelModels) -> list[TextParts]:
-    """Tags, tag embeddings and category match of many rows, with one text-model call."""
+def _text_features(rows: list[dict], models: LabelModels, frame_seqs: list[np.ndarray] | None = None,
+                   music: list[list[str] | None] | None = None, data_root: Path | None = None) -> list[TextParts]:
+    """Tags (page, OCR, music), tag embeddings and the combined category score of many rows,
+    with one text-model call (see ``commercial98k.label.evidence``)."""
     if not rows:
         return []
-    norm = models.tag_normalizer
-    tags = [norm.normalize(r.get("platform_tags"), r.get("title"), r.get("description")) for r in rows]
-    texts = [clip_text(r.get("title"), r.get("description"), t) for r, t in zip(rows, tags, strict=True)]
-    vocab = sorted({t for ts in tags for t in ts})
-    emb = models.text.embed_texts(vocab + texts) if vocab or texts else np.zeros((0, models.text.dim))
+    n = len(rows)
+    ocr = [clip_ocr(r, models, data_root) for r in rows]
+    music = music or [None] * n
+    keywords = {k.lower() for c in models.taxonomy.categories for k in c.keywords}
+    tagged = [clip_tags(models.tag_normalizer, r, o, m, keywords) for r, o, m in zip(rows, ocr, music, strict=True)]
+    page = page_texts(rows)
+    ocr_texts = [o or "" for o in ocr]
+    vocab = sorted({t for ts, _ in tagged for t in ts})
+    emb = models.text.embed_texts(vocab + page + ocr_texts)
     tag_emb = dict(zip(vocab, emb[:len(vocab)], strict=True))
-    matches = models.category_matcher.match(texts, [r.get("category") for r in rows], emb[len(vocab):])
-    return [TextParts(ts, np.stack([tag_emb[t] for t in ts]) if ts else np.zeros((0, models.text.dim), np.float32),
-                      m.predicted_category, m.category_confidence)
-            for ts, m in zip(tags, matches, strict=True)]
+    page_p = text_distributions(models.category_matcher, page, emb[len(vocab):len(vocab) + n])
+    ocr_p = text_distributions(models.category_matcher, ocr_texts, emb[len(vocab) + n:])
+    visual = [visual_evidence(models, f) for f in (frame_seqs or [None] * n)]
+    ids = models.taxonomy.ids()
+    out = []
+    for i, r in enumerate(rows):
+        res = category_result(ids, {"page_text": page_p[i], "ocr": ocr_p[i], "visual": visual[i]},
+                              r.get("category"), models.calibration)
+        ts, sources = tagged[i]
+        out.append(TextParts(ts, np.stack([tag_emb[t] for t in ts]) if ts else np.zeros((0, models.text.dim), np.float32),
+                             res.predicted_category, res.category_confidence, sources, ocr[i],
+                             {c: float(p) for c, p in zip(ids, res.probs, strict=True)} if res.present else None,
+                             res.present))
+    return out
 
 
 def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | None, frame_seq: np.ndarray,
@@ -219,6 +251,8 @@ def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | 
                          if tag_probs is not None else None)
     out["predicted_category"] = text.predicted_category
     out["category_confidence"] = text.category_confidence
+    out.update(tag_sources=text.tag_sources, ocr_text=text.ocr_text, category_probs=text.category_probs,
+               category_evidence=text.category_evidence)
     out.update(prov)
     out["status"], out["error"] = "ok", None
     return out

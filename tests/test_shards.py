@@ -18,6 +18,7 @@ from commercial98k.features import FeatureStore
 from commercial98k.fsutil import sha256_file
 from commercial98k.manifest import read_manifest, write_manifest
 from commercial98k.shards import ShardFilters, build_shards, build_tag_vocab, clip_duration
+from commercial98k.splits import assign_splits
 from commercial98k.taxonomy import load_taxonomy
 from pipelines.cli import main as cli
 from yuyin.data import make_dataset
@@ -263,3 +264,26 @@ def test_cli_build_shards(corpus, tmp_path):
     missing = CliRunner().invoke(cli, ["build-shards", "--manifest", str(tmp_path / "nope.parquet"),
                                        "--out", str(out)])
     assert missing.exit_code == 1 and "no such manifest" in missing.output
+
+
+def test_cli_filters_that_empty_the_data_set_or_a_split_exit_non_zero(corpus, tmp_path):
+    manifest, data_root = corpus
+    out = tmp_path / "shards"
+    base = ["build-shards", "--manifest", str(manifest), "--out", str(out), "--data-root", str(data_root),
+            "--any-music"]
+    res = CliRunner().invoke(cli, base + ["--min-category-confidence", "0.999"])
+    assert res.exit_code == 1, res.output
+    assert "left no sample" in res.output and "--min-category-confidence 0.999 dropped" in res.output
+    assert "Traceback" not in res.output and not (out / "index.json").exists()
+    # a filter that empties one split (val) but not the others
+    rows = read_manifest(manifest).to_pylist()
+    split_of = assign_splits(read_manifest(manifest), (0.8, 0.1, 0.1), 0)
+    edited = [dict(r, category_confidence=0.01 if split_of[r["clip_id"]] == "val" else 0.9) for r in rows]
+    path = write_manifest(edited, tmp_path / "edited.parquet", kind="clips")
+    res = CliRunner().invoke(cli, ["build-shards", "--manifest", str(path), "--out", str(out), "--data-root",
+                                   str(data_root), "--any-music", "--min-category-confidence", "0.5"])
+    assert res.exit_code == 1 and "split 'val' empty" in res.output and "--min-category-confidence" in res.output
+    # the drop counts of every filter are printed on success
+    res = CliRunner().invoke(cli, base + ["--min-category-confidence", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "filtered out:" in res.output and "min_category_confidence:" in res.output

@@ -58,3 +58,22 @@ def test_unlabelled_and_videos_manifests(tmp_path):
     assert "dog (1)" in res.output and (tmp_path / "v.html").is_file()
     bad = CliRunner().invoke(cli, ["stats", "--manifest", str(tmp_path / "missing.parquet"), "--no-report"])
     assert bad.exit_code == 1 and "no such manifest" in bad.output
+
+
+def test_predicted_vs_crawl_category_flags_strong_disagreements(tmp_path):
+    manifest, _ = make_labelled_corpus(tmp_path, n_clips=60, seed=4)
+    rows = read_manifest(manifest).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok" and r["category"] != "pets"]
+    wrong = {r["clip_id"] for r in ok[:5]}
+    edited = [dict(r, predicted_category="pets", category_confidence=0.05) if r["clip_id"] in wrong else r
+              for r in rows]
+    path = write_manifest(edited, tmp_path / "edited.parquet", kind="clips")
+    pvc = summarize(read_manifest(path))["predicted_vs_crawl"]
+    crawl_of = {r["clip_id"]: r["category"] for r in ok[:5]}
+    assert sum(pvc["strong_disagreements"].values()) == 5
+    assert pvc["strong_disagreements"] == dict(Counter(crawl_of.values()))
+    for crawl, n in Counter(crawl_of.values()).items():
+        assert pvc["table"][crawl]["pets"] >= n
+    res = CliRunner().invoke(cli, ["stats", "--manifest", str(path), "--no-report"])
+    assert res.exit_code == 0, res.output
+    assert "predicted vs crawl category" in res.output and "strongly disagree" in res.output

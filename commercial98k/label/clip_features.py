@@ -43,6 +43,11 @@ class LabelConfig:
     taxonomy_path: str | None = None
     synonyms_path: str | None = None
     category_temperature: float = DEFAULT_TEMPERATURE
+    # issue 11: OCR and visual category evidence
+    ocr: bool = True
+    ocr_frames: int = 3
+    visual_evidence: str = "table"  # "table", "embedding" or "none" (see label.visual)
+    category_calibration: str | None = None  # calibration JSON (default: the bundled one)
 
     def weights_for(self, kind: str) -> str | None:
         return dict(self.weights).get(kind)
@@ -119,11 +124,38 @@ class LabelModels:
     def tag_normalizer(self) -> TagNormalizer:
         return self._get("tags", lambda: TagNormalizer(self.config.synonyms_path))
 
+    @property
+    def ocr(self):
+        """The OCR model (``models.ocr``), or None with ``ocr=False``."""
+        if not self.config.ocr:
+            return None
+        from ..models.ocr import ocr_model
+
+        return self._get("ocr", ocr_model)
+
+    @property
+    def visual(self):
+        """Visual category evidence over the frame model (``label.visual``), or None."""
+        if self.config.visual_evidence == "none":
+            return None
+        from .visual import VisualEvidence
+
+        return self._get("visual", lambda: VisualEvidence(self.frames, self.taxonomy, self.text,
+                                                          self.config.visual_evidence))
+
+    @property
+    def calibration(self):
+        """Per-evidence weights of the combined category score (``label.category_score``)."""
+        from .category_score import CategoryCalibration
+
+        return self._get("calibration", lambda: CategoryCalibration.load(self.config.category_calibration))
+
     def infos(self) -> dict[str, ModelInfo | None]:
         """``ModelInfo`` of each model, keyed by provenance column (builds the models)."""
-        emotion = self.emotion
+        emotion, ocr = self.emotion, self.ocr
         return {"audio_model": self.audio.info, "frame_model": self.frames.info, "text_model": self.text.info,
-                "emotion_model": emotion.info if emotion is not None else None}
+                "emotion_model": emotion.info if emotion is not None else None,
+                "ocr_model": ocr.info if ocr is not None else None}
 
     def provenance(self) -> dict[str, str | None]:
         """The provenance columns: ``ModelInfo.tag()`` per model (None for no emotion model)."""

@@ -26,15 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..engine import error_line
+from .gems import GEMS9
 
 if TYPE_CHECKING:  # pandas is imported where a CSV is read: `c98k --help` should not pay for it
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-GEMS9: tuple[str, ...] = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
-                          "joyful_activation", "tension", "sadness")
-"""The nine GEMS emotions in Emotify's column order (Zentner et al. 2008 GEMS-9, Emotify's names)."""
 
 DATASETS = ("emotify", "pmemo", "deam")
 AUDIO_EXTS = (".mp3", ".wav", ".flac", ".ogg", ".m4a")
@@ -161,22 +159,50 @@ def _audio_for(audio_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def load_emotify(root: str | Path) -> EmotionDataset:
-    """Emotify: ``ratings.csv`` (one row per listener rating) -> one item per track with soft labels.
+EMOTIFY_GENRES = ("classical", "rock", "electronic", "pop")
+"""Emotify's genres in id order: track ids 1-100 classical, 101-200 rock, 201-300 electronic, 301-400 pop."""
+EMOTIFY_RATINGS = ("ratings.csv", "data.csv")
 
-    Audio is ``root / <file>``; ``group`` is the genre (``tracks.csv`` is not needed).
+
+def emotify_original_file(root: Path, track_id: int, genre: str) -> Path:
+    """Audio of a track in Emotify's original layout: ``<genre>/<n>.mp3``, ``n`` = 1..100 within the genre."""
+    n = (int(track_id) - 1) % 100 + 1
+    return _audio_for(root / genre, str(n)) or root / genre / f"{n}.mp3"
+
+
+def _emotify_files(df: pd.DataFrame, path: Path, root: Path) -> pd.Series:
+    """The ``file`` column, or (original layout: ``track id`` + ``genre``) the path derived from them."""
+    import pandas as pd
+
+    if "file" in df.columns:
+        if df["file"].isna().any():
+            raise EmotionDataError(f"{path}: column 'file' row {int(np.flatnonzero(df['file'].isna())[0]) + 2}: empty")
+        return df["file"].astype(str)
+    _require(df, path, ("track id", "genre"))
+    ids = _numeric(df, path, "track id", 1, np.inf)
+    genres = df["genre"].astype(str).str.strip().str.lower()
+    files = [str(emotify_original_file(root, int(i), g).relative_to(root)) for i, g in zip(ids, genres, strict=True)]
+    return pd.Series(files, index=df.index, dtype=object)
+
+
+def load_emotify(root: str | Path) -> EmotionDataset:
+    """Emotify: the ratings file (one row per listener rating) -> one item per track with soft labels.
+
+    Two layouts: the shared one (``ratings.csv`` with a ``file`` column; audio ``root / <file>``)
+    and Emotify's original one (``data.csv`` or ``ratings.csv`` with ``track id`` and ``genre``
+    and no ``file`` column; audio ``<genre>/<n>.mp3``, n = 1..100 within the genre). ``group`` is
+    the genre (``tracks.csv`` is not needed).
     """
     root = Path(root)
-    path = root / "ratings.csv"
+    path = next((root / n for n in EMOTIFY_RATINGS if (root / n).is_file()), root / EMOTIFY_RATINGS[0])
     df = _read_csv(path)
-    _require(df, path, ("file", "genre", *GEMS9))
+    _require(df, path, ("genre", *GEMS9))
     for c in GEMS9:
         _numeric(df, path, c, 0, 1)
         if not df[c].isin([0, 1]).all():
             i = int(np.flatnonzero(~df[c].isin([0, 1]).to_numpy())[0])
             raise EmotionDataError(f"{path}: column {c!r} row {i + 2}: vote must be 0 or 1 ({df[c].iloc[i]!r})")
-    if df["file"].isna().any():
-        raise EmotionDataError(f"{path}: column 'file' row {int(np.flatnonzero(df['file'].isna())[0]) + 2}: empty")
+    df = df.assign(file=_emotify_files(df, path, root))
     votes = df[list(GEMS9)].astype(np.float64)
     items = []
     for file, idx in df.groupby("file", sort=True).groups.items():
@@ -186,9 +212,11 @@ def load_emotify(root: str | Path) -> EmotionDataset:
         if total <= 0:
             log.warning("%s: %s has no emotion votes; skipped", path, file)
             continue
-        genres = df.loc[idx, "genre"].astype(str).unique()
+        genres = df.loc[idx, "genre"].astype(str).str.strip().unique()
         audio = root / str(file)
-        items.append(EmotionItem(item_id=Path(str(file)).stem, audio_path=audio, gems=shares / total,
+        rel = Path(str(file))  # original layout <genre>/<n>.mp3 -> the shared layout's id <genre>_<n>
+        item_id = f"{rel.parent.name}_{rel.stem}" if rel.parent.name in EMOTIFY_GENRES else rel.stem
+        items.append(EmotionItem(item_id=item_id, audio_path=audio, gems=shares / total,
                                  shares=shares, group=str(genres[0]), n_ratings=len(idx)))
     if not items:
         raise EmotionDataError(f"{path}: no rated tracks")

@@ -77,6 +77,14 @@ class ClipEmbedder:
         self.batch_size = max(1, int(batch_size))
         version = getattr(open_clip, "__version__", "unknown")
         self.info = ModelInfo(f"clip-{arch}-{pretrained}", version, sha256_file(path))
+        self.tokenizer = open_clip.get_tokenizer(arch)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts -> float32 [N, dim] L2-normalised CLIP text embeddings (zero-shot prompts)."""
+        torch = self.torch
+        with torch.inference_mode():
+            feats = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+            return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
 
     def embed_images(self, frames: np.ndarray) -> np.ndarray:
         """uint8 RGB [N,H,W,3] -> float32 [N, dim] L2-normalised CLIP image embeddings."""

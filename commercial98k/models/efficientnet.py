@@ -167,6 +167,13 @@ class EfficientNetLite0Embedder:
         """uint8 RGB [N,H,W,3] (any size; resized to 224) -> float32 [N,1280] pooled features."""
         return self._run(frames, head=False)
 
+    @torch.inference_mode()
+    def classify_features(self, features: np.ndarray) -> np.ndarray:
+        """Pooled features ``[N, 1280]`` (from ``embed_images``) -> ImageNet-1k probabilities ``[N, 1000]``:
+        the classifier head alone, so class scores cost nothing beyond the embedding."""
+        x = torch.as_tensor(np.asarray(features, np.float32), device=self.device)
+        return self.net._fc(x).softmax(-1).float().cpu().numpy()
+
     def classify(self, frames: np.ndarray) -> np.ndarray:
         """uint8 RGB [N,H,W,3] -> ImageNet-1k class probabilities [N,1000]."""
         return self._run(frames, head=True)

@@ -65,6 +65,7 @@ from threadpoolctl import threadpool_limits
 
 from ..engine import error_line
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from ..label.gems import GEMS9, emotion_vector
 from .registry import EMOTION, ModelInfo
 from .weights import WeightsUnavailable
 
@@ -79,14 +80,14 @@ QUADRANTS = ("happy", "tense", "sad", "calm")
 L2_GRID = tuple(float(x) for x in np.logspace(-2, 2, 13))
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "emotion_gems_musicnn.npz"
 REBUILD = ("c98k emotion train --dataset emotify --path ../shared/media/emotify --audio-model musicnn "
-           "--out commercial98k/data/emotion_gems_musicnn.npz")
+           "--excerpt 20:20 --seconds 20 --out commercial98k/data/emotion_gems_musicnn.npz")
 
 
 class EmotionHeadError(ValueError):
     """Embeddings the head cannot take (other model or dimension), or a bad head file."""
 
 
-def va_of_gems(probs: np.ndarray, classes=tuple(GEMS_VA)) -> np.ndarray:
+def va_of_gems(probs: np.ndarray, classes=GEMS9) -> np.ndarray:
     """Expected circumplex (valence, arousal) of GEMS distributions ``[..., K]`` -> ``[..., 2]``."""
     coords = np.array([GEMS_VA[c] for c in classes], dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
@@ -146,24 +147,22 @@ def fit_softmax(x: np.ndarray, p: np.ndarray, w: np.ndarray, l2: float) -> tuple
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted ridge: min sum_i w_i |y_i - x_i W - b|^2 / sum w + l2 |W|^2 (closed form)."""
-    wn = w / w.sum()
-    xm, ym = wn @ x, wn @ y
-    xs, ys = np.sqrt(wn)[:, None] * (x - xm), np.sqrt(wn)[:, None] * (y - ym)
-    n, f = xs.shape
-    if n < f:
-        weights = xs.T @ np.linalg.solve(xs @ xs.T + l2 * np.eye(n), ys)
-    else:
-        weights = np.linalg.solve(xs.T @ xs + l2 * np.eye(f), xs.T @ ys)
-    return weights, ym - xm @ weights
+    """Weighted ridge: min sum_i w_i |y_i - x_i W - b|^2 / sum w + l2 |W|^2 (scikit-learn ``Ridge``)."""
+    from sklearn.linear_model import Ridge
+
+    model = Ridge(alpha=l2, fit_intercept=True).fit(x, y, sample_weight=w / w.sum())
+    return np.asarray(model.coef_, np.float64).T, np.asarray(model.intercept_, np.float64)
 
 
 def group_folds(groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index per row; all rows of a group share a fold (groups shuffled with ``seed``)."""
-    uniq = np.unique(groups)
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    fold_of = {uniq[g]: i % n_folds for i, g in enumerate(order)}
-    return np.array([fold_of[g] for g in groups])
+    """Fold index per row; all rows of a group share a fold (scikit-learn ``GroupKFold``, shuffled)."""
+    from sklearn.model_selection import GroupKFold
+
+    folds = np.zeros(len(groups), dtype=int)
+    splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups)):
+        folds[test] = k
+    return folds
 
 
 def _select_l2(fit, predict, loss, x, y, w, groups, grid, seed, n_folds=5, repeats=3) -> tuple[float, np.ndarray]:
@@ -319,11 +318,11 @@ class GemsHead:
 
     def to_vector(self, pred: dict[str, Any]) -> np.ndarray:
         """float32 ``[2 + K]``: valence, arousal, then the class probabilities (the shard layout)."""
-        return np.array([pred["valence"], pred["arousal"], *(pred["probs"][c] for c in self.classes)], np.float32)
+        return emotion_vector(pred["valence"], pred["arousal"], pred["probs"], self.classes)
 
 
 def train_head(sequences: list[np.ndarray], audio_model: str, *, gems: np.ndarray | None = None,
-               va: np.ndarray | None = None, classes: tuple[str, ...] = tuple(GEMS_VA), window_frames: int = 0,
+               va: np.ndarray | None = None, classes: tuple[str, ...] = GEMS9, window_frames: int = 0,
                seed: int = 0, l2: float | None = None, meta: dict[str, Any] | None = None) -> GemsHead:
     """Fit a head on per-item embedding sequences and their soft GEMS labels and/or VA labels.
 

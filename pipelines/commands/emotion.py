@@ -19,7 +19,22 @@ def _errors() -> tuple[type[Exception], ...]:
     return (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)
 
 
+def _excerpt(value: str | None) -> tuple[float, float] | None:
+    if not value:
+        return None
+    try:
+        start, seconds = (float(x) for x in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected START:SECONDS, e.g. 20:20") from None
+    if start < 0 or seconds <= 0:
+        raise click.BadParameter(f"{value!r}: START must be >= 0 and SECONDS > 0")
+    return start, seconds
+
+
 def _common(f):
+    f = click.option("--excerpt", default=None, metavar="START:SECONDS",
+                     help="Use only this span of every excerpt (the bundled head: 20:20, the middle 20 s "
+                          "of Emotify's 60-s excerpts). Default: the whole excerpt.")(f)
     f = click.option("--seed", default=0, show_default=True, help="Seed for folds and hyper-parameter search.")(f)
     f = click.option("--cache-dir", default="data/emotion_cache", show_default=True, type=click.Path(file_okay=False),
                      help="Where excerpt embeddings are cached (re-training never decodes audio again).")(f)
@@ -57,7 +72,7 @@ def command() -> None:
 @click.option("--out", default="models/emotion_head.npz", show_default=True, type=click.Path(dir_okay=False),
               help="Head file to write (.npz); pass it to the labeller.")
 def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
-              out: str) -> None:
+              excerpt: str | None, out: str) -> None:
     """Fit the emotion head on a labelled data set (Emotify GEMS votes, PMEmo or DEAM valence/arousal).
 
     Audio embeddings of the excerpts are cached in --cache-dir, so training again is quick.
@@ -65,12 +80,14 @@ def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device:
     \b
     Examples:
       c98k emotion train --path ../shared/media/emotify --out models/emotion_head.npz
+      c98k emotion train --path ~/data/emotify --excerpt 20:20 --seconds 20   # original layout, 400 tracks
       c98k emotion train --dataset pmemo --path ~/data/PMEmo2019 --audio-model openl3 --device cuda
     """
     from pipelines import emotion
 
     try:
-        head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed)
+        head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed,
+                             _excerpt(excerpt))
     except _errors() as e:
         _fail(e)
     m = head.meta
@@ -84,7 +101,7 @@ def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device:
 @click.option("--plot", default=None, type=click.Path(dir_okay=False),
               help="Also save a PNG of predicted vs human vote share per emotion (GEMS data sets).")
 def evaluate_cmd(dataset: str, path: str, audio_model: str, seconds: float, device: str, cache_dir: str, seed: int,
-                 folds: int, plot: str | None) -> None:
+                 excerpt: str | None, folds: int, plot: str | None) -> None:
     """k-fold cross-validation: agreement with human labels next to the training-fold-mean reference.
 
     Prints one row per metric: the head's out-of-fold score, the score of always predicting the
@@ -99,7 +116,7 @@ def evaluate_cmd(dataset: str, path: str, audio_model: str, seconds: float, devi
 
     try:
         res, table = emotion.evaluate(dataset, path, audio_model, seconds or None, folds, seed, device, cache_dir,
-                                      plot)
+                                      plot, _excerpt(excerpt))
     except _errors() as e:
         _fail(e)
     click.echo(f"{dataset}: {len(res.dataset)} items, {folds}-fold CV (seed {seed}), audio model {audio_model}")

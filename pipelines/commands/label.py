@@ -48,16 +48,26 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
               help="Local weights overriding the default (KIND: audio, frames, emotion); repeatable.")
 @engine_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most this many clips.")
+@click.option("--ocr/--no-ocr", default=True, show_default=True,
+              help="Read on-screen text (RapidOCR PP-OCRv4, Chinese + English) of a few keyframes per clip.")
+@click.option("--ocr-frames", type=click.IntRange(1, 16), default=3, show_default=True,
+              help="Keyframes (shot middles, near-duplicates dropped) read per clip.")
+@click.option("--visual-evidence", type=click.Choice(["table", "embedding", "none"]), default="table",
+              show_default=True, help="How frame class scores become category evidence (clip: zero-shot prompts).")
+@click.option("--category-calibration", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration).")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
-            address: str | None, limit: int | None) -> None:
+            address: str | None, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
+            visual_evidence: str = "table", category_calibration: str | None = None) -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
 
     \b
     Per clip: audio-embedding sequence, frame embeddings, music tags, emotion (valence, arousal,
-    GEMS class + probabilities), normalised text tags + their embeddings, and the zero-shot
-    category_confidence of the crawl category. Features go to DATA_ROOT/features/; the manifest
+    GEMS class + probabilities), tags from page text, on-screen text and music (with
+    tag_sources), and one calibrated category distribution from page text, on-screen text
+    (OCR) and the frames (category_probs, predicted_category, category_confidence). Features go to DATA_ROOT/features/; the manifest
     records them with the provenance of every model. Run again to resume.
 
     \b
@@ -74,7 +84,8 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
 
     config = LabelConfig(audio_model=audio_model, frame_model=frame_model, text_model=text_model,
                          emotion_model=emotion_model, device=device, batch_size=batch_size,
-                         weights=_weights(weights))
+                         weights=_weights(weights), ocr=ocr, ocr_frames=ocr_frames,
+                         visual_evidence=visual_evidence, category_calibration=category_calibration)
     options = LabelOptions(frame_fps=frame_fps, music_tag_threshold=music_tag_threshold,
                            clips_per_batch=clips_per_batch)
     try:

@@ -1,0 +1,277 @@
+"""How good are the labels? Category (all evidence and each kind switched off), OCR, emotion.
+
+Default run (no arguments) prints four tables, every number measured in this run:
+
+1. **Category on the demo corpus** (ads rendered by ``commercial98k.demo``: product shapes,
+   price/slogan overlays, titles and descriptions): top-1, top-2 and ECE of the combined score
+   with all evidence, without page text, without OCR, without visual evidence, and each kind
+   alone. ``raw`` = uncalibrated weights (1, 1, 1); ``cal`` = weights fitted by 5-fold CV
+   (fitted on four folds, scored on the fifth), so the calibrated ECE is out of sample. Also the
+   visual mapping ``table`` vs ``embedding`` and the OCR cost per clip.
+2. **OCR character accuracy** on Chinese and English price/slogan overlays rendered over real
+   frames of the shared videos (1 - character error rate, per language).
+3. **Emotion**: 5-fold CV grouped by track on the shared Emotify (160 tracks) with the bundled
+   head's settings: KL, top-1, per-emotion r, spread, VA correlation, against the mean and the
+   per-genre mean (``pipelines.emotion``).
+
+``--manifest M --truth T`` instead scores a labelled clips manifest against a csv of ``video_id``
+or ``url`` with its true ``category`` (a user's hand-labelled crawl): top-1, top-2, ECE and a
+predicted-vs-true table. ``--fit-calibration OUT`` writes weights fitted on the demo corpus.
+
+    .venv/bin/python benchmarks/labels.py [--per-category 6] [--skip emotion]
+    .venv/bin/python benchmarks/labels.py --manifest manifests/c98k.parquet --truth my_labels.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from commercial98k.label.category_score import (  # noqa: E402
+    EVIDENCE,
+    combine,
+    expected_calibration_error,
+    fit_calibration,
+    top_k_accuracy,
+)
+
+SHARED = ROOT.parent / "shared" / "media"
+
+
+# ---- 1. category on the demo corpus ---------------------------------------------------------
+
+def demo_corpus(work: Path, per_category: int) -> list[dict]:
+    """Render (or reuse) a small demo corpus; returns its video entries with plan, path and category."""
+    from commercial98k.demo.corpus import DEFAULT_CATEGORIES, plan_corpus
+    from commercial98k.demo.music import build_library, load_library
+    from commercial98k.demo.render import generate_corpus, load_corpus
+
+    library = work / "music"
+    if not (library / "library.json").is_file():
+        build_library(library, sources=("immich",), progress=False)
+    plans = plan_corpus(load_library(library), DEFAULT_CATEGORIES, per_category, seed=0, quick=True)
+    generate_corpus(plans, library, work / "videos", progress=False)
+    by_file = {p.file: p for p in plans}
+    out = []
+    for v in load_corpus(work / "videos")["videos"]:
+        plan = by_file.get(v.get("file") or v.get("path"))
+        if plan is not None and (work / "videos" / plan.file).is_file():
+            out.append({"plan": plan, "path": work / "videos" / plan.file, "category": plan.category})
+    return out
+
+
+def corpus_evidence(videos: list[dict]) -> tuple[list[dict], list[str], float]:
+    """Per video: page-text, OCR and visual (table and embedding) distributions; OCR s/clip."""
+    from commercial98k.label.category import CategoryMatcher, clip_text
+    from commercial98k.label.visual import VisualEvidence
+    from commercial98k.media import load_frames, probe
+    from commercial98k.models.ocr import ocr_clip, ocr_model
+    from commercial98k.models.registry import FRAMES, TEXT
+    from commercial98k.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    text, frames = TEXT.create("use-multilingual"), FRAMES.create("efficientnet-lite0")
+    matcher = CategoryMatcher(text, taxonomy)
+    visual = {m: VisualEvidence(frames, taxonomy, text, m) for m in ("table", "embedding")}
+    ocr = ocr_model()
+    out, ocr_s = [], 0.0
+    for v in videos:
+        plan = v["plan"]
+        info = probe(v["path"])
+        shots = [{"start_s": s.start_s, "end_s": s.end_s} for s in plan.shots]
+        t0 = time.perf_counter()
+        ocr_text = ocr_clip(ocr, v["path"], 0.0, info.duration_s, shots, info.width, info.height)
+        ocr_s += time.perf_counter() - t0
+        emb = frames.embed_images(load_frames(v["path"], fps=1.0, size=224))
+        page, o = matcher.probabilities([clip_text(plan.title, plan.description), ocr_text or ""])
+        ev = {"page_text": page, "ocr": None if not ocr_text else o}
+        for m, vis in visual.items():
+            ev[f"visual_{m}"] = vis.from_frame_embeddings(emb)[0]
+        out.append(ev)
+    return out, taxonomy.ids(), ocr_s / max(1, len(videos))
+
+
+def _select(ev: dict, use: set[str], visual: str) -> dict:
+    return {"page_text": ev["page_text"] if "page_text" in use else None,
+            "ocr": ev["ocr"] if "ocr" in use else None,
+            "visual": ev[f"visual_{visual}"] if "visual" in use else None}
+
+
+def cv_probs(evidence: list[dict], labels: np.ndarray, n: int, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold calibrated distributions (weights fitted on the other folds)."""
+    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+    probs = np.zeros((len(labels), n))
+    for k in range(folds):
+        tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        cal = fit_calibration([evidence[i] for i in tr], list(labels[tr]), n)
+        for i in te:
+            probs[i] = combine(evidence[i], n, cal)[0]
+    return probs
+
+
+def category_table(evidence: list[dict], labels: np.ndarray, n: int) -> list[str]:
+    settings = [("all evidence", set(EVIDENCE)), ("no page text", {"ocr", "visual"}),
+                ("no OCR", {"page_text", "visual"}), ("no visual", {"page_text", "ocr"}),
+                ("page text only", {"page_text"}), ("OCR only", {"ocr"}), ("visual only", {"visual"})]
+    lines = [f"{'evidence':<26}{'top-1':>8}{'top-2':>8}{'ECE raw':>9}{'ECE cal':>9}{'top-1 cal':>10}"]
+    for visual in ("table", "embedding"):
+        for name, use in settings:
+            if visual == "embedding" and "visual" not in use:
+                continue
+            ev = [_select(e, use, visual) for e in evidence]
+            raw = np.stack([combine(e, n)[0] for e in ev])
+            cal = cv_probs(ev, labels, n)
+            label = f"{name} [{visual}]" if "visual" in use else name
+            lines.append(f"{label:<26}{top_k_accuracy(raw, labels, 1):>8.3f}{top_k_accuracy(raw, labels, 2):>8.3f}"
+                         f"{expected_calibration_error(raw, labels):>9.3f}{expected_calibration_error(cal, labels):>9.3f}"
+                         f"{top_k_accuracy(cal, labels, 1):>10.3f}")
+    return lines
+
+
+# ---- 2. OCR character accuracy --------------------------------------------------------------
+
+OCR_TEXTS = {"zh": ["限时特价 ¥199", "新品上市 买一送一", "口红 持久显色", "全场五折 包邮", "夏季新款 连衣裙",
+                    "智能手机 超长续航"],
+             "en": ["Only $29.99", "SUMMER SALE 50% OFF", "Shop now", "New arrival: running shoes",
+                    "Free shipping today", "Glow all day"]}
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def ocr_accuracy() -> dict[str, float]:
+    """1 - CER of rendered overlays on real frames (spaces and case ignored), per language."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from commercial98k.models.ocr import load_keyframes, ocr_model
+
+    fonts = {"zh": "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+             "en": "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"}
+    sources = [("big_buck_bunny_trailer_480p.mkv", (854, 480)), ("video2dataset_test_video.mp4", (960, 540)),
+               ("videollava_sample_demo_22.mp4", (204, 360))]
+    model = ocr_model()
+    out = {}
+    for lang, texts in OCR_TEXTS.items():
+        errors = chars = 0
+        for i, text in enumerate(texts):
+            name, size = sources[i % len(sources)]
+            frame = load_keyframes(SHARED / "videos" / name, [3.0 + 4 * i], size)[0]
+            im = Image.fromarray(frame)
+            font = ImageFont.truetype(fonts[lang], max(14, size[0] // 24))
+            d = ImageDraw.Draw(im)
+            d.text((size[0] // 20, int(size[1] * 0.78)), text, font=font, fill="white", stroke_width=2,
+                   stroke_fill="black")
+            got = "".join(line.text for line in model.read(np.asarray(im)))
+            want = text.replace(" ", "").lower()
+            got = got.replace(" ", "").replace("￥", "¥").lower()
+            errors += min(len(want), _edit_distance(want, got))
+            chars += len(want)
+        out[lang] = 1.0 - errors / chars
+    return out
+
+
+# ---- 3. emotion -----------------------------------------------------------------------------
+
+def emotion_table(cache: Path) -> str:
+    from pipelines import emotion as stage
+
+    ds, seqs, model = stage.prepare("emotify", SHARED / "emotify", "musicnn", cache_dir=cache, progress=False,
+                                    excerpt=(20.0, 20.0))
+    res = stage.cross_validate(ds, seqs, model.info.tag(), stage.window_frames_for(20.0, model.hop_s), 5, 0,
+                               progress=False)
+    head = f"Emotify: {len(ds)} tracks, 5-fold CV (each track in one fold), window 20 s over the middle 20 s\n"
+    return head + stage.format_table(stage.cv_metrics(res))
+
+
+# ---- --manifest M --truth T -----------------------------------------------------------------
+
+def score_manifest(manifest: Path, truth: Path) -> list[str]:
+    import pandas as pd
+
+    from commercial98k.manifest import read_manifest
+    from commercial98k.taxonomy import load_taxonomy
+
+    ids = load_taxonomy().ids()
+    t = pd.read_csv(truth)
+    key = "video_id" if "video_id" in t.columns else "url"
+    if key not in t.columns or "category" not in t.columns:
+        raise SystemExit(f"error: {truth}: needs a 'category' column and 'video_id' or 'url'")
+    want = dict(zip(t[key].astype(str), t["category"].astype(str), strict=True))
+    rows = [r for r in read_manifest(manifest, "clips").to_pylist() if r.get("status") == "ok"
+            and str(r.get(key)) in want and want[str(r.get(key))] in ids]
+    if not rows:
+        raise SystemExit(f"error: no ok clip of {manifest} has a {key} in {truth}")
+    labels = np.array([ids.index(want[str(r[key])]) for r in rows])
+    probs = np.zeros((len(rows), len(ids)))
+    for i, r in enumerate(rows):
+        p = dict(r.get("category_probs") or {})
+        if p:
+            probs[i] = [p.get(c, 0.0) for c in ids]
+        elif r.get("predicted_category") in ids:
+            probs[i, ids.index(r["predicted_category"])] = 1.0
+        else:
+            probs[i] = 1.0 / len(ids)
+    lines = [f"{len(rows)} labelled clips of {manifest} ({key} matched in {truth})",
+             f"top-1 {top_k_accuracy(probs, labels, 1):.3f}  top-2 {top_k_accuracy(probs, labels, 2):.3f}  "
+             f"ECE {expected_calibration_error(probs, labels):.3f}", "true -> predicted (count)"]
+    pairs: dict[tuple[str, str], int] = {}
+    for lab, p in zip(labels, probs.argmax(axis=1), strict=True):
+        pairs[(ids[lab], ids[p])] = pairs.get((ids[lab], ids[p]), 0) + 1
+    lines += [f"  {a:<22} -> {b:<22} {n:>4}{'' if a == b else '  <- disagrees'}" for (a, b), n in sorted(pairs.items())]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, help="score this labelled clips manifest (with --truth)")
+    ap.add_argument("--truth", type=Path, help="csv: video_id or url, category")
+    ap.add_argument("--work", type=Path, default=ROOT / "data" / "bench_labels", help="demo corpus folder")
+    ap.add_argument("--per-category", type=int, default=6)
+    ap.add_argument("--emotion-cache", type=Path, default=ROOT / "data" / "emotion_cache")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["category", "ocr", "emotion"])
+    ap.add_argument("--fit-calibration", type=Path, help="write weights fitted on the demo corpus here")
+    args = ap.parse_args(argv)
+    if args.manifest or args.truth:
+        if not (args.manifest and args.truth):
+            raise SystemExit("error: --manifest and --truth go together")
+        print("\n".join(score_manifest(args.manifest, args.truth)))
+        return
+    if "category" not in args.skip:
+        videos = demo_corpus(args.work, args.per_category)
+        evidence, ids, ocr_s = corpus_evidence(videos)
+        labels = np.array([ids.index(v["category"]) for v in videos])
+        print(f"Category on the demo corpus: {len(videos)} ads, {len(set(labels))} categories "
+              f"(chance top-1 {1 / len(ids):.3f} over {len(ids)}); OCR {ocr_s:.2f} s per clip")
+        print("\n".join(category_table(evidence, labels, len(ids))))
+        if args.fit_calibration:
+            ev = [_select(e, set(EVIDENCE), "table") for e in evidence]
+            cal = fit_calibration(ev, list(labels), len(ids))
+            raw = np.stack([combine(e, len(ids))[0] for e in ev])
+            cal.fitted_on = f"demo corpus, {len(videos)} ads (benchmarks/labels.py)"
+            cal.ece_before = expected_calibration_error(raw, labels)
+            cal.ece_after = expected_calibration_error(cv_probs(ev, labels, len(ids)), labels)
+            print(f"calibration {cal.tag()} -> {cal.save(args.fit_calibration)}")
+    if "ocr" not in args.skip:
+        acc = ocr_accuracy()
+        print("OCR character accuracy (1 - CER) on overlays over real frames: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    if "emotion" not in args.skip:
+        print(emotion_table(args.emotion_cache))
+
+
+if __name__ == "__main__":
+    main()
