@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from commercial98k.catalog_server import CatalogServer
+from commercial98k.testing.catalog_server import CatalogServer
 from commercial98k.manifest import read_manifest
 from commercial98k.media import ffmpeg_bin, probe
 from commercial98k.sources import YtdlpOptions

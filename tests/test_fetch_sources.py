@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.catalog_server import CatalogServer
+from commercial98k.testing.catalog_server import CatalogServer
 from commercial98k.fsutil import sha256_file
 from commercial98k.manifest import read_manifest
 from commercial98k.sources import (

@@ -62,7 +62,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from .fsutil import safe_id
+from ..fsutil import safe_id
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                  ".mov": "video/quicktime", ".ts": "video/mp2t", ".m4a": "audio/mp4", ".mpd": "application/dash+xml",
