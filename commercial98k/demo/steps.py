@@ -95,8 +95,8 @@ def run_fetch(cfg: DemoConfig) -> None:
     import csv
     import io
 
-    from ..testing.catalog_server import CatalogServer
     from ..fsutil import atomic_write_bytes
+    from ..testing.catalog_server import CatalogServer
 
     doc = load_corpus(cfg.path("catalog"))
     pages, meta = catalog_pages(doc)

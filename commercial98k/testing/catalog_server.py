@@ -58,9 +58,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..fsutil import safe_id
 
@@ -94,6 +95,7 @@ class VideoMeta:
     license: str = "https://creativecommons.org/licenses/by/3.0/"
     view_count: int = 1000
     like_count: int = 10
+    duration_s: float | None = None  # what the page and the feed claim; None: the file's own (probed)
 
 
 def default_meta(category: str, file_name: str, index: int) -> VideoMeta:
@@ -146,7 +148,9 @@ class CatalogServer:
     def __init__(self, root: str | Path, pages: dict[str, list[str]], extra_links: dict[str, list[str]] | None = None,
                  host: str = "127.0.0.1", port: int = 0, meta: dict[str, VideoMeta] | None = None,
                  throttle_bps: float | None = None, site_name: str = "C98K Test Shop",
-                 flaky: dict[str, int] | None = None, assets: list[str] | None = None):
+                 flaky: dict[str, int] | None = None, assets: list[str] | None = None,
+                 per_page: int | None = None, status_codes: dict[str, int] | None = None,
+                 truncate: dict[str, float] | None = None):
         if not is_loopback(host):
             raise ValueError(f"CatalogServer only binds loopback hosts, not {host!r}")
         self.root = Path(root)
@@ -173,6 +177,10 @@ class CatalogServer:
                 self.files[_plain_name(name, self.root)] = self.root / name
                 self.videos[(category, vid)] = (name, (meta or {}).get(name) or default_meta(category, name, i))
                 self._vids[category].append(vid)
+        self.per_page = per_page  # catalog pages and feeds list this many entries, then rel="next"
+        self.status_codes = dict(status_codes or {})  # URL path -> HTTP status it always answers (429 ...)
+        self.truncate = dict(truncate or {})  # file name -> share of its bytes served, as if complete
+        self._durations: dict[str, float | None] = {}
         self.flaky = Counter(flaky or {})  # URL path -> 503 answers still to give
         self.requests: Counter[str] = Counter()  # URL path -> GET/HEAD requests seen
         self.hits: list[Hit] = []
@@ -194,6 +202,11 @@ class CatalogServer:
         if category_id not in self.pages:
             raise KeyError(f"no catalog for {category_id!r}; have {', '.join(self.pages)}")
         return f"{self.base_url}/{category_id}/index.html"
+
+    def feed_url(self, category_id: str) -> str:
+        """URL of a category's RSS feed (entries carry ``itunes:duration``: flat metadata)."""
+        self.category_url(category_id)
+        return f"{self.base_url}/{category_id}/feed.xml"
 
     def video_page_url(self, category_id: str, file_name: str) -> str:
         """URL of the product-video page of ``file_name`` in a category."""
@@ -234,16 +247,63 @@ class CatalogServer:
         links = "\n".join(f'<li><a href="/{c}/index.html">{html.escape(c)}</a></li>' for c in self.pages)
         return _page(self.site_name, f"<h1>{html.escape(self.site_name)}</h1>\n<ul>\n{links}\n</ul>")
 
-    def catalog_html(self, category: str) -> str:
+    def _entries(self, category: str) -> list[tuple[str, str, str | None]]:
+        """(page URL, title, vid or None for an extra link) of every entry of a category, in order."""
         base = self.base_url
-        hrefs = [(f"{base}/{category}/v/{vid}.html", self.videos[(category, vid)][1].title)
-                 for vid in self._vids[category]]
-        hrefs += [(link if link.startswith("http") else f"{base}/{link.lstrip('/')}", link)
+        hrefs: list[tuple[str, str, str | None]] = [
+            (f"{base}/{category}/v/{vid}.html", self.videos[(category, vid)][1].title, vid)
+            for vid in self._vids[category]]
+        hrefs += [(link if link.startswith("http") else f"{base}/{link.lstrip('/')}", link, None)
                   for link in self.extra_links.get(category, [])]
+        return hrefs
+
+    def _page_of(self, entries: list, page: int) -> tuple[list, bool]:
+        if not self.per_page:
+            return entries, False
+        start = (page - 1) * self.per_page
+        return entries[start:start + self.per_page], start + self.per_page < len(entries)
+
+    def duration_of(self, category: str, vid: str) -> float | None:
+        """The duration a page claims: the meta's, else the file's own (probed once; None if unreadable)."""
+        name, m = self.videos[(category, vid)]
+        if m.duration_s is not None:
+            return float(m.duration_s)
+        if name not in self._durations:
+            from ..media import probe
+
+            try:
+                self._durations[name] = probe(self.root / name).duration_s
+            except Exception:
+                self._durations[name] = None
+        return self._durations[name]
+
+    def feed_xml(self, category: str, page: int = 1) -> str:
+        """An RSS 2.0 feed of a category (``itunes:duration`` per item, ``atom:link rel=next``)."""
+        entries, more = self._page_of(self._entries(category), page)
+        e = html.escape
+        items = []
+        for url, title, vid in entries:
+            extra = ""
+            if vid is not None:
+                d = self.duration_of(category, vid)
+                extra = f"<guid isPermaLink=\"false\">{e(vid)}</guid>" + (
+                    f"<itunes:duration>{d:.0f}</itunes:duration>" if d is not None else "")
+            items.append(f"<item><title>{e(title)}</title><link>{e(url)}</link>{extra}</item>")
+        nxt = (f'<atom:link rel="next" href="{e(self.feed_url(category))}?page={page + 1}"/>' if more else "")
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" '
+                'xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd" xmlns:atom="http://www.w3.org/2005/Atom">'
+                f"<channel><title>{e(category)} ads - {e(self.site_name)}</title>{nxt}\n"
+                + "\n".join(items) + "\n</channel></rss>\n")
+
+    def catalog_html(self, category: str, page: int = 1) -> str:
+        entries, more = self._page_of(self._entries(category), page)
+        hrefs = [(u, t) for u, t, _ in entries]
         head = "\n".join(f'<meta property="og:video" content="{html.escape(u)}">\n'
                          '<meta property="og:video:type" content="text/html">' for u, _ in hrefs)
         items = "\n".join(f'<li><a href="{html.escape(u)}">{html.escape(t)}</a></li>' for u, t in hrefs)
         title = f"{category} ads - {self.site_name}"
+        if more:
+            head += f'\n<link rel="next" href="{self.base_url}/{category}/index.html?page={page + 1}">'
         return _page(title, f"<h1>{html.escape(title)}</h1>\n<ul>\n{items}\n</ul>", head=head)
 
     def video_html(self, category: str, vid: str) -> str:
@@ -262,6 +322,8 @@ class CatalogServer:
                  "userInteractionCount": m.like_count},
             ],
         }
+        if self.duration_of(category, vid) is not None:
+            ld["duration"] = f"PT{self.duration_of(category, vid):.3f}S"
         e = html.escape
         head = (f'<meta property="og:title" content="{e(m.title)}">\n'
                 f'<meta property="og:description" content="{e(m.description)}">\n'
@@ -298,7 +360,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(head=False)
 
     def _dispatch(self, head: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        query = parse_qs(split.query)
+        page = int(query["page"][0]) if query.get("page", [""])[0].isdigit() else 1
         parts = [p for p in path.split("/") if p]
         shop = self.shop
         with shop._lock:
@@ -308,6 +373,9 @@ class _Handler(BaseHTTPRequestHandler):
                 shop.flaky[path] -= 1
         if flaky:
             return self._send_error(503, "Service Unavailable")
+        if path in shop.status_codes:
+            code = shop.status_codes[path]
+            return self._send_error(code, HTTPStatus(code).phrase)
         if not parts or parts == ["index.html"]:
             return self._send_html(shop.index_html(), head)
         if parts == ["about.html"]:
@@ -315,7 +383,9 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 2 and parts[0] == "media" and parts[1] in shop.files:
             return self._send_file(shop.files[parts[1]], path, head)
         if len(parts) == 2 and parts[1] == "index.html" and parts[0] in shop.pages:
-            return self._send_html(shop.catalog_html(parts[0]), head)
+            return self._send_html(shop.catalog_html(parts[0], page), head)
+        if len(parts) == 2 and parts[1] == "feed.xml" and parts[0] in shop.pages:
+            return self._send_html(shop.feed_xml(parts[0], page), head, "application/rss+xml")
         if len(parts) == 3 and parts[1] == "v" and parts[2].endswith(".html"):
             key = (parts[0], parts[2][: -len(".html")])
             if key in shop.videos:
@@ -330,10 +400,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_html(self, text: str, head: bool) -> None:
+    def _send_html(self, text: str, head: bool, ctype: str = "text/html") -> None:
         body = text.encode("utf-8")
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head:
@@ -342,6 +412,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_file(self, file: Path, url_path: str, head: bool) -> None:
         try:
             size = file.stat().st_size
+            if file.name in self.shop.truncate:  # cut short, yet sent as if that were the whole file
+                size = int(size * self.shop.truncate[file.name])
         except OSError:
             return self._send_error(404, "Not Found")
         start, end = 0, size - 1
