@@ -173,7 +173,8 @@ def _stamp(item: dict, status: str, error: str) -> dict:
 
 def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, known: _Known,
          taxonomy: Taxonomy, retry_failed: bool = False, progress: bool | None = None,
-         result: FetchResult | None = None, breaker: Breaker | None = None) -> tuple[list[dict], int, int]:
+         result: FetchResult | None = None, breaker: Breaker | None = None,
+         attempted: frozenset[str] = frozenset()) -> tuple[list[dict], int, int]:
     """Expand sources into the items to fetch. Returns (todo items, planned count, known count).
 
     ``limit`` counts downloadable entries per category: entries the ad filter skips, dead
@@ -204,6 +205,8 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
                 continue
             if item["video_id"] in seen or (item.get("platform"), item.get("platform_id")) in seen:
                 continue  # the same video from two queries or pages: first one wins
+            if item["video_id"] in attempted and known.ids.get(item["video_id"]) not in _COUNTS_TO_LIMIT:
+                continue  # tried in this run already (a refill round)
             seen.add(item["video_id"])
             if item.get("platform_id"):
                 seen.add((item["platform"], item["platform_id"]))
@@ -216,7 +219,8 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
             old_id = known.known_id(item)
             old = known.ids.get(old_id) if old_id is not None else None
             if old is not None:
-                rerun = is_retryable(old, known.errors[old_id]) or (retry_failed and old == "failed")
+                rerun = (is_retryable(old, known.errors[old_id]) or (retry_failed and old == "failed")) \
+                    and old_id not in attempted
                 # skipped for its length under other --min/--max-duration: fetch it now
                 refilter = (old == "skipped" and is_filter_reason(known.errors[old_id])
                             and not ad({"duration": known.durations[old_id]}))
@@ -271,9 +275,12 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     breaker = Breaker(options.block_limit)
     todo, result.planned, result.known = plan(specs, options, limit, known, taxonomy, retry_failed, progress,
                                               result=result, breaker=breaker)
-    if not result.no_source_read:
-        for where, cause in result.stats.failures:
-            say(f"warning: {where}: cannot read: {cause}")
+    if result.no_source_read:  # network down: no final row for URLs that could not even be reached
+        todo = [t for t in todo if not t.get("_unreachable")]
+        if not todo:
+            return result
+    for where, cause in result.stats.failures:
+        say(f"warning: {where}: cannot read: {cause}")
     if result.known:
         say(f"fetch: {result.known} of {result.planned} videos are already in {manifest}; skipping them")
 
@@ -285,11 +292,24 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
         return row
 
     step = FetchStep(str(root), options, breaker)
+    attempted: set[str] = set()
     with ManifestWriter(manifest, "videos", flush_every=1) as writer:
-        for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
-                             progress=progress, on_row=check_row):
-            writer.add(row)
-            result.counts[row["status"]] += 1
+        while todo:
+            short = False
+            for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
+                                 progress=progress, on_row=check_row):
+                writer.add(row)
+                attempted.add(row["video_id"])
+                result.counts[row["status"]] += 1
+                short |= row["status"] not in _COUNTS_TO_LIMIT and row.get("category") in result.found
+            if not (limit and short):
+                break
+            # entries skipped or failed at download left a category short: walk on from where it stopped
+            more = FetchResult(manifest, limit=limit)
+            todo, _, _ = plan(specs, options, limit, known, taxonomy, retry_failed, False, result=more,
+                              breaker=breaker, attempted=frozenset(attempted))
+            result.planned += len(todo)
+            result.found.update(more.found)
     result.tripped = dict(breaker.tripped)
     return result
 

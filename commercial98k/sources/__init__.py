@@ -16,6 +16,7 @@ step that turns an item into a ``videos`` manifest row.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator
@@ -45,6 +46,8 @@ from .ytdlp import (
 )
 
 log = logging.getLogger(__name__)
+_UNREACHABLE = re.compile(r"connection refused|timed? ?out|name resolution|name or service not known|"
+                          r"network is unreachable|no route to host|getaddrinfo|nodename nor servname", re.I)
 
 __all__ = [
     "DEFAULT_SEARCH_COUNT", "VIDEO_EXTENSIONS", "AdFilter", "Breaker", "ExpandStats", "FetchStep", "LocalImporter",
@@ -160,10 +163,15 @@ def _expand_line(url: str, category: str | None, where: str, query: str, options
                 continue
             stats.failures.append((where, message))
             if not is_search(url):  # a video page: its row goes through the breaker with the others
-                yield _dead_item(url, category, query, status, message)
+                yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
             elif breaker is not None and breaker.record(key, status == "blocked"):  # a search is no row
                 log.warning("%s", breaker.message(key))
             return
+
+
+def unreachable(message: str) -> bool:
+    """Whether an error means the network or host could not be reached at all (no answer to record)."""
+    return bool(_UNREACHABLE.search(message))
 
 
 def _dead_item(url: str, category: str | None, query: str, status: str, error: str) -> dict:
@@ -191,5 +199,5 @@ class FetchStep:
         if source == "ytdlp":
             return YtdlpDownloader(self.data_root, self.options, self.breaker)(item)
         if source == "dead":
-            return {k: v for k, v in item.items() if k not in ("source", "hint")}
+            return {k: v for k, v in item.items() if k not in ("source", "hint") and not k.startswith("_")}
         raise ValueError(f"unknown item source {source!r}")

@@ -50,6 +50,12 @@ def entry_item(entry: dict, category: str | None, query: str, in_playlist: bool 
     extractor = entry.get("ie_key") if entry.get("_type") in ("url", "url_transparent") else None
     extractor = extractor or entry.get("extractor_key")
     platform_id = entry.get("id")
+    if url and "#__youtubedl_smuggle" in url:  # a feed item: its guid rides along with the URL
+        from yt_dlp.utils import unsmuggle_url
+
+        url, data = unsmuggle_url(url, {})
+        if data.get("force_videoid") and not platform_id:
+            extractor, platform_id = extractor or "Generic", data["force_videoid"]
     if url and not (extractor and platform_id):
         known = offline_key(url)
         if known:

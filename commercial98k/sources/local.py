@@ -79,10 +79,11 @@ class LocalImporter:
 
     def __call__(self, item: dict) -> dict:
         src = Path(item["path"])
+        title = (item.get("hint") or {}).get("title") or src.stem  # the name in the folder, not a link's target
         row = {
             "video_id": item["video_id"], "platform": "local", "platform_id": item["platform_id"],
             "url": None, "category": item.get("category"), "query": item.get("query"),
-            "title": src.stem, "platform_tags": merge_tags([], src.stem), "crawled_at": utc_now(),
+            "title": title, "platform_tags": merge_tags([], title), "crawled_at": utc_now(),
             "fetcher": f"commercial98k-local {__version__}", "status": "pending", "error": None,
         }
         dest = within(self.data_root, Path("videos") / f"{item['video_id']}{src.suffix.lower()}")
