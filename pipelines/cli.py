@@ -8,7 +8,7 @@ import logging
 import click
 
 # Command modules, in the order a user runs them. Each exposes ``command``.
-COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo"]
+COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo", "doctor"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
