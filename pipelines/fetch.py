@@ -166,6 +166,15 @@ def resolve_specs(category: str | None, sources: Sequence[str], taxonomy: Taxono
     return [spec for c in cats for spec in default_sources(c, limit or DEFAULT_SEARCH_COUNT)]
 
 
+def runtime_warning(specs: Sequence[SourceSpec], options: YtdlpOptions) -> str | None:
+    """The one warning for YouTube sources when yt-dlp would find no JavaScript runtime."""
+    youtube = any(s.kind in ("search", "url") and needs_js_runtime(s.value) for s in specs)
+    if not youtube or js_runtime_info(options.js_runtime) is not None:
+        return None
+    return ("warning: YouTube sources but no JavaScript runtime (deno) found: many YouTube formats will be "
+            "missing or fail; `pip install deno` (see `c98k doctor`)")
+
+
 def _stamp(item: dict, status: str, error: str) -> dict:
     return {**item, "source": "dead", "status": status, "fetcher": fetcher_tag(), "crawled_at": utc_now(),
             "error": error}
@@ -267,10 +276,9 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     known = _Known.load(manifest)  # before anything is created: a bad manifest stops the run here
     videos_dir(root).mkdir(parents=True, exist_ok=True)
     say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress is not False else (lambda msg: None)
-    if any(s.kind in ("search", "url") and needs_js_runtime(s.value) for s in specs) and \
-            js_runtime_info(options.js_runtime) is None:
-        say("warning: YouTube sources but no JavaScript runtime (deno) found: many YouTube formats will be "
-            "missing or fail; `pip install deno` (see `c98k doctor`)")
+    warning = runtime_warning(specs, options)
+    if warning:
+        say(warning)
     result = FetchResult(manifest, limit=limit)
     breaker = Breaker(options.block_limit)
     todo, result.planned, result.known = plan(specs, options, limit, known, taxonomy, retry_failed, progress,

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from commercial98k.manifest import read_manifest
 from commercial98k.sources import AdFilter, YtdlpOptions, classify_error, js_runtime_info
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params
+from commercial98k.taxonomy import load_taxonomy
 from commercial98k.testing.catalog_server import CatalogServer, VideoMeta, default_meta
 from pipelines.commands.fetch import command
-from pipelines.fetch import fetch
+from pipelines.fetch import fetch, resolve_specs, runtime_warning
 
 FAST = YtdlpOptions(retries=0, retry_backoff_s=0.01)
 VIDEOS = ("big_buck_bunny_0_30.webm", "videollava_sample_demo_22.mp4", "big_buck_bunny_trailer_480p.mkv",
@@ -225,3 +226,15 @@ def test_ad_filter_and_blocked_messages() -> None:
         assert s == "blocked" and "--cookies" in line and "--sleep" in line, msg
     assert status("HTTP Error 404: Not Found")[0] == "failed"
     logging.getLogger(__name__).debug("ok")
+
+
+def test_youtube_without_a_runtime_warns(tmp_path: Path) -> None:
+    taxonomy = load_taxonomy()
+    youtube = resolve_specs("cosmetics", ["ytsearch2:lipstick ad", "https://www.youtube.com/@brand/videos"],
+                            taxonomy, None)
+    missing = YtdlpOptions(js_runtime=str(tmp_path / "no-deno"))
+    warning = runtime_warning(youtube, missing)
+    assert warning and warning.startswith("warning: YouTube sources but no JavaScript runtime (deno) found")
+    assert runtime_warning(youtube, YtdlpOptions()) is None  # the venv's deno
+    shop = resolve_specs("cosmetics", ["http://127.0.0.1:9/cosmetics/index.html", "bilisearch2:口红"], taxonomy, None)
+    assert runtime_warning(shop, missing) is None  # no YouTube source: nothing to say
