@@ -49,7 +49,7 @@ class YtdlpDownloader:
         for attempt in range(self.options.retries + 1):
             ydl, logger = shared_ydl(self.options)
             try:
-                info = self._download(ydl, url, item)
+                info = self._download(ydl, url, item, first=attempt == 0)
             except Exception as e:  # yt-dlp raises many types; classify, maybe retry
                 status, message, transient = classify_error(e, logger.last_error)
                 row.update(status=status, error=message)
@@ -60,14 +60,15 @@ class YtdlpDownloader:
             return self._finish(row, info, item.get("hint") or {})
         return row
 
-    def _download(self, ydl: Any, url: str, item: dict) -> dict:
+    def _download(self, ydl: Any, url: str, item: dict, first: bool = True) -> dict:
         out = videos_dir(self.data_root).resolve()
         outtmpl = {**ydl.params.get("outtmpl", {}), "default": f"{item['video_id']}.%(ext)s"}
         with ydl_params(ydl, paths={"home": str(out), "temp": str(out / ".partial")}, outtmpl=outtmpl,
                         noplaylist=True, playlist_items="1", extract_flat=False, skip_download=False,
                         playliststart=1, playlistend=None, match_filter=self.options.ad_filter()):
             # the page first (no media request), checked like a flat entry, then the download
-            info = ydl.extract_info(url, download=False, process=False)
+            info = item.get("_ie_result") if first else None  # planning read the page already
+            info = info or ydl.extract_info(url, download=False, process=False)
             if info and (info.get("_type") == "playlist" or not self.options.ad_filter()(info)):
                 info = ydl.process_ie_result(info, download=True)
         if info and info.get("_type") == "playlist":  # a page that holds several videos: only the first

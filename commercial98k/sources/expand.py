@@ -149,16 +149,33 @@ def expand_url(url: str, options: YtdlpOptions, category: str | None = None, lim
 
 
 def _extract_flat(url: str, options: YtdlpOptions, window: dict) -> dict | None:
+    from yt_dlp.utils import determine_ext
+
     ydl, logger = shared_ydl(options)
     with ydl_params(ydl, extract_flat="in_playlist", skip_download=True, match_filter=None,
                     playliststart=window.get("playliststart", 1), playlistend=window.get("playlistend"),
                     noplaylist=False, playlist_items=None):
         try:
-            return ydl.extract_info(url, download=False)
+            raw = ydl.extract_info(url, download=False, process=False)
+            if raw and raw.get("_type", "video") in ("video", "url_transparent") and not raw.get("entries") \
+                    and determine_ext(raw.get("url") or "", None) not in _PAGE_EXTS:  # not a link to a page
+                return _single(raw, url)  # one video: its page is not extracted a second time to download
+            return ydl.process_ie_result(raw, download=False) if raw else raw
         except Exception as e:
             if logger.last_error and not getattr(e, "_c98k_line", None):
                 e._c98k_line = logger.last_error  # type: ignore[attr-defined]
             raise
+
+
+def _single(raw: dict, url: str) -> dict:
+    """A single video's unprocessed result as a flat entry that carries it (``_ie_result``) to the download."""
+    from yt_dlp.utils import unsmuggle_url
+
+    vid = raw.get("id") or unsmuggle_url(raw.get("url") or "", {})[1].get("force_videoid")
+    return {**{k: raw.get(k) for k in ("title", "description", "uploader", "channel", "duration", "view_count",
+                                        "like_count", "upload_date", "tags", "license", "live_status", "is_live")},
+            "_type": "video", "id": vid, "extractor_key": raw.get("extractor_key"),
+            "webpage_url": raw.get("webpage_url") or url, "_ie_result": raw}
 
 
 def _next_page(url: str, info: dict | None, options: YtdlpOptions) -> str | None:
@@ -188,6 +205,8 @@ def _items_of(info: dict | None, options: YtdlpOptions, category: str | None, qu
     ad = options.ad_filter()
     if info.get("_type") != "playlist":
         item = entry_item(info, category, query)
+        if info.get("_ie_result") is not None:
+            item["_ie_result"] = info["_ie_result"]
         reason = ad(info, incomplete=True)
         yield filtered_item(item, reason) if reason else item
         return
