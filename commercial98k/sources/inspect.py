@@ -33,7 +33,7 @@ def inspect_media(path: str | Path) -> MediaCheck:
             duration = container.duration / av.time_base if container.duration else 0.0
             if not duration and (v or a) is not None and (v or a).duration is not None:
                 duration = float((v or a).duration * (v or a).time_base)
-            ends = _stream_ends(container, [s for s in (v, a) if s is not None])
+            ends = _stream_ends(container, [s for s in (v, a) if s is not None], float(duration))
             probe = Probe(
                 duration_s=float(duration),
                 width=v.codec_context.width if v else None,
@@ -49,24 +49,44 @@ def inspect_media(path: str | Path) -> MediaCheck:
         raise MediaError(f"{Path(path).name}: cannot read it ({getattr(e, 'strerror', None) or e})") from e
 
 
-def _stream_ends(container, streams: list) -> dict[int, float]:
-    """Stream index -> seconds from the stream's first packet to the end of its last one."""
+def _stream_ends(container, streams: list, duration_s: float = 0.0) -> dict[int, float]:
+    """Stream index -> seconds from the stream's start to the end of its last packet.
+
+    Demuxes only the last ~10 s (a seek; a cut file ends wherever its data ends), and the
+    whole file when that seek fails or finds nothing for a stream.
+    """
     if not streams:
         return {}
-    first: dict[int, float] = {}
-    last: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    if duration_s > 12:
+        ends = _scan(container, streams, duration_s - 10)
+    if len(ends) < len(streams):
+        ends = _scan(container, streams, None)
+    return ends
+
+
+def _scan(container, streams: list, from_s: float | None) -> dict[int, float]:
+    import av
+
+    tb = {s.index: float(s.time_base) for s in streams}
+    start = {s.index: s.start_time or 0 for s in streams}
+    last: dict[int, int] = {}
+    try:
+        container.seek(int(from_s * av.time_base) if from_s else 0, backward=True, any_frame=False)
+    except Exception:  # not seekable: no tail to read
+        if from_s:
+            return {}
     try:
         for packet in container.demux(streams):
-            if packet.pts is None or packet.time_base is None:
+            if packet.pts is None:
                 continue
             i = packet.stream.index
-            t = float(packet.pts * packet.time_base)
-            end = t + float((packet.duration or 0) * packet.time_base)
-            first[i] = min(first.get(i, t), t)
-            last[i] = max(last.get(i, end), end)
+            end = packet.pts + (packet.duration or 0)
+            if end > last.get(i, -1):
+                last[i] = end
     except Exception:  # a corrupt tail: what was read so far is what is there
         pass
-    return {i: last[i] - first[i] for i in last}
+    return {i: (last[i] - start[i]) * tb[i] for i in last}
 
 
 def truncation(check: MediaCheck, reported_s: float | None = None) -> str | None:
