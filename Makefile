@@ -33,6 +33,7 @@ install: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/python -m pipelines.cli doctor
 	$(BIN)/python -m pytest -q --timeout=1800 tests
 
 test-fast: setup

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 SPAN = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
 
 #: Row status values. ``ok`` rows are usable; the others carry the cause in ``error``.
-STATUSES = ("ok", "pending", "failed", "skipped", "duplicate", "no_audio", "no_music", "unsupported")
+STATUSES = ("ok", "pending", "failed", "skipped", "duplicate", "no_audio", "no_music", "unsupported", "blocked")
 SPLITS = ("train", "val", "test")
 
 SOURCE_FIELDS = [

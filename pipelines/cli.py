@@ -8,10 +8,26 @@ import logging
 import click
 
 # Command modules, in the order a user runs them. Each exposes ``command``.
-COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo"]
+COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo", "doctor"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (``c98k fetch`` never loads torch)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n.replace("_", "-") for n in COMMAND_MODULES]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        name = cmd_name.replace("-", "_")
+        return self._load(name) if name in COMMAND_MODULES else None
+
+    @staticmethod
+    def _load(name: str) -> click.Command:
+        """The command of ``pipelines/commands/<name>.py``; a module that fails to import raises."""
+        return importlib.import_module(f"pipelines.commands.{name}").command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="commercial98k")
 def main(verbose: int) -> None:
@@ -27,10 +43,6 @@ def main(verbose: int) -> None:
     Every stage is resumable: run it again and finished work is skipped.
     """
     logging.basicConfig(level=logging.WARNING - 10 * verbose, format="%(levelname)s %(name)s: %(message)s")
-
-
-for _name in COMMAND_MODULES:  # a command module that fails to import is a bug: let it raise
-    main.add_command(importlib.import_module(f"pipelines.commands.{_name}").command)
 
 
 if __name__ == "__main__":

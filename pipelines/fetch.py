@@ -6,10 +6,11 @@
    ``retry_failed``), and repeats inside this run;
 3. run ``FetchStep`` over the rest with ``engine.run_steps`` (threads or Ray tasks);
 4. mark a video whose content sha256 equals an earlier video's as ``duplicate`` (its file is
-   removed), and write every row through ``ManifestWriter`` as soon as it is finished.
+   removed), and write rows through ``ManifestWriter`` (flushed at least every second).
 
-Resumable: a killed run keeps every written row and every complete file; a rerun skips the
-rows, finds complete files in place (no second download), resumes ``.part`` files, and never
+Resumable: a killed run keeps every flushed row and every complete file; a rerun skips the
+rows, finds complete files in place (no second download: a row lost in the last second comes
+back from its file), resumes ``.part`` files, and never
 counts a partial file (they live in ``videos/.partial`` until complete and probed).
 
 With ``engine="ray"`` on several machines, the data root (and a ``--cookies`` file) must be
@@ -33,22 +34,30 @@ from commercial98k.fsutil import within
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
 from commercial98k.sources import (
     DEFAULT_SEARCH_COUNT,
+    Breaker,
+    ExpandStats,
     FetchStep,
     SourceSpec,
     YtdlpOptions,
     default_sources,
     expand_source,
     fetcher_tag,
+    is_retryable,
+    js_runtime_info,
     parse_source,
+    platform_key,
     videos_dir,
 )
 from commercial98k.sources.common import utc_now
+from commercial98k.sources.filters import is_filter_reason
+from commercial98k.sources.ytdlp import needs_js_runtime
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MANIFEST = Path("manifests/videos.parquet")
 _HASHED = ("ok", "no_audio")
+_COUNTS_TO_LIMIT = ("ok", "no_audio", "duplicate", "pending")  # known rows that fill a category's --limit
 
 
 @dataclass
@@ -59,10 +68,46 @@ class FetchResult:
     planned: int = 0  # entries selected from the sources (after --limit)
     known: int = 0  # of those, already in the manifest: skipped
     counts: Counter = field(default_factory=Counter)  # status -> rows written by this run
+    stats: ExpandStats = field(default_factory=ExpandStats)
+    unknown: Counter = field(default_factory=Counter)  # unknown category -> rows skipped
+    found: dict[str, int] = field(default_factory=dict)  # category -> downloadable entries planned
+    limit: int | None = None
+    tripped: dict[str, int] = field(default_factory=dict)  # platform -> items not asked after its breaker
+
+    @property
+    def no_source_read(self) -> bool:
+        """True when sources were given but not one could be read (network down, all blocked)."""
+        return self.stats.sources > 0 and self.stats.read == 0
+
+    def failure_line(self) -> str:
+        """The one line for a run where no source could be read."""
+        where, cause = self.stats.failures[0] if self.stats.failures else ("?", "no detail")
+        n = self.stats.sources
+        return f"no source could be read ({n} of {n} failed; first: {where}: {cause})"
 
     def summary(self) -> str:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing new"
-        return f"{self.manifest}: {self.planned} videos planned, {self.known} already there; this run: {by_status}"
+        parts = [f"{self.manifest}: {self.planned} videos planned, {self.known} already there; this run: {by_status}"]
+        if self.limit and self.found:
+            short = {c: n for c, n in self.found.items() if n < self.limit}
+            parts.append("--limit met for every category" if not short else
+                         "sources exhausted before --limit: " + ", ".join(
+                             f"{c} {n}/{self.limit}" for c, n in sorted(short.items(), key=lambda x: str(x[0]))))
+        st = self.stats
+        if st.duplicate_lines:
+            parts.append(f"{st.duplicate_lines} duplicate URL line{'s' * (st.duplicate_lines > 1)} dropped "
+                         "(first category kept)")
+        if self.unknown:
+            names = ", ".join(repr(c) for c, _ in self.unknown.most_common(3))
+            more = f" +{len(self.unknown) - 3} more" if len(self.unknown) > 3 else ""
+            parts.append(f"{sum(self.unknown.values())} skipped for an unknown category ({names}{more})")
+        if st.skipped_files:
+            parts.append(f"files skipped: {st.skipped_files['hidden']} hidden, {st.skipped_files['not_media']} not media")
+        if st.failures:
+            parts.append(f"{len(st.failures)} of {st.sources} sources could not be read")
+        for key, n in sorted(self.tripped.items()):
+            parts.append(f"{key}: stopped after repeated blocks ({n + st.breaker_skipped[key]} not asked)")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -70,6 +115,8 @@ class _Known:
     """What the manifest already holds: keys, ids, URLs, content hashes."""
 
     ids: dict[str, str] = field(default_factory=dict)  # video_id -> status
+    errors: dict[str, str | None] = field(default_factory=dict)  # video_id -> error
+    durations: dict[str, float | None] = field(default_factory=dict)  # video_id -> duration_s
     keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (platform, platform_id) -> video_id
     urls: dict[str, str] = field(default_factory=dict)  # url -> video_id
     hashes: dict[str, str] = field(default_factory=dict)  # sha256 -> first video_id
@@ -80,13 +127,15 @@ class _Known:
         if not manifest_exists(manifest):  # a first run; a corrupt or wrong-kind manifest raises
             return known
         rows = read_manifest(manifest, "videos").select(
-            ["video_id", "platform", "platform_id", "url", "content_sha256", "status"]).to_pylist()
+            ["video_id", "platform", "platform_id", "url", "content_sha256", "status", "error", "duration_s"]).to_pylist()
         for r in rows:
             known.add(r)
         return known
 
     def add(self, r: dict) -> None:
         self.ids[r["video_id"]] = r["status"]
+        self.errors[r["video_id"]] = r.get("error")
+        self.durations[r["video_id"]] = r.get("duration_s")
         if r.get("platform") and r.get("platform_id"):
             self.keys[(r["platform"], r["platform_id"])] = r["video_id"]
         if r.get("url"):
@@ -118,41 +167,94 @@ def resolve_specs(category: str | None, sources: Sequence[str], taxonomy: Taxono
     return [spec for c in cats for spec in default_sources(c, limit or DEFAULT_SEARCH_COUNT)]
 
 
+def runtime_warning(specs: Sequence[SourceSpec], options: YtdlpOptions) -> str | None:
+    """The one warning for YouTube sources when yt-dlp would find no JavaScript runtime."""
+    youtube = any(s.kind in ("search", "url") and needs_js_runtime(s.value) for s in specs)
+    if not youtube or js_runtime_info(options.js_runtime) is not None:
+        return None
+    return ("warning: YouTube sources but no JavaScript runtime (deno) found: many YouTube formats will be "
+            "missing or fail; `pip install deno` (see `c98k doctor`)")
+
+
+def _stamp(item: dict, status: str, error: str) -> dict:
+    return {**item, "source": "dead", "status": status, "fetcher": fetcher_tag(), "crawled_at": utc_now(),
+            "error": error}
+
+
 def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, known: _Known,
-         taxonomy: Taxonomy, retry_failed: bool = False, progress: bool | None = None) -> tuple[list[dict], int, int]:
-    """Expand sources into the items to fetch. Returns (todo items, planned count, known count)."""
+         taxonomy: Taxonomy, retry_failed: bool = False, progress: bool | None = None,
+         result: FetchResult | None = None, breaker: Breaker | None = None,
+         attempted: frozenset[str] = frozenset()) -> tuple[list[dict], int, int]:
+    """Expand sources into the items to fetch. Returns (todo items, planned count, known count).
+
+    ``limit`` counts downloadable entries per category: entries the ad filter skips, dead
+    links and rows that failed before do not fill it, so the walk goes on to further result
+    pages and further queries of the category until it is met or they are exhausted.
+    """
+    result = result if result is not None else FetchResult(Path("-"))
     per_category: Counter = Counter()
     seen: set[object] = set()  # video ids and (platform, platform_id) keys
+    seen_urls: set[str] = set()
     todo: list[dict] = []
     planned = skipped_known = 0
     ids = set(taxonomy.ids())
+    ad = options.ad_filter()
     specs = list(specs)
     bar = tqdm(specs, desc="expand", unit="source", disable=None if progress is None else not progress)
     for spec in bar:
-        for item in expand_source(spec, options, limit):
+        if limit and spec.category is not None:
+            result.found.setdefault(spec.category, 0)
+            if per_category[spec.category] >= limit:
+                continue  # this category is full: its further queries are not asked
+        for item in expand_source(spec, options, limit, categories=ids, stats=result.stats, breaker=breaker,
+                                  seen_urls=seen_urls):
             cat = item.get("category")
             if limit and per_category[cat] >= limit:
+                if spec.category is not None:
+                    break  # stop iterating: no further result pages are requested
                 continue
             if item["video_id"] in seen or (item.get("platform"), item.get("platform_id")) in seen:
                 continue  # the same video from two queries or pages: first one wins
+            if item["video_id"] in attempted and known.ids.get(item["video_id"]) not in _COUNTS_TO_LIMIT:
+                continue  # tried in this run already (a refill round)
             seen.add(item["video_id"])
             if item.get("platform_id"):
                 seen.add((item["platform"], item["platform_id"]))
-            per_category[cat] += 1
             planned += 1
-            old_id = known.known_id(item)
-            if old_id is not None and not (retry_failed and known.ids[old_id] == "failed"):
-                skipped_known += 1
+            if cat is not None and cat not in ids:
+                result.unknown[cat] += 1
+                todo.append(_stamp(item, "skipped", f"unknown category {cat!r} (not in the taxonomy)"))
                 continue
+            final = item.get("source") == "dead"  # a filtered entry or a dead link: a row, not work
+            old_id = known.known_id(item)
+            old = known.ids.get(old_id) if old_id is not None else None
+            if old is not None:
+                rerun = (is_retryable(old, known.errors[old_id]) or (retry_failed and old == "failed")) \
+                    and old_id not in attempted
+                # skipped for its length under other --min/--max-duration: fetch it now
+                refilter = (old == "skipped" and is_filter_reason(known.errors[old_id])
+                            and not ad({"duration": known.durations[old_id]}))
+                if final and item.get("status") == old and item.get("error") == known.errors[old_id]:
+                    skipped_known += 1
+                    continue
+                if not (rerun or refilter or final):
+                    skipped_known += 1
+                    if old in _COUNTS_TO_LIMIT:
+                        per_category[cat] += 1
+                    continue
+                if final and not refilter:
+                    skipped_known += 1  # an earlier real row stays; a filter is no reason to drop it
+                    continue
+            if not final:
+                per_category[cat] += 1
             if old_id is not None and old_id != item["video_id"]:
                 # a URL that failed under a stand-in id now resolves to a real one: retire the old row
-                todo.append({"source": "dead", "video_id": old_id, "url": item.get("url"), "category": cat,
-                             "query": item.get("query"), "status": "skipped", "fetcher": fetcher_tag(),
-                             "crawled_at": utc_now(), "error": f"superseded by {item['video_id']}"})
-            if cat is not None and cat not in ids:
-                item = {**item, "source": "dead", "status": "skipped", "fetcher": fetcher_tag(),
-                        "crawled_at": utc_now(), "error": f"unknown category {cat!r} (not in the taxonomy)"}
+                todo.append(_stamp({"video_id": old_id, "url": item.get("url"), "category": cat,
+                                    "query": item.get("query")}, "skipped", f"superseded by {item['video_id']}"))
             todo.append(item)
+    if limit:
+        for cat in result.found:
+            result.found[cat] = per_category[cat]
     return todo, planned, skipped_known
 
 
@@ -174,22 +276,50 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     specs = resolve_specs(category, sources, taxonomy, limit)
     known = _Known.load(manifest)  # before anything is created: a bad manifest stops the run here
     videos_dir(root).mkdir(parents=True, exist_ok=True)
-    todo, planned, skipped = plan(specs, options, limit, known, taxonomy, retry_failed, progress)
-    result = FetchResult(manifest, planned=planned, known=skipped)
-    if skipped and progress is not False:
-        tqdm.write(f"fetch: {skipped} of {planned} videos are already in {manifest}; skipping them", file=sys.stderr)
+    say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress is not False else (lambda msg: None)
+    warning = runtime_warning(specs, options)
+    if warning:
+        say(warning)
+    result = FetchResult(manifest, limit=limit)
+    breaker = Breaker(options.block_limit)
+    todo, result.planned, result.known = plan(specs, options, limit, known, taxonomy, retry_failed, progress,
+                                              result=result, breaker=breaker)
+    if result.no_source_read:  # network down: no final row for URLs that could not even be reached
+        todo = [t for t in todo if not t.get("_unreachable")]
+        if not todo:
+            return result
+    for where, cause in result.stats.failures:
+        say(f"warning: {where}: cannot read: {cause}")
+    if result.known:
+        say(f"fetch: {result.known} of {result.planned} videos are already in {manifest}; skipping them")
 
     def check_row(row: dict) -> dict:  # runs in this process, in completion order
         row = _dedupe_content(row, known, root)
         known.add(row)
+        if row.get("url") and breaker.record(platform_key(row), row.get("status") == "blocked"):
+            say(f"warning: {breaker.message(platform_key(row))}")
         return row
 
-    step = FetchStep(str(root), options)
-    with ManifestWriter(manifest, "videos", flush_every=1) as writer:
-        for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
-                             progress=progress, on_row=check_row):
-            writer.add(row)
-            result.counts[row["status"]] += 1
+    step = FetchStep(str(root), options, breaker)
+    attempted: set[str] = set()
+    with ManifestWriter(manifest, "videos", flush_every=32, flush_seconds=1.0) as writer:
+        while todo:
+            short = False
+            for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
+                                 progress=progress, on_row=check_row):
+                writer.add(row)
+                attempted.add(row["video_id"])
+                result.counts[row["status"]] += 1
+                short |= row["status"] not in _COUNTS_TO_LIMIT and row.get("category") in result.found
+            if not (limit and short):
+                break
+            # entries skipped or failed at download left a category short: walk on from where it stopped
+            more = FetchResult(manifest, limit=limit)
+            todo, _, _ = plan(specs, options, limit, known, taxonomy, retry_failed, False, result=more,
+                              breaker=breaker, attempted=frozenset(attempted))
+            result.planned += len(todo)
+            result.found.update(more.found)
+    result.tripped = dict(breaker.tripped)
     return result
 
 

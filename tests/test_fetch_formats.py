@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from commercial98k.catalog_server import CatalogServer
 from commercial98k.manifest import read_manifest
 from commercial98k.media import ffmpeg_bin, probe
 from commercial98k.sources import YtdlpOptions
+from commercial98k.testing.catalog_server import CatalogServer
 from pipelines.fetch import fetch
 
-SECONDS = "4"
+SECONDS = "6"  # longer than the default --min-duration 5
 MPD = """<?xml version="1.0" encoding="UTF-8"?>
-<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT4S"
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT6S"
      minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">
  <Period>
   <AdaptationSet contentType="video" mimeType="video/mp4">

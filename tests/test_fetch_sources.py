@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.catalog_server import CatalogServer
 from commercial98k.fsutil import sha256_file
 from commercial98k.manifest import read_manifest
 from commercial98k.sources import (
@@ -24,6 +24,7 @@ from commercial98k.sources import (
 )
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
+from commercial98k.testing.catalog_server import CatalogServer
 from pipelines.commands.fetch import command
 from pipelines.fetch import fetch, resolve_specs
 
@@ -105,7 +106,12 @@ def test_ytdlp_params_carry_the_flags(tmp_path: Path) -> None:
     assert params["retries"] == params["fragment_retries"] == 4 and params["quiet"] and params["noprogress"]
     assert opts.format_selector().startswith("bv*[height<=?360]+ba")
     assert YtdlpOptions(format="18").format_selector() == "18"
-    assert [opts.backoff(i) for i in range(3)] == [2.0, 4.0, 8.0]
+    for i, full in enumerate([2.0, 4.0, 8.0]):  # exponential with jitter: half to all of the step
+        waits = {opts.backoff(i) for _ in range(20)}
+        assert all(full / 2 <= w <= full for w in waits) and len(waits) > 1
+    assert YtdlpOptions(retry_backoff_s=30).backoff(5) <= 60
+    deno = params["js_runtimes"]["deno"]["path"]  # the venv's deno, handed to yt-dlp explicitly
+    assert Path(deno).is_file() and Path(deno).parent == Path(sys.executable).parent
 
 
 def test_classify_error_statuses() -> None:

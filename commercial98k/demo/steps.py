@@ -78,7 +78,7 @@ def run_emotion(cfg: DemoConfig) -> None:
 # --- 4. fetch ------------------------------------------------------------------------------------
 def catalog_pages(doc: dict) -> tuple[dict[str, list[str]], dict]:
     """Pages (category -> file names) and per-file page metadata for the catalog server."""
-    from ..catalog_server import VideoMeta
+    from ..testing.catalog_server import VideoMeta
 
     pages: dict[str, list[str]] = {}
     meta = {}
@@ -95,8 +95,8 @@ def run_fetch(cfg: DemoConfig) -> None:
     import csv
     import io
 
-    from ..catalog_server import CatalogServer
     from ..fsutil import atomic_write_bytes
+    from ..testing.catalog_server import CatalogServer
 
     doc = load_corpus(cfg.path("catalog"))
     pages, meta = catalog_pages(doc)

@@ -16,39 +16,58 @@ step that turns an item into a ``videos`` manifest row.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fsutil import safe_id
 from ..taxonomy import Category
-from .common import VIDEO_EXTENSIONS, utc_now, videos_dir
+from .common import VIDEO_EXTENSIONS, is_retryable, utc_now, videos_dir
+from .download import YtdlpDownloader
+from .expand import expand_url, iter_url
+from .filters import AdFilter, Breaker, platform_key
 from .listing import URL_FILE_SUFFIXES, UrlFileError, read_url_file
 from .local import LocalImporter, scan_folder
 from .ytdlp import (
     DEFAULT_SEARCH_COUNT,
     UnsafeSourceError,
-    YtdlpDownloader,
     YtdlpOptions,
     check_crawl_url,
     classify_error,
-    expand_url,
     fetcher_tag,
     is_search,
+    js_runtime_info,
     offline_key,
     search_url,
     url_video_id,
 )
 
 log = logging.getLogger(__name__)
+_UNREACHABLE = re.compile(r"connection refused|timed? ?out|name resolution|name or service not known|"
+                          r"network is unreachable|no route to host|getaddrinfo|nodename nor servname", re.I)
 
 __all__ = [
-    "DEFAULT_SEARCH_COUNT", "VIDEO_EXTENSIONS", "FetchStep", "LocalImporter", "SourceSpec",
-    "UnsafeSourceError", "UrlFileError", "YtdlpDownloader", "YtdlpOptions", "check_crawl_url", "classify_error",
-    "default_sources", "expand_source", "fetcher_tag", "is_search", "offline_key", "parse_source",
-    "read_url_file", "scan_folder", "search_url", "url_video_id", "videos_dir",
+    "DEFAULT_SEARCH_COUNT", "VIDEO_EXTENSIONS", "AdFilter", "Breaker", "ExpandStats", "FetchStep", "LocalImporter",
+    "SourceSpec", "UnsafeSourceError", "UrlFileError", "YtdlpDownloader", "YtdlpOptions", "check_crawl_url",
+    "classify_error", "default_sources", "expand_source", "expand_url", "fetcher_tag", "is_retryable", "is_search",
+    "iter_url", "js_runtime_info", "offline_key", "parse_source", "platform_key", "read_url_file", "scan_folder",
+    "search_url", "url_video_id", "videos_dir",
 ]
+
+
+@dataclass
+class ExpandStats:
+    """What expanding the sources met besides items: for the run's summary."""
+
+    sources: int = 0  # sources (or URL-file lines) tried
+    read: int = 0  # of those, read without an error
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (where, one-line cause)
+    duplicate_lines: int = 0  # URL lines repeated (first category kept)
+    skipped_files: Counter = field(default_factory=Counter)  # hidden, not_media
+    breaker_skipped: Counter = field(default_factory=Counter)  # platform -> sources not asked
 
 
 @dataclass(frozen=True)
@@ -83,15 +102,22 @@ def default_sources(category: Category, count: int | None = None) -> list[Source
     return [SourceSpec("search", search_url(q, count), category.id) for q in category.queries]
 
 
-def expand_source(spec: SourceSpec, options: YtdlpOptions, limit: int | None = None) -> Iterator[dict]:
-    """Engine items behind one source.
+def expand_source(spec: SourceSpec, options: YtdlpOptions, limit: int | None = None, *,
+                  categories: Collection[str] = (), stats: ExpandStats | None = None,
+                  breaker: Breaker | None = None, seen_urls: set[str] | None = None) -> Iterator[dict]:
+    """Engine items behind one source, lazily (stop iterating and no more pages are requested).
 
-    A URL that cannot be expanded (dead, unsupported, not http(s)) becomes an item that already
-    carries its final ``status`` and ``error``: a row to record, not work for the step. A failed
-    search is logged and yields nothing (it is not a video). Transient errors are retried.
+    A URL that cannot be expanded (dead, unsupported, not http(s), blocked) becomes an item
+    that already carries its final ``status`` and ``error``: a row to record, not work for the
+    step. A failed search is noted in ``stats`` and yields nothing (it is not a video).
+    Transient errors are retried with backoff. ``limit`` is the page size of searches.
     """
+    stats = stats if stats is not None else ExpandStats()
+    seen_urls = seen_urls if seen_urls is not None else set()
     if spec.kind == "folder":
-        yield from scan_folder(spec.value, spec.category, limit)
+        stats.sources += 1
+        yield from scan_folder(spec.value, spec.category, None, categories, stats.skipped_files)
+        stats.read += 1
         return
     if spec.kind in ("search", "url"):
         lines = [(spec.value, spec.category, spec.value)]
@@ -99,25 +125,53 @@ def expand_source(spec: SourceSpec, options: YtdlpOptions, limit: int | None = N
         lines = [(u.url, u.category or spec.category, u.where) for u in read_url_file(spec.value)]
     else:
         raise ValueError(f"unknown source kind {spec.kind!r}")
-    query = spec.value
     for url, category, where in lines:
-        for attempt in range(options.retries + 1):
-            try:
-                items = expand_url(url, options, category, limit, query=query)
-            except UnsafeSourceError as e:
-                items = [_dead_item(url, category, query, "unsupported", str(e))]
-            except Exception as e:  # a dead or unsupported URL: record it, go on with the others
-                status, message, transient = classify_error(e)
-                if transient and attempt < options.retries:
-                    time.sleep(options.backoff(attempt))
-                    continue
-                if is_search(url):  # not a video: say so, record nothing
-                    log.error("%s: search failed: %s", where, message)
-                    items = []
-                else:
-                    items = [_dead_item(url, category, query, status, message)]
-            yield from items
-            break
+        if url in seen_urls:
+            stats.duplicate_lines += 1
+            continue
+        seen_urls.add(url)
+        stats.sources += 1
+        key = platform_key({"url": url})
+        if breaker is not None and breaker.is_open(key):
+            stats.breaker_skipped[key] += 1
+            continue
+        yield from _expand_line(url, category, where, spec.value, options, limit, stats, breaker, key)
+
+
+def _expand_line(url: str, category: str | None, where: str, query: str, options: YtdlpOptions,
+                 limit: int | None, stats: ExpandStats, breaker: Breaker | None, key: str) -> Iterator[dict]:
+    for attempt in range(options.retries + 1):
+        try:
+            first = True
+            for item in iter_url(url, options, category, query=query, page_size=limit if is_search(url) else None):
+                if first:
+                    stats.read += 1
+                    first = False
+                    if breaker is not None:
+                        breaker.record(key, False)
+                yield item
+            if first:
+                stats.read += 1
+            return
+        except UnsafeSourceError as e:
+            yield _dead_item(url, category, query, "unsupported", str(e))
+            return
+        except Exception as e:  # a dead or unsupported URL: record it, go on with the others
+            status, message, transient = classify_error(e, getattr(e, "_c98k_line", None))
+            if transient and attempt < options.retries:
+                time.sleep(options.backoff(attempt))
+                continue
+            stats.failures.append((where, message))
+            if not is_search(url):  # a video page: its row goes through the breaker with the others
+                yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
+            elif breaker is not None and breaker.record(key, status == "blocked"):  # a search is no row
+                log.warning("%s", breaker.message(key))
+            return
+
+
+def unreachable(message: str) -> bool:
+    """Whether an error means the network or host could not be reached at all (no answer to record)."""
+    return bool(_UNREACHABLE.search(message))
 
 
 def _dead_item(url: str, category: str | None, query: str, status: str, error: str) -> dict:
@@ -136,13 +190,14 @@ class FetchStep:
 
     data_root: str
     options: YtdlpOptions = YtdlpOptions()
+    breaker: Breaker | None = field(default=None, compare=False)
 
     def __call__(self, item: dict) -> dict:
         source = item.get("source")
         if source == "local":
             return LocalImporter(self.data_root)(item)
         if source == "ytdlp":
-            return YtdlpDownloader(self.data_root, self.options)(item)
+            return YtdlpDownloader(self.data_root, self.options, self.breaker)(item)
         if source == "dead":
-            return {k: v for k, v in item.items() if k != "source"}
+            return {k: v for k, v in item.items() if k not in ("source", "hint") and not k.startswith("_")}
         raise ValueError(f"unknown item source {source!r}")

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..fsutil import sha256_file, within
-from ..media import MediaError, probe
+from ..media import MediaError
 
 #: Extensions a folder source imports (lower case, with the dot).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".flv", ".ts", ".mpg", ".mpeg", ".wmv", ".3gp")
@@ -57,26 +57,41 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: bool = True) -> dict:
-    """Probe and hash a complete file and fill ``row``: ``ok``, ``no_audio``, or ``failed`` with the cause.
+def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: bool = True,
+               reported_s: float | None = None) -> dict:
+    """Probe, check and hash a complete file and fill ``row``: ``ok``, ``no_audio`` or ``failed``.
 
-    The file must lie inside ``<data_root>/videos``; an unreadable file is deleted (it is
-    useless, and a retry downloads it again).
+    The file must lie inside ``<data_root>/videos``. An empty, unreadable or truncated file
+    (streams shorter than the container's or the platform's ``reported_s`` duration) is
+    ``failed`` and deleted: it is useless, and the next run downloads it again.
     """
+    from .inspect import inspect_media, truncation
+
     root = Path(data_root)
     rel = Path(file).resolve().relative_to(root.resolve())
     within(root, rel)  # raises if the file escaped the data root
-    row["video_path"] = rel.as_posix()
-    try:
-        p = probe(file)
-    except MediaError as e:
-        row.update(status="failed", error=one_line(f"MediaError: {e}"), video_path=None)
+
+    def fail(error: str) -> dict:
+        row.update(status="failed", error=one_line(error), video_path=None)
         if remove_unreadable:
             with contextlib.suppress(OSError):
                 Path(file).unlink()
         return row
+
+    row["video_path"] = rel.as_posix()
+    size = Path(file).stat().st_size
+    if size == 0:
+        return fail("empty file (0 bytes)")
+    try:
+        check = inspect_media(file)
+    except MediaError as e:
+        return fail(f"MediaError: {e}")
+    p = check.probe
+    cut = truncation(check, reported_s) if p.has_video else None
+    if cut:
+        return fail(cut)
     row.update(
-        filesize=Path(file).stat().st_size,
+        filesize=size,
         content_sha256=sha256_file(file),
         duration_s=p.duration_s if p.duration_s > 0 else row.get("duration_s"),
         width=p.width,
@@ -91,3 +106,10 @@ def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: 
     else:
         row.update(status="ok", error=None)
     return row
+
+
+def is_retryable(status: str | None, error: str | None) -> bool:
+    """Rows a rerun tries again without ``--retry-failed``: blocked, truncated or empty downloads."""
+    if status == "blocked":
+        return True
+    return status == "failed" and bool(error) and error.startswith(("truncated (", "empty file ("))

@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +36,35 @@ def quick_hash(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def scan_folder(folder: str | Path, category: str | None, limit: int | None = None) -> list[dict]:
-    """Engine items for the video files under ``folder`` (recursive, sorted by path)."""
+def scan_folder(folder: str | Path, category: str | None, limit: int | None = None,
+                categories: Collection[str] = (), stats: Counter | None = None) -> list[dict]:
+    """Engine items for the video files under ``folder`` (recursive, sorted by path).
+
+    A file's category is ``category`` (``-c``) if given, else the name of its nearest folder
+    under ``folder`` that is one of ``categories`` (``ads/cosmetics/x.mp4``), else None.
+    Hidden files and folders (``.name``) and files without a video extension are skipped and
+    counted in ``stats`` (``hidden``, ``not_media``).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
+    stats = stats if stats is not None else Counter()
+    known = set(categories)
     items = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            stats["hidden"] += 1
+            continue
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            stats["not_media"] += 1
+            continue
         if limit and len(items) >= limit:
             break
+        cat = category or next((part for part in reversed(rel.parts[:-1]) if part in known), None)
         platform_id = safe_id(path.stem, quick_hash(path))
         items.append({
-            "source": "local", "path": str(path.resolve()), "url": None, "category": category,
+            "source": "local", "path": str(path.resolve()), "url": None, "category": cat,
             "query": str(folder), "platform": "local", "platform_id": platform_id,
             "video_id": safe_id("local", platform_id), "hint": {"title": path.stem},
         })
@@ -60,10 +79,11 @@ class LocalImporter:
 
     def __call__(self, item: dict) -> dict:
         src = Path(item["path"])
+        title = (item.get("hint") or {}).get("title") or src.stem  # the name in the folder, not a link's target
         row = {
             "video_id": item["video_id"], "platform": "local", "platform_id": item["platform_id"],
             "url": None, "category": item.get("category"), "query": item.get("query"),
-            "title": src.stem, "platform_tags": merge_tags([], src.stem), "crawled_at": utc_now(),
+            "title": title, "platform_tags": merge_tags([], title), "crawled_at": utc_now(),
             "fetcher": f"commercial98k-local {__version__}", "status": "pending", "error": None,
         }
         dest = within(self.data_root, Path("videos") / f"{item['video_id']}{src.suffix.lower()}")

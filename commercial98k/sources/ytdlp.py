@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import re
-import time
+import threading
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..fsutil import safe_id
-from .common import finish_row, iso_date, merge_tags, one_line, utc_now, videos_dir
+from .common import one_line
+from .filters import AdFilter, blocked_hint
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,11 @@ class YtdlpOptions:
     retry_backoff_s: float = 2.0
     cookies: str | None = None
     socket_timeout_s: float = 30.0
+    min_duration_s: float | None = 5.0  # an ad, not a vlog: entries outside are skipped before download
+    max_duration_s: float | None = 180.0
+    js_runtime: str | None = None  # deno executable; default: the venv's (the `deno` wheel), else PATH
+    max_pages: int = 5  # result pages walked per search or catalog while --limit is not met
+    block_limit: int = 5  # consecutive `blocked` results that stop requests to a platform for the run
 
     def format_selector(self) -> str:
         if self.format:
@@ -111,8 +119,14 @@ class YtdlpOptions:
         return f"bv*[height<=?{h}]+ba/b[height<=?{h}]/wv*+ba/w"
 
     def backoff(self, n: int) -> float:
-        """Seconds to wait before retry ``n + 1`` (yt-dlp calls it as ``backoff(n=...)``)."""
-        return min(60.0, self.retry_backoff_s * (2 ** n))
+        """Seconds before retry ``n + 1``: exponential, capped at 60 s, with jitter (half to all of it).
+
+        yt-dlp calls it as ``backoff(n=...)``; jitter keeps parallel workers from retrying in step.
+        """
+        return min(60.0, self.retry_backoff_s * (2 ** n)) * random.uniform(0.5, 1.0)
+
+    def ad_filter(self) -> AdFilter:
+        return AdFilter(self.min_duration_s, self.max_duration_s)
 
 
 class _CaptureLogger:
@@ -148,6 +162,7 @@ def ytdlp_params(options: YtdlpOptions, logger: _CaptureLogger, **extra: Any) ->
         "socket_timeout": options.socket_timeout_s,
         "enable_file_urls": False,
         "color": {"stderr": "no_color", "stdout": "no_color"},
+        "js_runtimes": js_runtimes(options.js_runtime),
     }
     if options.sleep_s > 0:
         params.update(sleep_interval=options.sleep_s, sleep_interval_requests=options.sleep_s)
@@ -157,6 +172,38 @@ def ytdlp_params(options: YtdlpOptions, logger: _CaptureLogger, **extra: Any) ->
     return params
 
 
+def deno_path(explicit: str | None = None) -> str | None:
+    """The deno executable fetch hands to yt-dlp: ``explicit``, the ``deno`` wheel's, else PATH's."""
+    import shutil
+
+    if explicit:
+        return explicit
+    try:
+        import deno  # the Python redistribution of the Deno binary (pinned in requirements.lock)
+
+        found = deno.find_deno_bin()
+        if found and Path(found).is_file():
+            return str(found)
+    except Exception:  # absent or broken wheel: fall back to PATH
+        pass
+    return shutil.which("deno")
+
+
+@lru_cache(maxsize=8)
+def js_runtimes(explicit: str | None = None) -> dict[str, dict]:
+    """yt-dlp's ``js_runtimes`` parameter: deno with its path (yt-dlp only looks on PATH otherwise)."""
+    path = deno_path(explicit)
+    return {"deno": {"path": path}} if path else {"deno": {}}
+
+
+def js_runtime_info(explicit: str | None = None) -> tuple[str, str] | None:
+    """(path, version) of the JS runtime as yt-dlp sees it, or None when it finds none."""
+    from yt_dlp.utils._jsruntime import DenoJsRuntime
+
+    info = DenoJsRuntime(path=js_runtimes(explicit)["deno"].get("path")).info
+    return (info.path, info.version) if info and info.supported else None
+
+
 def fetcher_tag() -> str:
     """Provenance of the fetcher: ``yt-dlp <version>``."""
     from yt_dlp.version import __version__
@@ -164,109 +211,54 @@ def fetcher_tag() -> str:
     return f"yt-dlp {__version__}"
 
 
-# --- expansion -------------------------------------------------------------------------------
+# --- one YoutubeDL per worker ---------------------------------------------------------------
 
-def entry_item(entry: dict, category: str | None, query: str, in_playlist: bool = False) -> dict:
-    """An engine item from a (flat) yt-dlp entry: key, URL, and the metadata the entry already has.
+_LOCAL = threading.local()
 
-    A playlist entry is re-extracted from its own ``url`` (a video page or a direct link; its
-    ``webpage_url`` is the playlist's page); a single video from its ``webpage_url``.
+
+def shared_ydl(options: YtdlpOptions) -> tuple[Any, _CaptureLogger]:
+    """This thread's ``YoutubeDL`` for ``options`` and its logger, built once and reused.
+
+    Building a ``YoutubeDL`` (and its extractor list) costs more than a loopback download, so
+    planning and every download of a worker share one; per-call parameters are set with
+    ``ydl_params``. Thread-local: yt-dlp objects are not thread-safe.
     """
-    if entry.get("_type") in ("url", "url_transparent") or in_playlist or entry.get("ext") in _PAGE_EXTS:
-        # a page-typed "format" is a link to the video's own page (e.g. a one-video catalog)
-        url = entry.get("url")
-    else:
-        url = entry.get("webpage_url") or entry.get("original_url") or entry.get("url")
-    extractor = entry.get("ie_key") if entry.get("_type") in ("url", "url_transparent") else None
-    extractor = extractor or entry.get("extractor_key")
-    platform_id = entry.get("id")
-    if url and not (extractor and platform_id):
-        known = offline_key(url)
-        if known:
-            extractor, platform_id = known
-    item = {"source": "ytdlp", "url": url, "category": category, "query": query,
-            "platform": extractor.lower() if extractor and platform_id else None,
-            "platform_id": str(platform_id) if extractor and platform_id else None}
-    item["video_id"] = (safe_id(item["platform"], item["platform_id"]) if item["platform"]
-                        else url_video_id(url or query))
-    item["hint"] = {k: entry.get(k) for k in ("title", "description", "uploader", "channel", "duration",
-                                             "view_count", "like_count", "upload_date", "tags", "license")
-                    if entry.get(k) is not None}
-    return item
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        cache = _LOCAL.cache = {}
+    if options not in cache:
+        import yt_dlp
+
+        logger = _CaptureLogger()
+        params = ytdlp_params(options, logger, format=options.format_selector(), overwrites=False,
+                              continuedl=True, restrictfilenames=True)
+        cache[options] = (yt_dlp.YoutubeDL(params), logger)
+    ydl, logger = cache[options]
+    logger.last_error = None
+    return ydl, logger
 
 
-def _is_playlist_entry(entry: dict) -> bool:
-    """A flat entry that lists more videos (a channel's tab, a sub-playlist), not a video."""
-    if entry.get("_type") == "playlist":
-        return True
-    key = entry.get("ie_key")
-    if entry.get("_type") in ("url", "url_transparent") and key:
-        if key in _LISTING_EXTRACTORS:
-            return True
-        from yt_dlp.extractor import get_info_extractor
-
-        with contextlib.suppress(Exception):
-            return get_info_extractor(key)._RETURN_TYPE == "playlist"
-    return False
-
-
-def expand_url(url: str, options: YtdlpOptions, category: str | None = None, limit: int | None = None,
-               query: str | None = None, depth: int = 2) -> list[dict]:
-    """Entries (engine items) behind a search, a page, a playlist or a single video URL.
-
-    Uses flat extraction: a playlist's entries are listed without extracting each video.
-    A known single-video URL (e.g. a YouTube watch URL) makes an item without any request.
-    Raises ``yt_dlp.utils.DownloadError`` (or ``UnsafeSourceError``) if the URL cannot be expanded.
-    """
-    import yt_dlp
-
-    check_crawl_url(url)
-    query = query or url
-    known = offline_key(url)
-    if known:
-        return [entry_item({"url": url, "_type": "url", "ie_key": known[0], "id": known[1]}, category, query)]
-    logger = _CaptureLogger()
-    params = ytdlp_params(options, logger, extract_flat="in_playlist", skip_download=True)
-    if limit:
-        params["playlistend"] = limit
-    with yt_dlp.YoutubeDL(params) as ydl:
-        info = ydl.extract_info(url, download=False)
-    return _items_of(info, options, category, query, limit, depth)
-
-
-def _items_of(info: dict | None, options: YtdlpOptions, category: str | None, query: str,
-              limit: int | None, depth: int) -> list[dict]:
-    if not info:
-        return []
-    if info.get("_type") != "playlist":
-        return [entry_item(info, category, query)]
-    items: list[dict] = []
-    for entry in info.get("entries") or []:
-        if limit and len(items) >= limit:
-            break
-        if not entry:
-            continue
-        if _is_playlist_entry(entry) and depth > 0:
-            if entry.get("_type") == "playlist":
-                sub = _items_of(entry, options, category, query, limit and limit - len(items), depth - 1)
+@contextlib.contextmanager
+def ydl_params(ydl: Any, **params: Any) -> Iterator[Any]:
+    """Set YoutubeDL parameters for one call, then put the old values back."""
+    missing = object()
+    old = {k: ydl.params.get(k, missing) for k in params}
+    ydl.params.update(params)
+    try:
+        yield ydl
+    finally:
+        for k, v in old.items():
+            if v is missing:
+                ydl.params.pop(k, None)
             else:
-                try:
-                    sub = expand_url(entry["url"], options, category, limit and limit - len(items), query, depth - 1)
-                except Exception as e:  # one broken sub-playlist must not stop the others
-                    log.warning("%s: cannot expand %s: %s", query, entry.get("url"), one_line(str(e)))
-                    continue
-            items += sub
-        else:
-            items.append(entry_item(entry, category, query, in_playlist=True))
-    return items[:limit] if limit else items
+                ydl.params[k] = v
 
-
-# --- download --------------------------------------------------------------------------------
 
 def classify_error(exc: BaseException, last_error: str | None = None) -> tuple[str, str, bool]:
     """(status, error line, transient) for an exception raised by yt-dlp.
 
-    Unsupported URL -> ``unsupported``; geo-blocked -> ``skipped``; anything else -> ``failed``.
+    Unsupported URL -> ``unsupported``; geo-blocked -> ``skipped``; bot wall, HTTP 429,
+    Bilibili 412/-352, login wall -> ``blocked`` (with a hint); anything else -> ``failed``.
     ``transient`` says whether a retry may help (timeouts, resets, HTTP 429/5xx).
     """
     from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError
@@ -279,121 +271,16 @@ def classify_error(exc: BaseException, last_error: str | None = None) -> tuple[s
         return "unsupported", message, False
     if isinstance(cause, GeoRestrictedError) or "not available in your country" in message.lower():
         return "skipped", message, False
-    if re.search(r"sign in|login|cookies", message, re.I) and "--cookies" not in message:
-        message += " (this platform wants a login: pass --cookies cookies.txt)"
-    return "failed", message, bool(_TRANSIENT.search(message))
+    transient = bool(_TRANSIENT.search(message))
+    hinted = blocked_hint(message)
+    if hinted:
+        return "blocked", hinted, transient
+    return "failed", message, transient
 
 
-@dataclass(frozen=True)
-class YtdlpDownloader:
-    """The per-video step: download one item with yt-dlp, then probe and hash it into a row.
-
-    Files go to ``<data_root>/videos/<video_id>.<ext>`` (yt-dlp picks ``ext``; partial
-    downloads stay in ``videos/.partial`` and never count). A file already complete there is
-    not downloaded again.
-    """
-
-    data_root: str
-    options: YtdlpOptions = YtdlpOptions()
-
-    def __call__(self, item: dict) -> dict:
-        row = base_row(item)
-        url = item.get("url")
-        try:
-            check_crawl_url(url or "")
-        except UnsafeSourceError as e:
-            row.update(status="unsupported", error=str(e) if url else "the entry has no URL of its own")
-            return row
-        for attempt in range(self.options.retries + 1):
-            logger = _CaptureLogger()
-            try:
-                info = self._download(url, item, logger)
-            except Exception as e:  # yt-dlp raises many types; classify, maybe retry
-                status, message, transient = classify_error(e, logger.last_error)
-                row.update(status=status, error=message)
-                if transient and attempt < self.options.retries:
-                    time.sleep(self.options.backoff(attempt))
-                    continue
-                return row
-            return self._finish(row, info, item.get("hint") or {})
-        return row
-
-    def _download(self, url: str, item: dict, logger: _CaptureLogger) -> dict:
-        import yt_dlp
-
-        out = videos_dir(self.data_root).resolve()
-        stem = item["video_id"]
-        params = ytdlp_params(
-            self.options, logger,
-            format=self.options.format_selector(),
-            paths={"home": str(out), "temp": str(out / ".partial")},
-            outtmpl={"default": f"{stem}.%(ext)s"},
-            noplaylist=True, playlist_items="1", overwrites=False, continuedl=True, restrictfilenames=True,
-            match_filter=_not_live,
-        )
-        with yt_dlp.YoutubeDL(params) as ydl:
-            info = ydl.extract_info(url, download=True)
-        if info and info.get("_type") == "playlist":  # a page that holds several videos: only the first
-            entries = [e for e in info.get("entries") or [] if e]
-            info = entries[0] if entries else None
-        if not info:
-            raise RuntimeError(f"yt-dlp returned nothing for {url}")
-        return ydl.sanitize_info(info)
-
-    def _finish(self, row: dict, info: dict, hint: dict) -> dict:
-        downloads = info.get("requested_downloads") or []
-        path = downloads[-1].get("filepath") if downloads else info.get("filepath")
-        if not path:
-            row.update(status="skipped", error=f"not downloaded: {_not_live(info) or 'yt-dlp selected no format'}")
-            return row
-        path = Path(path)
-        if path.resolve().parent != videos_dir(self.data_root).resolve():  # never, with our outtmpl
-            row.update(status="failed", error=f"ValueError: {path} is outside {videos_dir(self.data_root)}")
-            return row
-        if not row.get("platform") and info.get("extractor_key") and info.get("id"):
-            row.update(platform=info["extractor_key"].lower(), platform_id=str(info["id"]))
-        title = info.get("title") or hint.get("title")
-        description = info.get("description") or hint.get("description")
-        row.update(
-            url=info.get("webpage_url") or row["url"],
-            title=title,
-            description=description,
-            uploader=info.get("uploader") or info.get("channel") or hint.get("uploader") or hint.get("channel"),
-            license=info.get("license") or hint.get("license"),
-            platform_tags=merge_tags(info.get("tags") or hint.get("tags"), title, description),
-            upload_date=iso_date(info.get("upload_date") or hint.get("upload_date")),
-            view_count=_int(info.get("view_count", hint.get("view_count"))),
-            like_count=_int(info.get("like_count", hint.get("like_count"))),
-            duration_s=_float(info.get("duration", hint.get("duration"))),
-        )
-        return finish_row(row, path, self.data_root)
-
-
-def base_row(item: dict) -> dict:
-    """The row an item starts as (status ``pending`` until the step decides)."""
-    return {
-        "video_id": item["video_id"], "platform": item.get("platform"), "platform_id": item.get("platform_id"),
-        "url": item.get("url"), "category": item.get("category"), "query": item.get("query"),
-        "title": (item.get("hint") or {}).get("title"), "crawled_at": utc_now(), "status": "pending",
-        "error": None, "fetcher": fetcher_tag(),
-    }
-
-
-def _not_live(info: dict, *, incomplete: bool = False) -> str | None:
-    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
-        return "live stream or premiere: nothing finished to download"
-    return None
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
+def needs_js_runtime(source: str) -> bool:
+    """Whether a source goes to YouTube (which needs a JS runtime for its formats since 2025.11)."""
+    if source.startswith(("ytsearch", "ytsearchdate")):
+        return True
+    host = (urllib.parse.urlsplit(source).hostname or "").lower()
+    return host == "youtu.be" or host == "youtube.com" or host.endswith(".youtube.com")

@@ -32,21 +32,31 @@ from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
               help="yt-dlp format selector; default: best video up to --max-height plus best audio, merged.")
 @click.option("--max-height", type=click.IntRange(144), default=480, show_default=True,
               help="Highest video resolution to download (lines).")
+@click.option("--min-duration", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Skip entries shorter than this many seconds (checked before download).")
+@click.option("--max-duration", type=click.FloatRange(0), default=180.0, show_default=True,
+              help="Skip entries longer than this many seconds: an ad, not a vlog (checked before download).")
+@click.option("--block-limit", type=click.IntRange(0), default=5, show_default=True,
+              help="Stop asking a platform after this many 'blocked' answers in a row (0: never).")
 @click.option("--retry-failed", is_flag=True, help="Try rows with status 'failed' again.")
 @engine_options
 def command(category: str | None, limit: int | None, sources: tuple[str, ...], manifest: str, data_root: str,
             sleep: float, retries: int, cookies: str | None, format_: str | None, max_height: int,
+            min_duration: float, max_duration: float, block_limit: int,
             retry_failed: bool, workers: int, engine: str, address: str | None) -> None:
     """Find advertisement videos and download them, one manifest row per video.
 
     Every video gets a status: ok, no_audio, duplicate (same content as an earlier video),
-    unsupported, skipped (e.g. geo-blocked) or failed, with yt-dlp's error in the error
-    column. Files go to DATA_ROOT/videos/<video_id>.<ext>. Run the same command again after
+    unsupported, skipped (too short or long, live, geo-blocked), blocked (bot wall, rate limit,
+    login wall: tried again next run) or failed, with the cause in the error column. --limit
+    counts downloadable ads per category: further result pages and queries are walked until
+    it is met. Exits 1 when no source could be read at all. Files go to DATA_ROOT/videos/<video_id>.<ext>. Run the same command again after
     a crash or Ctrl-C: finished videos are skipped, partial downloads resume.
 
     \b
     Examples:
       c98k fetch --category cosmetics --limit 50
+      c98k fetch -c food --limit 100 --max-duration 60 --cookies cookies.txt --sleep 3
       c98k fetch --category all --limit 20 --sleep 2 --workers 4
       c98k fetch -c food -s "ytsearch30:snack commercial" -s "bilisearch30:零食 广告"
       c98k fetch -c apparel -s https://www.youtube.com/@somebrand/videos --cookies cookies.txt
@@ -58,7 +68,9 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch
 
-    options = YtdlpOptions(max_height=max_height, format=format_, sleep_s=sleep, retries=retries, cookies=cookies)
+    options = YtdlpOptions(max_height=max_height, format=format_, sleep_s=sleep, retries=retries, cookies=cookies,
+                           min_duration_s=min_duration or None, max_duration_s=max_duration or None,
+                           block_limit=block_limit)
     try:
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
                        workers=workers, engine=engine, address=address, retry_failed=retry_failed)
@@ -66,4 +78,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
+    if result.no_source_read:
+        click.echo(f"error: {result.failure_line()}", err=True)
+        sys.exit(1)
     click.echo(result.summary())

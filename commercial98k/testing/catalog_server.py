@@ -8,7 +8,8 @@ real shop page, so ``c98k fetch --source <catalog url>`` exercises the real code
 URL layout (``<vid>`` is the file's safe stem, e.g. ``big_buck_bunny_0_30``)::
 
     /                               list of categories (links to the catalog pages)
-    /<category>/index.html          catalog page of one category
+    /<category>/index.html          catalog page of one category (``?page=N`` with ``per_page``)
+    /<category>/feed.xml            the same entries as an RSS feed (``?page=N`` with ``per_page``)
     /<category>/v/<vid>.html        the product-video page of one file
     /media/<file name>              the video file itself
     /about.html                     a page without any video (yt-dlp: "Unsupported URL")
@@ -41,6 +42,14 @@ the server runs). Every response for a file is recorded in ``hits`` (``Hit``: pa
 start, bytes sent, complete or not); ``requests`` counts requests per URL path; ``flaky``
 (URL path -> n) answers the first n requests for a path with 503, to exercise retries.
 
+**Crawling as it is** (issue 12): ``VideoMeta.duration_s`` is the length a page and the feed
+claim (default: the file's own), so an entry may claim 1,832 s; the feed carries it as
+``itunes:duration``, which yt-dlp's flat extraction reads (search-result metadata). With
+``per_page`` catalog pages and feeds list that many entries and link the next page with
+``rel="next"``. ``status_codes`` (URL path -> code) always answers that code (429: a rate
+limit); ``truncate`` (file name -> share) serves only that share of a file's bytes, as if
+that were all of it (a cut download that still opens).
+
 Only loopback hosts are accepted, and only files named in ``pages`` are served. Ids come
 from file stems, so stems must be unique within a category; a file listed in two categories
 has the same id on both pages (``c98k fetch`` keeps the first category it crawls).
@@ -51,35 +60,17 @@ from __future__ import annotations
 import html
 import ipaddress
 import json
-import mimetypes
 import re
-import socket
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
-from .fsutil import safe_id
+from ..fsutil import safe_id
+from ._http import CONTENT_TYPES, Hit, _Handler, _page, _Server, _Server6
 
-CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
-                 ".mov": "video/quicktime", ".ts": "video/mp2t", ".m4a": "audio/mp4", ".mpd": "application/dash+xml",
-                 ".m3u8": "application/vnd.apple.mpegurl"}
-_CHUNK = 64 * 1024
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-
-
-@dataclass
-class Hit:
-    """One response for a video file."""
-
-    path: str
-    range_start: int | None
-    bytes_sent: int = 0
-    complete: bool = False
-    status: int = 200
+__all__ = ["CONTENT_TYPES", "CatalogServer", "Hit", "VideoMeta", "default_meta", "is_loopback"]
 
 
 @dataclass
@@ -94,6 +85,7 @@ class VideoMeta:
     license: str = "https://creativecommons.org/licenses/by/3.0/"
     view_count: int = 1000
     like_count: int = 10
+    duration_s: float | None = None  # what the page and the feed claim; None: the file's own (probed)
 
 
 def default_meta(category: str, file_name: str, index: int) -> VideoMeta:
@@ -118,22 +110,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address) -> None:
-        """Clients that hang up (yt-dlp reads only the headers of a direct link) are normal."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
 class CatalogServer:
     """Serve ``pages`` (category id -> file names under ``root``) as a shop on a loopback port.
 
@@ -146,7 +122,9 @@ class CatalogServer:
     def __init__(self, root: str | Path, pages: dict[str, list[str]], extra_links: dict[str, list[str]] | None = None,
                  host: str = "127.0.0.1", port: int = 0, meta: dict[str, VideoMeta] | None = None,
                  throttle_bps: float | None = None, site_name: str = "C98K Test Shop",
-                 flaky: dict[str, int] | None = None, assets: list[str] | None = None):
+                 flaky: dict[str, int] | None = None, assets: list[str] | None = None,
+                 per_page: int | None = None, status_codes: dict[str, int] | None = None,
+                 truncate: dict[str, float] | None = None):
         if not is_loopback(host):
             raise ValueError(f"CatalogServer only binds loopback hosts, not {host!r}")
         self.root = Path(root)
@@ -173,6 +151,10 @@ class CatalogServer:
                 self.files[_plain_name(name, self.root)] = self.root / name
                 self.videos[(category, vid)] = (name, (meta or {}).get(name) or default_meta(category, name, i))
                 self._vids[category].append(vid)
+        self.per_page = per_page  # catalog pages and feeds list this many entries, then rel="next"
+        self.status_codes = dict(status_codes or {})  # URL path -> HTTP status it always answers (429 ...)
+        self.truncate = dict(truncate or {})  # file name -> share of its bytes served, as if complete
+        self._durations: dict[str, float | None] = {}
         self.flaky = Counter(flaky or {})  # URL path -> 503 answers still to give
         self.requests: Counter[str] = Counter()  # URL path -> GET/HEAD requests seen
         self.hits: list[Hit] = []
@@ -194,6 +176,11 @@ class CatalogServer:
         if category_id not in self.pages:
             raise KeyError(f"no catalog for {category_id!r}; have {', '.join(self.pages)}")
         return f"{self.base_url}/{category_id}/index.html"
+
+    def feed_url(self, category_id: str) -> str:
+        """URL of a category's RSS feed (entries carry ``itunes:duration``: flat metadata)."""
+        self.category_url(category_id)
+        return f"{self.base_url}/{category_id}/feed.xml"
 
     def video_page_url(self, category_id: str, file_name: str) -> str:
         """URL of the product-video page of ``file_name`` in a category."""
@@ -234,16 +221,63 @@ class CatalogServer:
         links = "\n".join(f'<li><a href="/{c}/index.html">{html.escape(c)}</a></li>' for c in self.pages)
         return _page(self.site_name, f"<h1>{html.escape(self.site_name)}</h1>\n<ul>\n{links}\n</ul>")
 
-    def catalog_html(self, category: str) -> str:
+    def _entries(self, category: str) -> list[tuple[str, str, str | None]]:
+        """(page URL, title, vid or None for an extra link) of every entry of a category, in order."""
         base = self.base_url
-        hrefs = [(f"{base}/{category}/v/{vid}.html", self.videos[(category, vid)][1].title)
-                 for vid in self._vids[category]]
-        hrefs += [(link if link.startswith("http") else f"{base}/{link.lstrip('/')}", link)
+        hrefs: list[tuple[str, str, str | None]] = [
+            (f"{base}/{category}/v/{vid}.html", self.videos[(category, vid)][1].title, vid)
+            for vid in self._vids[category]]
+        hrefs += [(link if link.startswith("http") else f"{base}/{link.lstrip('/')}", link, None)
                   for link in self.extra_links.get(category, [])]
+        return hrefs
+
+    def _page_of(self, entries: list, page: int) -> tuple[list, bool]:
+        if not self.per_page:
+            return entries, False
+        start = (page - 1) * self.per_page
+        return entries[start:start + self.per_page], start + self.per_page < len(entries)
+
+    def duration_of(self, category: str, vid: str) -> float | None:
+        """The duration a page claims: the meta's, else the file's own (probed once; None if unreadable)."""
+        name, m = self.videos[(category, vid)]
+        if m.duration_s is not None:
+            return float(m.duration_s)
+        if name not in self._durations:
+            from ..media import probe
+
+            try:
+                self._durations[name] = probe(self.root / name).duration_s
+            except Exception:
+                self._durations[name] = None
+        return self._durations[name]
+
+    def feed_xml(self, category: str, page: int = 1) -> str:
+        """An RSS 2.0 feed of a category (``itunes:duration`` per item, ``atom:link rel=next``)."""
+        entries, more = self._page_of(self._entries(category), page)
+        e = html.escape
+        items = []
+        for url, title, vid in entries:
+            extra = ""
+            if vid is not None:
+                d = self.duration_of(category, vid)
+                extra = f"<guid isPermaLink=\"false\">{e(vid)}</guid>" + (
+                    f"<itunes:duration>{d:.0f}</itunes:duration>" if d is not None else "")
+            items.append(f"<item><title>{e(title)}</title><link>{e(url)}</link>{extra}</item>")
+        nxt = (f'<atom:link rel="next" href="{e(self.feed_url(category))}?page={page + 1}"/>' if more else "")
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" '
+                'xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd" xmlns:atom="http://www.w3.org/2005/Atom">'
+                f"<channel><title>{e(category)} ads - {e(self.site_name)}</title>{nxt}\n"
+                + "\n".join(items) + "\n</channel></rss>\n")
+
+    def catalog_html(self, category: str, page: int = 1) -> str:
+        entries, more = self._page_of(self._entries(category), page)
+        hrefs = [(u, t) for u, t, _ in entries]
         head = "\n".join(f'<meta property="og:video" content="{html.escape(u)}">\n'
                          '<meta property="og:video:type" content="text/html">' for u, _ in hrefs)
         items = "\n".join(f'<li><a href="{html.escape(u)}">{html.escape(t)}</a></li>' for u, t in hrefs)
         title = f"{category} ads - {self.site_name}"
+        if more:
+            head += f'\n<link rel="next" href="{self.base_url}/{category}/index.html?page={page + 1}">'
         return _page(title, f"<h1>{html.escape(title)}</h1>\n<ul>\n{items}\n</ul>", head=head)
 
     def video_html(self, category: str, vid: str) -> str:
@@ -262,6 +296,8 @@ class CatalogServer:
                  "userInteractionCount": m.like_count},
             ],
         }
+        if self.duration_of(category, vid) is not None:
+            ld["duration"] = f"PT{self.duration_of(category, vid):.3f}S"
         e = html.escape
         head = (f'<meta property="og:title" content="{e(m.title)}">\n'
                 f'<meta property="og:description" content="{e(m.description)}">\n'
@@ -277,128 +313,3 @@ def _plain_name(name: str, root: Path) -> str:
     if "/" in name or "\\" in name or name in ("", ".", ".."):
         raise ValueError(f"{name!r}: give plain file names inside {root}")
     return name
-
-
-def _page(title: str, body: str, head: str = "") -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"{head}\n</head><body>\n{body}\n</body></html>\n")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    shop: CatalogServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args) -> None:  # keep test output quiet
-        pass
-
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
-
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
-
-    def _dispatch(self, head: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
-        parts = [p for p in path.split("/") if p]
-        shop = self.shop
-        with shop._lock:
-            shop.requests[path] += 1
-            flaky = shop.flaky[path] > 0
-            if flaky:
-                shop.flaky[path] -= 1
-        if flaky:
-            return self._send_error(503, "Service Unavailable")
-        if not parts or parts == ["index.html"]:
-            return self._send_html(shop.index_html(), head)
-        if parts == ["about.html"]:
-            return self._send_html(_page(f"About {shop.site_name}", "<p>A shop page without any video.</p>"), head)
-        if len(parts) == 2 and parts[0] == "media" and parts[1] in shop.files:
-            return self._send_file(shop.files[parts[1]], path, head)
-        if len(parts) == 2 and parts[1] == "index.html" and parts[0] in shop.pages:
-            return self._send_html(shop.catalog_html(parts[0]), head)
-        if len(parts) == 3 and parts[1] == "v" and parts[2].endswith(".html"):
-            key = (parts[0], parts[2][: -len(".html")])
-            if key in shop.videos:
-                return self._send_html(shop.video_html(*key), head)
-        self._send_error(404, "Not Found")
-
-    def _send_error(self, code: int, message: str) -> None:
-        body = f"{code} {message}\n".encode()
-        self.send_response(code, message)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_html(self, text: str, head: bool) -> None:
-        body = text.encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def _send_file(self, file: Path, url_path: str, head: bool) -> None:
-        try:
-            size = file.stat().st_size
-        except OSError:
-            return self._send_error(404, "Not Found")
-        start, end = 0, size - 1
-        rng = self.headers.get("Range")
-        status = 200
-        if rng:
-            m = _RANGE.match(rng.strip())
-            if not m or (not m.group(1) and not m.group(2)):
-                return self._send_range_error(size)
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-            else:  # suffix range: the last N bytes
-                start = max(0, size - int(m.group(2)))
-            if start >= size or start > end:
-                return self._send_range_error(size)
-            status = 206
-        ctype = CONTENT_TYPES.get(file.suffix.lower()) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.send_header("Last-Modified", self.date_time_string(int(file.stat().st_mtime)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.end_headers()
-        if head:
-            return
-        hit = Hit(url_path, start if rng else None, status=status)
-        with self.shop._lock:
-            self.shop.hits.append(hit)
-        self._copy(file, start, end - start + 1, hit)
-
-    def _send_range_error(self, size: int) -> None:
-        self.send_response(416, "Range Not Satisfiable")
-        self.send_header("Content-Range", f"bytes */{size}")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _copy(self, file: Path, start: int, length: int, hit: Hit) -> None:
-        bps = self.shop.throttle_bps
-        chunk = min(_CHUNK, max(1024, int(bps / 10))) if bps else _CHUNK
-        t0 = time.monotonic()
-        try:
-            with open(file, "rb") as f:
-                f.seek(start)
-                while length > 0:
-                    block = f.read(min(chunk, length))
-                    if not block:
-                        break
-                    self.wfile.write(block)
-                    length -= len(block)
-                    hit.bytes_sent += len(block)
-                    if bps:  # sleep until the average rate is back under the limit
-                        ahead = hit.bytes_sent / bps - (time.monotonic() - t0)
-                        if ahead > 0:
-                            time.sleep(ahead)
-            hit.complete = length == 0
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
