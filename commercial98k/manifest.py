@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .fsutil import atomic_path
-from .schema import KEYS, Problem, conform, guess_kind, rows_to_table, validate_table
+from .schema import KEYS, Problem, conform, guess_kind, rows_to_table, schema_for, validate_table
 
 
 class ManifestError(ValueError):
@@ -51,6 +51,45 @@ def _check_kind(table: pa.Table, path: Path, kind: str) -> None:
         raise ManifestError(f"{path}: not a {kind} manifest: missing column {', '.join(missing)}")
 
 
+def _check_types(table: pa.Table, path: Path, kind: str) -> None:
+    """Refuse a column whose stored type is not the schema's (``validate_table``'s column check).
+
+    Types that convert without loss of meaning are accepted (an all-null column, int32 for
+    int64, float32 for float64, large_string for string); anything else names file and column.
+    """
+    expected = schema_for(kind)
+    for field in table.schema:
+        if field.name not in expected.names or field.type == expected.field(field.name).type:
+            continue
+        want = expected.field(field.name).type
+        if not _compatible(field.type, want):
+            raise ManifestError(f"{path}: column {field.name} has type {field.type}, expected {want}; "
+                                f"fix the column or write the manifest again (`c98k validate {path}` lists problems)")
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_null(have):
+        return True
+    families = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_timestamp)
+    for family in families:
+        if family(want):
+            return family(have) or (pa.types.is_floating(want) and pa.types.is_integer(have))
+    if pa.types.is_string(want) or pa.types.is_large_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have)
+    if pa.types.is_map(want):
+        return pa.types.is_map(have) and _compatible(have.key_type, want.key_type) and \
+            _compatible(have.item_type, want.item_type)
+    if pa.types.is_list(want) or pa.types.is_large_list(want):
+        return (pa.types.is_list(have) or pa.types.is_large_list(have)) and _compatible(have.value_type, want.value_type)
+    if pa.types.is_struct(want):
+        names = {have.field(i).name: have.field(i).type for i in range(have.num_fields)} \
+            if pa.types.is_struct(have) else {}
+        return bool(names) and all(want.field(i).name in names and _compatible(names[want.field(i).name],
+                                                                                  want.field(i).type)
+                                   for i in range(want.num_fields))
+    return False
+
+
 def manifest_exists(path: str | os.PathLike) -> bool:
     """Whether a manifest file or any flushed part of it exists (an absent output starts empty)."""
     path = Path(path)
@@ -77,6 +116,7 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: 
     kind = kind or guess_kind(sources[0][1].schema)
     for source, table in sources:
         _check_kind(table, source, kind)
+        _check_types(table, source, kind)
     merged = pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive")
     return dedupe_latest(merged, KEYS[kind])
 

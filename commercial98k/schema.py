@@ -104,8 +104,22 @@ PROVENANCE_FIELDS = [
     pa.field("text_model", pa.string()),
 ]
 
-VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1])
-CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS)
+# ---- per-stage status (issue 13) -------------------------------------------------------------
+#: Each stage records its own result (``commercial98k.stages``); ``status``/``error`` are derived:
+#: the first stage that did not end ``ok``. A later stage never overwrites an earlier one's result.
+STAGE_FIELDS = [
+    pa.field("fetch_status", pa.string()),
+    pa.field("fetch_error", pa.string()),
+    pa.field("split_status", pa.string()),
+    pa.field("split_error", pa.string()),
+    pa.field("label_status", pa.string()),
+    pa.field("label_error", pa.string()),
+]
+# ---- end of per-stage status -----------------------------------------------------------------
+
+VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1] + STAGE_FIELDS[:2])
+CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS
+                        + STAGE_FIELDS)
 SCHEMAS = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
 KEYS = {"videos": "video_id", "clips": "clip_id"}
 

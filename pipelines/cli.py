@@ -7,11 +7,13 @@ import logging
 
 import click
 
+from pipelines.errors import CliGroup
+
 # Command modules, in the order a user runs them. Each exposes ``command``.
 COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="commercial98k")
 def main(verbose: int) -> None:

@@ -43,6 +43,7 @@ from commercial98k.sources import (
     videos_dir,
 )
 from commercial98k.sources.common import utc_now
+from commercial98k.stages import record
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
 
     def check_row(row: dict) -> dict:  # runs in this process, in completion order
         row = _dedupe_content(row, known, root)
+        row = record(row, "fetch", row.get("status"), row.get("error"))
         known.add(row)
         return row
 

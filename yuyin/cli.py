@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from pipelines.errors import CliGroup
+
 DEFAULT_MANIFEST = "manifests/c98k.parquet"
 
 
@@ -21,7 +23,7 @@ def resolve_shards(manifest: str | None, shards: str | None) -> Path:
         m = Path(manifest or DEFAULT_MANIFEST)
         path = (m.parent.parent if m.parent.name == "manifests" else m.parent) / "shards"
     if not (path / "index.json").is_file():
-        raise click.UsageError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
+        raise FileNotFoundError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
     if manifest and not shards and Path(manifest).is_file():
         from commercial98k.fsutil import sha256_file
 
@@ -49,7 +51,7 @@ def _fail(e: Exception) -> None:
     raise click.ClickException(str(e)) from e
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="commercial98k")
 def main(verbose: int) -> None:
