@@ -34,6 +34,28 @@ def resolve_shards(manifest: str | None, shards: str | None) -> Path:
     return path
 
 
+def check_splits(shards: Path, needed: dict[str, str], show_table: bool = False) -> None:
+    """Refuse (one line) a needed split that is empty; with ``show_table`` print samples per split x category.
+
+    ``needed``: split -> the flag that asks for it (named in the error).
+    """
+    from commercial98k.shard_report import dropped_lines, split_table
+
+    from .data import load_index
+
+    index = load_index(shards)
+    if show_table and int(os.environ.get("RANK", "0")) == 0:
+        for line in split_table(index) + dropped_lines(index):
+            click.echo(line)
+    for split, flag in needed.items():
+        if split not in index["splits"]:
+            raise ValueError(f"{shards}: no split {split!r} (the index has {', '.join(index['splits'])}); "
+                             f"change {flag}")
+        if not index["splits"][split].get("samples"):
+            raise ValueError(f"{shards}: split {split!r} is empty, but {flag} needs it; rebuild with "
+                             "`c98k build-shards --split-fractions` giving it a share, or change " + flag)
+
+
 def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -126,6 +148,10 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
 
     cfg = _config(config_path, resolve_shards(manifest, shards), checkpoint_dir=checkpoint_dir,
                   checkpoint_every=checkpoint_every, eval_every=eval_every, **flags)
+    needed = {"train": "yuyin train"}
+    if cfg.eval_every:
+        needed[cfg.eval_split] = "--eval-every (pass --eval-every 0 to train without validation)"
+    check_splits(Path(cfg.shards), needed, show_table=True)
     if resume == "last":
         resume = cfg.checkpoint_dir
     try:
@@ -151,6 +177,7 @@ def evaluate(checkpoint, manifest, shards, split, out, device, batch_size) -> No
     from .evaluate import evaluate_checkpoint, report_markdown, write_report
 
     shards_path = resolve_shards(manifest, shards)
+    check_splits(shards_path, {split: "--split"})
     try:
         report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
         out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
@@ -200,6 +227,7 @@ def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> No
     from .baselines import METHODS, run_benchmark
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
+    check_splits(Path(cfg.shards), {"train": "yuyin benchmark", split: "--split"})
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     try:
         run_benchmark(cfg, out, chosen, split)

@@ -8,6 +8,7 @@ import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.schema import STATUSES
+from commercial98k.shard_report import empty_split_warnings
 from commercial98k.shards import ShardFilters
 from commercial98k.taxonomy import load_taxonomy
 from pipelines import shards as stage
@@ -74,3 +75,5 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
         sys.exit(1)
     for line in stage.summary_lines(index, out):
         click.echo(line)
+    for line in empty_split_warnings(index):
+        click.echo(line, err=True)
