@@ -70,7 +70,8 @@ def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e)) from e
+    """Hand ``e`` to the one error surface (``pipelines.errors.CliGroup``): one line, ``-v`` for the traceback."""
+    raise e
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -204,6 +205,7 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
     """Rank the library's tracks for a new video (the music index is built once and saved)."""
     from .recommend import recommend_video
 
+    resolve_shards(None, library)  # one line when the library has no index.json
     try:
         result = recommend_video(video, checkpoint, library, k, device, index_dir, frame_model,
                                  start_s, end_s, whole)

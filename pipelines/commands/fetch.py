@@ -65,5 +65,6 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
     except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         click.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
+        sys.exit(2 if isinstance(e, (UnknownCategory, UnsafeSourceError)) else 1)
     click.echo(result.summary())
