@@ -207,7 +207,7 @@ def group_music(fingerprints: dict[str, str | np.ndarray], max_ber: float = 0.15
     (clips cut from one music segment, see ``segment_links``) share an id by construction.
     """
     raw = {k: (decode(v) if isinstance(v, str) else np.asarray(v, np.uint32)) for k, v in fingerprints.items()}
-    raw = {k: v for k, v in raw.items() if len(v)}
+    raw = {k: v for k, v in raw.items() if len(v) and (len(v) == 1 or (v != v[0]).any())}  # not empty, not silent
     keys = sorted(raw)
     uf = UnionFind(keys)
     for a, b in linked:
@@ -235,11 +235,14 @@ def fingerprint_problem(fingerprint: str | None) -> str | None:
     if not fingerprint:
         return "no audio fingerprint"
     try:
-        n = len(decode(fingerprint))
+        items = decode(fingerprint)
     except Exception as e:  # a damaged fingerprint string
         return f"unreadable audio fingerprint ({type(e).__name__}: {e})"
+    n = len(items)
     if n == 0:
         return "empty audio fingerprint: the clip's audio is silent or too quiet for Chromaprint"
+    if len(np.unique(items)) == 1:
+        return "constant audio fingerprint: the clip's audio is silent (every silent clip would be one track)"
     if n < MIN_FINGERPRINT_ITEMS:
         return (f"audio fingerprint too short ({n} items, ~{n * ITEM_S:.1f} s < "
                 f"{MIN_FINGERPRINT_ITEMS * ITEM_S:.0f} s) to identify the track")
