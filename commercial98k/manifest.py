@@ -97,12 +97,14 @@ def manifest_exists(path: str | os.PathLike) -> bool:
     return path.exists() or (pdir.is_dir() and any(pdir.glob("part-*.parquet")))
 
 
-def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True) -> pa.Table:
+def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True,
+                  validate: bool = True) -> pa.Table:
     """Read a manifest (file plus pending parts), newest row per key, conformed to its schema.
 
     Raises ``ManifestError`` naming the file for a missing or unreadable file, a manifest of
-    the other kind (a videos manifest where clips are expected, or the reverse), or one
-    without its key or ``status`` column.
+    the other kind (a videos manifest where clips are expected, or the reverse), one without
+    its key or ``status`` column, a column of the wrong type, or (``validate``) the first
+    problem ``validate_table`` finds.
     """
     path = Path(path)
     sources: list[tuple[Path, pa.Table]] = []
@@ -117,8 +119,15 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: 
     for source, table in sources:
         _check_kind(table, source, kind)
         _check_types(table, source, kind)
-    merged = pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive")
-    return dedupe_latest(merged, KEYS[kind])
+    merged = dedupe_latest(pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive"),
+                           KEYS[kind])
+    if validate:
+        problems = validate_table(merged, kind, max_problems=2)
+        if problems:
+            more = " (and more)" if len(problems) > 1 else ""
+            raise ManifestError(f"{path}: {problems[0]}{more}; fix it or write it again "
+                                f"(`c98k validate {path}` lists every problem)")
+    return merged
 
 
 def dedupe_latest(table: pa.Table, key: str) -> pa.Table:
@@ -162,7 +171,7 @@ def compact(path: str | os.PathLike, kind: str | None = None) -> Path:
     parts = sorted(pdir.glob("part-*.parquet")) if pdir.is_dir() else []
     if not parts:
         return path
-    table = read_manifest(path, kind)
+    table = read_manifest(path, kind, validate=False)
     write_manifest(table, path, kind, validate=False)
     for p in parts:
         p.unlink(missing_ok=True)
