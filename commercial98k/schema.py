@@ -70,7 +70,7 @@ SPLIT_FIELDS = [
     pa.field("has_music", pa.bool_()),
     pa.field("music_ratio", pa.float32()),  # share of the clip's frames classified as music
     pa.field("music_id", pa.string()),  # same track, same id (audio fingerprint)
-    pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64
+    pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64 (or "raw:" + base64 uint32, fpcalc -raw)
     pa.field("video_phash", pa.string()),  # perceptual hash of keyframes (hex)
     pa.field("dup_group", pa.string()),  # near-duplicate video group
     pa.field("clip_path", pa.string()),  # relative to the data root

@@ -54,6 +54,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
       c98k fetch -c cosmetics -s ~/ads/cosmetics   # a folder of local video files
       c98k fetch -c all --engine ray --address auto --workers 32
     """
+    from commercial98k.manifest import ManifestError
     from commercial98k.sources import UnsafeSourceError, UrlFileError, YtdlpOptions
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch
@@ -66,5 +67,5 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         click.echo(f"error: {message}", err=True)
         # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
-        sys.exit(2 if isinstance(e, (UnknownCategory, UnsafeSourceError)) else 1)
+        sys.exit(1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)
     click.echo(result.summary())
