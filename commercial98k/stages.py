@@ -19,9 +19,27 @@ def stage_status(row: dict, stage: str) -> str | None:
     return row.get(f"{stage}_status")
 
 
+def stage_result(row: dict, stage: str) -> str | None:
+    """A stage's own status of a row; for a row written before per-stage columns, inferred.
+
+    Before these columns, split wrote clip rows (ids not ending ``-none``) only for ``ok`` clips,
+    and label overwrote ``status`` with ``failed``: so such a row that is ``failed`` was split
+    fine and failed in label.
+    """
+    if any(row.get(f"{s}_status") is not None for s in STAGES):
+        return row.get(f"{stage}_status")
+    status, cid = row.get("status"), row.get("clip_id") or ""
+    label_failed = status == "failed" and bool(cid) and not cid.endswith("-none")
+    if stage == "split":
+        return "ok" if label_failed else status
+    if stage == "label":
+        return "failed" if label_failed else None
+    return status if not cid else "ok"
+
+
 def split_result(row: dict) -> str | None:
-    """Split's own status of a clips row (``status`` for rows written before per-stage columns)."""
-    return row.get("split_status") or (row.get("status") if row.get("label_status") is None else None)
+    """Split's own status of a clips row (``stage_result(row, "split")``)."""
+    return stage_result(row, "split")
 
 
 def overall(row: dict) -> tuple[str | None, str | None]:

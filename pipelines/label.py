@@ -40,7 +40,7 @@ from commercial98k.label.clip_features import (
 )
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import ManifestWriter, read_manifest
-from commercial98k.stages import record, split_result
+from commercial98k.stages import record, split_result, stage_result
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, 
     """
     pending, done = [], 0
     for r in rows:
-        if split_result(r) != "ok" or (r.get("label_status") == "failed" and not retry_failed):
+        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and not retry_failed):
             continue
         if is_labelled(r, store, provenance, has_emotion):
             done += 1
@@ -104,7 +104,7 @@ def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, 
 def label_result(row: dict) -> dict:
     """Record the label step's result (the row's ``status``/``error``) as label's own; split's stays."""
     if row.get("split_status") is None:  # a row written before per-stage columns: split made it ok
-        row = dict(row, split_status="ok", split_error=None)
+        row = dict(row, fetch_status=row.get("fetch_status") or "ok", split_status="ok", split_error=None)
     return record(row, "label", row.get("status") or "failed", row.get("error"))
 
 
@@ -283,7 +283,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     prov = models.provenance()  # builds the models: fails early with a clear error
     pending, done = select_pending(rows, store, prov, config.has_emotion, limit, retry_failed)
     counts: Counter = Counter(skipped=done, not_ok=sum(split_result(r) != "ok" for r in rows),
-                              failed_before=sum(r.get("label_status") == "failed" for r in rows) if not retry_failed else 0)
+                              failed_before=0 if retry_failed else sum(stage_result(r, "label") == "failed" for r in rows))
     log.info("label: %d clips to label, %d already labelled", len(pending), done)
     if not pending:
         return counts

@@ -155,7 +155,7 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     finished = FINISHED if retry_failed else (*FINISHED, "failed")
     if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
         clips = read_manifest(clips_manifest, "clips").select(
-            ["video_id", "status", "split_status", "label_status"]).to_pylist()
+            ["video_id", "clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
         done = {r["video_id"] for r in clips if split_result(r) in finished}
     rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
     todo = [r for r in rows if r["video_id"] not in done]
@@ -170,7 +170,7 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     """
     table = read_manifest(clips_manifest, "clips")
     cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
-    rows = table.select(["status", "split_status", "label_status"]).to_pylist()
+    rows = table.select(["clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
     cols["status"] = [split_result(r) for r in rows]  # split's own result: a label failure keeps its music_id
     with_clips = {v for v, s, c in zip(cols["video_id"], cols["status"], cols["clip_id"], strict=True)
                   if s == "ok" and not c.endswith("-none")}
@@ -199,7 +199,7 @@ def without_music_identity(table: pa.Table) -> pa.Table:
     After this every ``ok`` clip has a ``music_id``: a clip whose fingerprint is empty or too
     short cannot be told apart from other tracks, so it never reaches the shards as a track.
     """
-    rows = table.select(["status", "error", "split_status", "split_error", "label_status", "label_error",
+    rows = table.select(["clip_id", "status", "error", "split_status", "split_error", "label_status", "label_error",
                          "fetch_status", "fetch_error", "music_id", "fingerprint", "has_music"]).to_pylist()
     changed = False
     for r in rows:

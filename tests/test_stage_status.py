@@ -209,3 +209,25 @@ def test_logit_scale_is_clamped_after_the_step_not_in_forward():
     assert model.logit_scale.grad is not None and float(model.logit_scale.grad) != 0.0  # not stuck
     model.clamp_logit_scale()
     assert float(model.logit_scale.detach()) == pytest.approx(MAX_LOGIT_SCALE)
+
+
+def test_a_label_failure_in_a_manifest_from_before_stage_columns_is_retried(one_clip, tmp_path):
+    """The reporter's case: label had overwritten split's ok with failed, and no stage column existed."""
+    from commercial98k.stages import stage_result
+
+    legacy = {"clip_id": "v-c000", "status": "failed", "error": "FileNotFoundError: gone"}
+    assert stage_result(legacy, "split") == "ok" and stage_result(legacy, "label") == "failed"
+    none_row = {"clip_id": "v-none", "status": "failed", "error": "MediaError: corrupt"}
+    assert stage_result(none_row, "split") == "failed" and stage_result(none_row, "label") is None
+    row = read_manifest(one_clip["manifest"], "clips").to_pylist()[0]
+    for col in ("fetch_status", "split_status", "label_status"):
+        row[col] = None
+    row.update(status="failed", error="FileNotFoundError: gone")
+    manifest = tmp_path / "c98k.parquet"
+    write_manifest([row], manifest, "clips")
+    args = ["label", "--manifest", str(manifest), "--data-root", str(one_clip["root"]), "--emotion-model", "none"]
+    assert "failed before 1" in CliRunner().invoke(main, args).output
+    retried = CliRunner().invoke(main, [*args, "--retry-failed"])
+    assert "labelled 1, failed 0" in retried.output, retried.output
+    after = read_manifest(manifest, "clips").to_pylist()[0]
+    assert (after["status"], after["split_status"], after["label_status"]) == ("ok", "ok", "ok")
