@@ -44,7 +44,7 @@ def _check_kind(table: pa.Table, path: Path, kind: str) -> None:
     """Refuse a table of the other kind, or one without its key or ``status`` column."""
     found = guess_kind(table.schema)
     if found != kind:
-        why = "it has a clip_id column" if found == "clips" else "it has no clip_id column"
+        why = "it has clip columns" if found == "clips" else "it has no clip columns"
         raise ManifestError(f"{path}: a {found} manifest ({why}) where a {kind} manifest is expected")
     missing = [c for c in (KEYS[kind], "status") if c not in table.column_names]
     if missing:

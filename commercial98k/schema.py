@@ -121,6 +121,7 @@ VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1] + 
 CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS
                         + STAGE_FIELDS)
 SCHEMAS = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
+_CLIP_ONLY = set(CLIP_SCHEMA.names) - set(VIDEO_SCHEMA.names)
 KEYS = {"videos": "video_id", "clips": "clip_id"}
 
 SPAN_TOLERANCE_S = 0.05
@@ -135,8 +136,12 @@ def schema_for(kind: str) -> pa.Schema:
 
 
 def guess_kind(schema: pa.Schema) -> str:
-    """``clips`` when the table has a ``clip_id`` column, else ``videos``."""
-    return "clips" if "clip_id" in schema.names else "videos"
+    """``clips`` when the table has a ``clip_id`` column or any other clips-only column, else ``videos``.
+
+    (A clips manifest that lost its ``clip_id`` is then reported as a clips manifest missing it.)
+    """
+    names = set(schema.names)
+    return "clips" if "clip_id" in names or names & _CLIP_ONLY else "videos"
 
 
 def rows_to_table(rows: list[dict], kind: str) -> pa.Table:

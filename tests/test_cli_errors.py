@@ -332,6 +332,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     r = CliRunner().invoke(yuyin, ["train", "--shards", str(good), "--steps", "2", "--batch-size", "8",
                                    "--checkpoint-dir", str(ckpt), *SMALL])
     assert r.exit_code == 0, r.output
+    assert "category" in r.stdout and "total" in r.stdout  # train shows samples per split x category
     video = tmp / "ad.mp4"
     video.write_bytes(b"not opened: the library is checked first")
     return {"good": good, "truncated": truncated, "empty": empty, "ckpt": ckpt, "video": video,
@@ -372,3 +373,15 @@ def test_verbose_shows_the_traceback(library):
             "--checkpoint", str(library["ckpt"]), "--index-dir", str(library["tmp"] / "i_verbose")]
     result = CliRunner().invoke(yuyin, args)
     assert result.exit_code == 1 and "Traceback" in result.stderr and "ShardError" in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["build-shards", "--manifest", "{m}", "--out", "{tmp}/shards_noid", "--data-root", "{data_root}"],
+    ["stats", "--manifest", "{m}", "--no-report"],
+    ["label", "--manifest", "{m}", "--data-root", "{data_root}"],
+], ids=["build-shards", "stats", "label"])
+def test_a_clips_manifest_without_clip_id_is_named_as_such(inputs, command):
+    m = inputs["tmp"] / "clips_no_id.parquet"
+    pq.write_table(pq.read_table(inputs["clips"]).drop(["clip_id"]), m)
+    line = clean_failure(main, [a.format(m=m, **inputs) for a in command])
+    assert f"{m}: not a clips manifest: missing column clip_id" in line, line

@@ -231,3 +231,14 @@ def test_a_label_failure_in_a_manifest_from_before_stage_columns_is_retried(one_
     assert "labelled 1, failed 0" in retried.output, retried.output
     after = read_manifest(manifest, "clips").to_pylist()[0]
     assert (after["status"], after["split_status"], after["label_status"]) == ("ok", "ok", "ok")
+
+
+def test_the_trainer_and_evaluator_refuse_a_clip_without_music_id():
+    from yuyin.data import DecodeSample, ShardError
+    from yuyin.evaluate import track_gallery
+
+    with pytest.raises(ShardError, match=r"train-000000.tar: clip c1 has no music_id"):
+        DecodeSample()({"json": b'{"music_id": null, "category_id": 0}', "__key__": "c1",
+                        "__url__": "shards/train/train-000000.tar"})
+    with pytest.raises(ValueError, match="1 of 3 clips have no music_id"):
+        track_gallery(np.ones((3, 4), np.float32), ["m-a", None, "m-a"])
