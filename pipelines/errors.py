@@ -8,8 +8,10 @@ own usage errors (exit 2) and explicit exits pass through unchanged.
 
 from __future__ import annotations
 
+import sys
 import tarfile
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -41,6 +43,14 @@ def report_error(e: BaseException, verbose: int = 0) -> None:
 def _expected(e: BaseException) -> bool:
     """Errors about the user's input (files, values), as opposed to a bug: no traceback hint."""
     return type(e).__name__ in _PLAIN or isinstance(e, (ValueError, KeyError, OSError, tarfile.TarError))
+
+
+def fail(e: BaseException, code: int = 1) -> NoReturn:
+    """For a command's own ``except``: the one ``error:`` line (traceback first under ``-v``), then exit ``code``."""
+    ctx = click.get_current_context(silent=True)
+    verbose = int(ctx.find_root().params.get("verbose") or 0) if ctx is not None else 0
+    report_error(e, verbose)
+    sys.exit(code)
 
 
 class CliGroup(click.Group):

@@ -385,3 +385,11 @@ def test_a_clips_manifest_without_clip_id_is_named_as_such(inputs, command):
     pq.write_table(pq.read_table(inputs["clips"]).drop(["clip_id"]), m)
     line = clean_failure(main, [a.format(m=m, **inputs) for a in command])
     assert f"{m}: not a clips manifest: missing column clip_id" in line, line
+
+
+def test_verbose_shows_the_traceback_of_a_handled_c98k_error(damaged):
+    quiet = CliRunner().invoke(main, ["stats", "--manifest", str(damaged["clips_retyped"]), "--no-report"])
+    assert quiet.exit_code == 1 and "Traceback" not in quiet.stderr
+    loud = CliRunner().invoke(main, ["-v", "stats", "--manifest", str(damaged["clips_retyped"]), "--no-report"])
+    assert loud.exit_code == 1 and "Traceback" in loud.stderr and "ManifestError" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -64,8 +63,6 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
                        workers=workers, engine=engine, address=address, retry_failed=retry_failed)
     except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        click.echo(f"error: {message}", err=True)
         # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
-        sys.exit(1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)
+        fail(e, 1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)
     click.echo(result.summary())

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options
 
 
@@ -83,9 +82,7 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
         counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
                            address=address, limit=limit, retry_failed=retry_failed)
     except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(1)
+        fail(e)
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
                f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}"
                + (f", failed before {counts['failed_before']} (--retry-failed retries them)"

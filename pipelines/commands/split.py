@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.models.weights import WeightsUnavailable
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -63,7 +62,6 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
                            retry_failed=retry_failed)
     except (ManifestError, WeightsUnavailable) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"{manifest}: {summary}")
