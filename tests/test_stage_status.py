@@ -242,3 +242,32 @@ def test_the_trainer_and_evaluator_refuse_a_clip_without_music_id():
                         "__url__": "shards/train/train-000000.tar"})
     with pytest.raises(ValueError, match="1 of 3 clips have no music_id"):
         track_gallery(np.ones((3, 4), np.float32), ["m-a", None, "m-a"])
+
+
+def test_split_twice_gives_identical_clips_each_with_its_own_segment_and_has_music_agrees(shared_media, tmp_path):
+    """Big Buck Bunny's first 30 s has two music segments (about 3.1-19.9 s and 24.7-30 s)."""
+    from pipelines.split import SplitConfig, SplitStep
+
+    results = []
+    for run in ("a", "b"):
+        root = tmp_path / run
+        (root / "videos").mkdir(parents=True)
+        shutil.copy(shared_media / "videos" / "big_buck_bunny_0_30.webm", root / "videos" / "local-bbb.webm")
+        step = SplitStep(SplitConfig(data_root=str(root), clip_seconds=10, min_clip_seconds=3))
+        item = {"video_id": "local-bbb", "video_path": "videos/local-bbb.webm", "status": "ok", "fetch_status": "ok"}
+        results.append((root, step(item)))
+    (root_a, a), (root_b, b) = results
+    assert a["status"] == "ok" and len(a["rows"]) >= 2
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):
+        assert (root_a / ra["clip_path"]).read_bytes() == (root_b / rb["clip_path"]).read_bytes()
+        assert (ra["fetch_status"], ra["split_status"], ra["has_music"]) == ("ok", "ok", True)
+        spans = [(s["start_s"], s["end_s"]) for s in ra["music_segments"]]
+        assert (ra["music_start_s"], ra["music_end_s"]) == segment_of(ra["clip_start_s"], ra["clip_end_s"], spans)
+        assert ra["music_start_s"] - 0.05 <= ra["clip_start_s"] and ra["clip_end_s"] <= ra["music_end_s"] + 0.05
+    assert len({(r["music_start_s"], r["music_end_s"]) for r in a["rows"]}) == 2  # not all the main span
+    # music found, but every segment shorter than --min-clip-seconds: no_music, and has_music says so too
+    short = SplitStep(SplitConfig(data_root=str(root_b), clip_seconds=30, min_clip_seconds=20))(
+        {"video_id": "local-bbb", "status": "ok", "video_path": "videos/local-bbb.webm"})
+    row = short["rows"][0]
+    assert row["music_segments"] and "shorter than --min-clip-seconds" in row["error"]
+    assert (row["status"], row["split_status"], row["has_music"]) == ("no_music", "no_music", False)
