@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .fsutil import atomic_path
-from .schema import KEYS, Problem, conform, guess_kind, rows_to_table, validate_table
+from .schema import KEYS, Problem, conform, guess_kind, rows_to_table, schema_for, validate_table
 
 
 class ManifestError(ValueError):
@@ -44,11 +44,50 @@ def _check_kind(table: pa.Table, path: Path, kind: str) -> None:
     """Refuse a table of the other kind, or one without its key or ``status`` column."""
     found = guess_kind(table.schema)
     if found != kind:
-        why = "it has a clip_id column" if found == "clips" else "it has no clip_id column"
+        why = "it has clip columns" if found == "clips" else "it has no clip columns"
         raise ManifestError(f"{path}: a {found} manifest ({why}) where a {kind} manifest is expected")
     missing = [c for c in (KEYS[kind], "status") if c not in table.column_names]
     if missing:
         raise ManifestError(f"{path}: not a {kind} manifest: missing column {', '.join(missing)}")
+
+
+def _check_types(table: pa.Table, path: Path, kind: str) -> None:
+    """Refuse a column whose stored type is not the schema's (``validate_table``'s column check).
+
+    Types that convert without loss of meaning are accepted (an all-null column, int32 for
+    int64, float32 for float64, large_string for string); anything else names file and column.
+    """
+    expected = schema_for(kind)
+    for field in table.schema:
+        if field.name not in expected.names or field.type == expected.field(field.name).type:
+            continue
+        want = expected.field(field.name).type
+        if not _compatible(field.type, want):
+            raise ManifestError(f"{path}: column {field.name} has type {field.type}, expected {want}; "
+                                f"fix the column or write the manifest again (`c98k validate {path}` lists problems)")
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_null(have):
+        return True
+    families = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_timestamp)
+    for family in families:
+        if family(want):
+            return family(have) or (pa.types.is_floating(want) and pa.types.is_integer(have))
+    if pa.types.is_string(want) or pa.types.is_large_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have)
+    if pa.types.is_map(want):
+        return pa.types.is_map(have) and _compatible(have.key_type, want.key_type) and \
+            _compatible(have.item_type, want.item_type)
+    if pa.types.is_list(want) or pa.types.is_large_list(want):
+        return (pa.types.is_list(have) or pa.types.is_large_list(have)) and _compatible(have.value_type, want.value_type)
+    if pa.types.is_struct(want):
+        names = {have.field(i).name: have.field(i).type for i in range(have.num_fields)} \
+            if pa.types.is_struct(have) else {}
+        return bool(names) and all(want.field(i).name in names and _compatible(names[want.field(i).name],
+                                                                                  want.field(i).type)
+                                   for i in range(want.num_fields))
+    return False
 
 
 def manifest_exists(path: str | os.PathLike) -> bool:
@@ -58,12 +97,14 @@ def manifest_exists(path: str | os.PathLike) -> bool:
     return path.exists() or (pdir.is_dir() and any(pdir.glob("part-*.parquet")))
 
 
-def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True) -> pa.Table:
+def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: bool = True,
+                  validate: bool = True) -> pa.Table:
     """Read a manifest (file plus pending parts), newest row per key, conformed to its schema.
 
     Raises ``ManifestError`` naming the file for a missing or unreadable file, a manifest of
-    the other kind (a videos manifest where clips are expected, or the reverse), or one
-    without its key or ``status`` column.
+    the other kind (a videos manifest where clips are expected, or the reverse), one without
+    its key or ``status`` column, a column of the wrong type, or (``validate``) the first
+    problem ``validate_table`` finds.
     """
     path = Path(path)
     sources: list[tuple[Path, pa.Table]] = []
@@ -77,8 +118,16 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: 
     kind = kind or guess_kind(sources[0][1].schema)
     for source, table in sources:
         _check_kind(table, source, kind)
-    merged = pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive")
-    return dedupe_latest(merged, KEYS[kind])
+        _check_types(table, source, kind)
+    merged = dedupe_latest(pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive"),
+                           KEYS[kind])
+    if validate:
+        problems = validate_table(merged, kind, max_problems=2)
+        if problems:
+            more = " (and more)" if len(problems) > 1 else ""
+            raise ManifestError(f"{path}: {problems[0]}{more}; fix it or write it again "
+                                f"(`c98k validate {path}` lists every problem)")
+    return merged
 
 
 def dedupe_latest(table: pa.Table, key: str) -> pa.Table:
@@ -122,7 +171,7 @@ def compact(path: str | os.PathLike, kind: str | None = None) -> Path:
     parts = sorted(pdir.glob("part-*.parquet")) if pdir.is_dir() else []
     if not parts:
         return path
-    table = read_manifest(path, kind)
+    table = read_manifest(path, kind, validate=False)
     write_manifest(table, path, kind, validate=False)
     for p in parts:
         p.unlink(missing_ok=True)

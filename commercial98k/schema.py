@@ -70,7 +70,7 @@ SPLIT_FIELDS = [
     pa.field("has_music", pa.bool_()),
     pa.field("music_ratio", pa.float32()),  # share of the clip's frames classified as music
     pa.field("music_id", pa.string()),  # same track, same id (audio fingerprint)
-    pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64
+    pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64 (or "raw:" + base64 uint32, fpcalc -raw)
     pa.field("video_phash", pa.string()),  # perceptual hash of keyframes (hex)
     pa.field("dup_group", pa.string()),  # near-duplicate video group
     pa.field("clip_path", pa.string()),  # relative to the data root
@@ -114,10 +114,24 @@ LABEL_EVIDENCE_FIELDS = [
 ]
 # ---- end issue 11 ----
 
-VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1])
+# ---- per-stage status (issue 13) -------------------------------------------------------------
+#: Each stage records its own result (``commercial98k.stages``); ``status``/``error`` are derived:
+#: the first stage that did not end ``ok``. A later stage never overwrites an earlier one's result.
+STAGE_FIELDS = [
+    pa.field("fetch_status", pa.string()),
+    pa.field("fetch_error", pa.string()),
+    pa.field("split_status", pa.string()),
+    pa.field("split_error", pa.string()),
+    pa.field("label_status", pa.string()),
+    pa.field("label_error", pa.string()),
+]
+# ---- end of per-stage status -----------------------------------------------------------------
+
+VIDEO_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + PROVENANCE_FIELDS[:1] + STAGE_FIELDS[:2])
 CLIP_SCHEMA = pa.schema(SOURCE_FIELDS + PROBE_FIELDS + SPLIT_FIELDS + LABEL_FIELDS + PROVENANCE_FIELDS
-                        + LABEL_EVIDENCE_FIELDS)
+                        + LABEL_EVIDENCE_FIELDS + STAGE_FIELDS)
 SCHEMAS = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
+_CLIP_ONLY = set(CLIP_SCHEMA.names) - set(VIDEO_SCHEMA.names)
 KEYS = {"videos": "video_id", "clips": "clip_id"}
 
 SPAN_TOLERANCE_S = 0.05
@@ -132,8 +146,12 @@ def schema_for(kind: str) -> pa.Schema:
 
 
 def guess_kind(schema: pa.Schema) -> str:
-    """``clips`` when the table has a ``clip_id`` column, else ``videos``."""
-    return "clips" if "clip_id" in schema.names else "videos"
+    """``clips`` when the table has a ``clip_id`` column or any other clips-only column, else ``videos``.
+
+    (A clips manifest that lost its ``clip_id`` is then reported as a clips manifest missing it.)
+    """
+    names = set(schema.names)
+    return "clips" if "clip_id" in names or names & _CLIP_ONLY else "videos"
 
 
 def rows_to_table(rows: list[dict], kind: str) -> pa.Table:

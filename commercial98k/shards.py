@@ -32,6 +32,7 @@ from .label.gems import row_emotion_vector as emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
 from .shard_filters import check_filtered
+from .shard_report import split_category_counts
 from .splits import assign_splits, check_fractions
 from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 
@@ -185,6 +186,8 @@ def missing_inputs(row: dict, root: DataRoot, with_media: bool, taxonomy: Taxono
         taxonomy.index(row.get("category") or "")
     except UnknownCategory:
         return f"unknown category {row.get('category')!r}"
+    if not row.get("music_id"):
+        return "no music_id (run `c98k split` again: every ok clip gets one)"
     for column in ("frame_embedding", "audio_embedding"):
         if not row.get(column):
             return f"no {column} (not labelled yet)"
@@ -365,7 +368,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
         "dims": {"frames": ctx.dims.get("frames"), "audio": ctx.dims.get("audio"),
                  "emotion": 2 + len(ctx.classes), "tags": ctx.dims.get("tags")},
         "models": _models(rows), "filters": filters.to_dict(), "filtered_out": dict(filtered_out),
-        "splits": splits,
+        "splits": splits, "split_categories": split_category_counts(rows, skipped),
         "split_options": {"fractions": list(fractions), "seed": seed, "grouped_by": ["music_id", "dup_group"]},
         "samples_per_shard": samples_per_shard, "with_media": with_media, "min_tag_count": min_tag_count,
         "skipped": {"count": len(skipped), "by_cause": dict(Counter(_cause_kind(s["cause"]) for s in skipped)),

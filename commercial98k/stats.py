@@ -10,6 +10,8 @@ import base64
 import html
 import io
 import os
+import re
+import textwrap
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -21,20 +23,36 @@ import pyarrow as pa
 from .fsutil import atomic_write_bytes
 from .manifest import read_manifest
 from .schema import guess_kind
+from .stages import stopped_at
+
+_NORMALISE = [  # (pattern, replacement), applied in order: what varies between items of one cause
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "'<…>'"),
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I), "<url>"),
+    (re.compile(r"(?:[A-Za-z]:)?(?:[\w.~-]*/)+[\w.~-]+"), "<path>"),
+    (re.compile(r"^(ERROR: \[[^\]]+\]) [^:\s]+:"), r"\1 <id>:"),  # yt-dlp: ERROR: [extractor] <video id>: ...
+    (re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{6,}\b"), "<id>"),  # ids and hashes: letters and digits
+    (re.compile(r"\b\d+\.\d+\b|\b\d{4,}\b"), "<n>"),  # measurements; 3-digit codes (404) stay
+]
 
 
-def _error_cause(error: str | None) -> str:
-    """The cause class of an error line: the text before the first colon (e.g. ``MediaError``)."""
+def _error_cause(error: str | None, max_len: int = 120) -> str:
+    """The cause of an error line with ids, paths, URLs, quoted values and numbers normalised out.
+
+    "ERROR: [generic] x: ... 404" and "ERROR: [generic] y: ... 404" are one cause.
+    """
     if not error:
         return "(no error text)"
-    return error.split(":", 1)[0].strip()[:60] or "(no error text)"
+    line = " ".join(error.split())
+    for pattern, repl in _NORMALISE:
+        line = pattern.sub(repl, line)
+    return (line[:max_len - 1] + "…" if len(line) > max_len else line) or "(no error text)"
 
 
 #: The columns the summary and the plots read. Rows are built from these alone: a large
 #: manifest's fingerprints, shot lists and feature paths never become Python objects here.
 STATS_COLUMNS = ("video_id", "clip_id", "category", "status", "error", "tags", "platform_tags", "duration_s",
                  "clip_start_s", "clip_end_s", "has_music", "music_id", "valence", "arousal", "emotion",
-                 "category_confidence", "split")
+                 "category_confidence", "split", "fetch_status", "split_status", "label_status")
 STATS_COLUMNS += ("predicted_category",)  # issue 11: predicted vs crawl category
 DISAGREE_BELOW = 0.2  # P(crawl category) under which a differing prediction is a strong disagreement
 
@@ -78,10 +96,11 @@ def summarize(table: pa.Table, top_n: int = 20) -> dict[str, Any]:
         "per_category": {c: dict(v) for c, v in sorted(per_cat.items())},
         "duration_s": _describe(_durations(rows, kind)),
         "failures_by_cause": dict(failures.most_common()),
+        "stopped_at": dict(Counter(stopped_at(r) for r in rows).most_common()),
         "tag_column": tag_column, "distinct_tags": len(tags), "top_tags": tags.most_common(top_n),
     }
     if kind == "clips":
-        known = [r["has_music"] for r in rows if r.get("has_music") is not None]
+        known = [bool(r["has_music"]) and r.get("status") != "no_music" for r in rows if r.get("has_music") is not None]
         music = Counter(r["music_id"] for r in rows if r.get("music_id"))
         reuse = Counter(music.values())
         va = [(r["valence"], r["arousal"]) for r in rows if r.get("valence") is not None and r.get("arousal") is not None]
@@ -147,8 +166,11 @@ def format_summary(s: dict[str, Any]) -> str:
                          + (f"  ! {n} strongly disagree" if n else ""))
     if s["top_tags"]:
         lines.append(f"top {s['tag_column']}: " + ", ".join(f"{t} ({n})" for t, n in s["top_tags"][:10]))
+    if s.get("stopped_at"):
+        lines.append("where rows stopped: " + ", ".join(f"{k}: {n}" for k, n in s["stopped_at"].items()))
     if s["failures_by_cause"]:
-        lines.append("failures by cause: " + ", ".join(f"{c}: {n}" for c, n in s["failures_by_cause"].items()))
+        lines.append("failures by cause:")
+        lines += [f"  {n:6d}  {c}" for c, n in s["failures_by_cause"].items()]
     return "\n".join(lines)
 
 
@@ -237,8 +259,12 @@ def _plots(table: pa.Table, summary: dict[str, Any], plt: Any) -> dict[str, str 
     plots["Failures by cause"] = None
     if summary["failures_by_cause"]:
         fail = list(summary["failures_by_cause"].items())[:20][::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(fail) + 1))
-        ax.barh([c for c, _ in fail], [n for _, n in fail], color="tab:red")
+        labels = [textwrap.fill(c, 48) for c, _ in fail]  # wrapped, never cut
+        height = 0.25 * sum(label.count("\n") + 1 for label in labels) + 0.2 * len(labels) + 1
+        fig, ax = plt.subplots(figsize=(9, height))
+        ax.barh(range(len(fail)), [n for _, n in fail], color="tab:red")
+        ax.set_yticks(range(len(fail)), labels, fontsize=7)
+        fig.tight_layout()
         plots["Failures by cause"] = _png(fig)
     return plots
 

@@ -7,11 +7,13 @@ import logging
 
 import click
 
+from pipelines.errors import CliGroup
+
 # Command modules, in the order a user runs them. Each exposes ``command``.
 COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo", "doctor"]
 
 
-class LazyGroup(click.Group):
+class LazyGroup(CliGroup):
     """Imports a command's module only when that command runs (``c98k fetch`` never loads torch)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

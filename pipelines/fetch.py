@@ -51,6 +51,7 @@ from commercial98k.sources import (
 from commercial98k.sources.common import utc_now
 from commercial98k.sources.filters import is_filter_reason
 from commercial98k.sources.ytdlp import needs_js_runtime
+from commercial98k.stages import record
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,7 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
 
     def check_row(row: dict) -> dict:  # runs in this process, in completion order
         row = _dedupe_content(row, known, root)
+        row = record(row, "fetch", row.get("status"), row.get("error"))
         known.add(row)
         if row.get("url") and breaker.record(platform_key(row), row.get("status") == "blocked"):
             say(f"warning: {breaker.message(platform_key(row))}")

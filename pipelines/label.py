@@ -47,6 +47,7 @@ from commercial98k.label.evidence import (
 )
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import ManifestWriter, read_manifest
+from commercial98k.stages import record, split_result, stage_result
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ def clip_media(row: dict, data_root: Path) -> tuple[Path, float | None, float | 
         audio = within(data_root, row["audio_path"]) if row.get("audio_path") else None
         return video, start, end, audio if audio is not None and audio.is_file() else None
     if not row.get("video_path"):
+        if row.get("clip_path"):
+            raise FileNotFoundError(f"{within(data_root, row['clip_path'])}: clip file missing (and the row has no "
+                                    "video_path to cut it from); restore it, then run `c98k label --retry-failed`")
         raise FileNotFoundError(f"clip {row.get('clip_id')}: neither clip_path nor video_path is set")
     video = within(data_root, row["video_path"])
     if not video.is_file():
@@ -90,17 +94,27 @@ def is_labelled(row: dict, store: FeatureStore, provenance: dict[str, str | None
 
 
 def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, str | None], has_emotion: bool,
-                   limit: int | None = None) -> tuple[list[dict], int]:
-    """(``ok`` rows still to label, number already labelled by these models)."""
+                   limit: int | None = None, retry_failed: bool = False) -> tuple[list[dict], int]:
+    """(rows split made ``ok`` still to label, number already labelled by these models).
+
+    A row whose labelling failed is retried only with ``retry_failed``.
+    """
     pending, done = [], 0
     for r in rows:
-        if r.get("status") != "ok":
+        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and not retry_failed):
             continue
         if is_labelled(r, store, provenance, has_emotion):
             done += 1
         else:
             pending.append(r)
     return (pending[:limit] if limit else pending), done
+
+
+def label_result(row: dict) -> dict:
+    """Record the label step's result (the row's ``status``/``error``) as label's own; split's stays."""
+    if row.get("split_status") is None:  # a row written before per-stage columns: split made it ok
+        row = dict(row, fetch_status=row.get("fetch_status") or "ok", split_status="ok", split_error=None)
+    return record(row, "label", row.get("status") or "failed", row.get("error"))
 
 
 def _failed(row: dict, error: str) -> dict:
@@ -292,7 +306,8 @@ def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore
 
 def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config: LabelConfig | None = None,
               options: LabelOptions | None = None, *, workers: int = 1, engine: str = "local",
-              address: str | None = None, limit: int | None = None, progress: bool | None = None) -> Counter:
+              address: str | None = None, limit: int | None = None, progress: bool | None = None,
+              retry_failed: bool = False) -> Counter:
     """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``)."""
     config, options = config or LabelConfig(), options or LabelOptions()
     data_root = Path(data_root).resolve()
@@ -300,8 +315,9 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     rows = read_manifest(manifest, "clips").to_pylist()
     models = models_for(config)
     prov = models.provenance()  # builds the models: fails early with a clear error
-    pending, done = select_pending(rows, store, prov, config.has_emotion, limit)
-    counts: Counter = Counter(skipped=done, not_ok=sum(r.get("status") != "ok" for r in rows))
+    pending, done = select_pending(rows, store, prov, config.has_emotion, limit, retry_failed)
+    counts: Counter = Counter(skipped=done, not_ok=sum(split_result(r) != "ok" for r in rows),
+                              failed_before=0 if retry_failed else sum(stage_result(r, "label") == "failed" for r in rows))
     log.info("label: %d clips to label, %d already labelled", len(pending), done)
     if not pending:
         return counts
@@ -311,6 +327,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
             try:
                 for row in _local_batches(pending, models, store, options, workers):
                     bar.update(row)
+                    row = label_result(row)
                     writer.add(row)
                     counts["labelled" if row["status"] == "ok" else "failed"] += 1
             finally:
@@ -319,6 +336,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
             step = LabelStep(config, str(data_root), options)
             for row in run_steps(step, pending, workers=workers, engine=engine, address=address, desc="label",
                                  progress=progress):
+                row = label_result(row)
                 writer.add(row)
                 counts["labelled" if row["status"] == "ok" else "failed"] += 1
     return counts

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from commercial98k.shard_report import dropped_lines, split_table
 from commercial98k.shards import ShardFilters, build_shards
 
 
@@ -27,11 +28,6 @@ def summary_lines(index: dict[str, Any], out: str | os.PathLike) -> list[str]:
         lines.append(f"{split:5s}: {s['samples']:7d} samples in {len(s['shards']):4d} shard(s), {size:9.1f} MB")
     lines.append(f"rebuilt {len(index['rebuilt_shards'])} shard(s); tag vocabulary {len(index['tag_vocab'])}; "
                  f"dims {index['dims']}")
-    if index.get("filtered_out"):
-        lines.append("filtered out: " + ", ".join(f"{k}: {v}" for k, v in sorted(index["filtered_out"].items())))
-    skipped = index["skipped"]
-    if skipped["count"]:
-        causes = ", ".join(f"{k}: {v}" for k, v in sorted(skipped["by_cause"].items()))
-        lines.append(f"skipped {skipped['count']} clip(s) ({causes})")
+    lines += split_table(index) + dropped_lines(index)
     lines.append(f"index: {Path(out) / 'index.json'}")
     return lines

@@ -27,14 +27,18 @@ from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
 from commercial98k.split.identity import (
     fingerprint_audio,
     fingerprint_file,
+    fingerprint_problem,
     fingerprinter_info,
     group_duplicates,
     group_music,
     keyframe_times,
+    segment_links,
+    segment_of,
     video_phash,
 )
 from commercial98k.split.music import SAMPLE_RATE, get_detector
 from commercial98k.split.shots import detector_info
+from commercial98k.stages import record, split_result
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class SplitStep:
         root = Path(cfg.data_root)
         video_id = item["video_id"]
         base = {k: item.get(k) for k in VIDEO_COLUMNS}
+        base["fetch_status"] = item.get("fetch_status") or item.get("status")
+        base["fetch_error"] = item.get("fetch_error")
         base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
         try:
             if not item.get("video_path"):
@@ -84,8 +90,7 @@ class SplitStep:
                            clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
                            music_threshold=cfg.music_threshold)
         except Exception as e:
-            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=error_line(e))
-            return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
+            return _none_result(base, video_id, "failed", error_line(e))
         p = s.probe
         base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
                     has_audio=p.has_audio, duration_s=p.duration_s)
@@ -99,13 +104,13 @@ class SplitStep:
             base.update(has_music=main is not None, music_start_s=main[0] if main else None,
                         music_end_s=main[1] if main else None)
         if s.status != "ok":
-            row = dict(base, clip_id=none_clip_id(video_id), status=s.status, error=s.error)
-            return {"video_id": video_id, "status": s.status, "error": s.error, "rows": [row]}
+            if s.status == "no_music":
+                base["has_music"] = False  # has_music agrees with the status
+            return _none_result(base, video_id, s.status, s.error)
         try:
             rows = self._clip_rows(base, path, s, root)
         except Exception as e:
-            row = dict(base, clip_id=none_clip_id(video_id), status="failed", error=error_line(e))
-            return {"video_id": video_id, "status": "failed", "error": row["error"], "rows": [row]}
+            return _none_result(base, video_id, "failed", error_line(e))
         return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
 
     def _clip_rows(self, base: dict, path: Path, s, root: Path) -> list[dict]:
@@ -125,22 +130,33 @@ class SplitStep:
                 fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
             except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
                 fingerprint = fingerprint_file(root / audio_rel)
-            rows.append(dict(
+            segment = segment_of(w.start_s, w.end_s, s.music.spans) if s.music is not None else None
+            rows.append(record(dict(
                 base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,
                 clip_start_frame=w.start_frame, clip_end_frame=w.end_frame,
                 music_ratio=s.music.music_ratio(w.start_s, w.end_s, self.config.music_threshold), fingerprint=fingerprint,
                 video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
-                status="ok", error=None))
+                music_start_s=segment[0] if segment else None, music_end_s=segment[1] if segment else None,
+                has_music=segment is not None), "split", "ok", None))
         return rows
 
 
-def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> tuple[list[dict], int]:
-    """Video rows with status ok that have no finished rows in the clips manifest; and how many were skipped."""
+def _none_result(base: dict, video_id: str, status: str, error: str | None) -> dict:
+    """The one ``<video_id>-none`` row of a video that yields no clip, with split's status."""
+    row = record(dict(base, clip_id=none_clip_id(video_id)), "split", status, error)
+    return {"video_id": video_id, "status": status, "error": error, "rows": [row]}
+
+
+def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
+                   retry_failed: bool = False) -> tuple[list[dict], int]:
+    """Video rows with status ok that split has not finished (with ``retry_failed``: or failed on); and how many were skipped."""
     videos = read_manifest(videos_manifest, "videos")
     done: set[str] = set()
+    finished = FINISHED if retry_failed else (*FINISHED, "failed")
     if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
-        clips = read_manifest(clips_manifest, "clips").select(["video_id", "status"]).to_pylist()
-        done = {r["video_id"] for r in clips if r["status"] in FINISHED}
+        clips = read_manifest(clips_manifest, "clips").select(
+            ["video_id", "clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
+        done = {r["video_id"] for r in clips if split_result(r) in finished}
     rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
     todo = [r for r in rows if r["video_id"] not in done]
     return todo, len(rows) - len(todo)
@@ -154,12 +170,15 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     """
     table = read_manifest(clips_manifest, "clips")
     cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
+    rows = table.select(["clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
+    cols["status"] = [split_result(r) for r in rows]  # split's own result: a label failure keeps its music_id
     with_clips = {v for v, s, c in zip(cols["video_id"], cols["status"], cols["clip_id"], strict=True)
                   if s == "ok" and not c.endswith("-none")}
     keep = [not (c == none_clip_id(v) and v in with_clips) for c, v in zip(cols["clip_id"], cols["video_id"], strict=True)]
     fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
            if f and s == "ok" and k}
-    music = group_music(fps, max_ber=max_ber)
+    spans = table.select(["clip_id", "video_id", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s"])
+    music = group_music(fps, max_ber=max_ber, linked=segment_links(tuple(r.values()) for r in spans.to_pylist()))
     phashes: dict[str, str] = {}
     for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
         if h and v not in phashes:
@@ -169,15 +188,38 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
                              pa.array([music.get(c) for c in cols["clip_id"]], pa.string()))
     table = table.set_column(table.schema.get_field_index("dup_group"), "dup_group",
                              pa.array([dups.get(v) for v in cols["video_id"]], pa.string()))
-    table = table.filter(pa.array(keep))
+    table = without_music_identity(table.filter(pa.array(keep)))
     write_manifest(table, clips_manifest, "clips")
     return table
 
 
+def without_music_identity(table: pa.Table) -> pa.Table:
+    """Make every split-``ok`` clip without a ``music_id`` ``no_music`` with the reason (has_music False).
+
+    After this every ``ok`` clip has a ``music_id``: a clip whose fingerprint is empty or too
+    short cannot be told apart from other tracks, so it never reaches the shards as a track.
+    """
+    rows = table.select(["clip_id", "status", "error", "split_status", "split_error", "label_status", "label_error",
+                         "fetch_status", "fetch_error", "music_id", "fingerprint", "has_music"]).to_pylist()
+    changed = False
+    for r in rows:
+        if split_result(r) == "ok" and not r["music_id"]:
+            why = fingerprint_problem(r["fingerprint"]) or "no music identity (fingerprint matched nothing)"
+            r.update(record(r, "split", "no_music", why), has_music=False)
+            changed = True
+    if not changed:
+        return table
+    for name in ("status", "error", "split_status", "split_error", "has_music"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pa.array([r[name] for r in rows], table.schema.field(i).type))
+    return table
+
+
 def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
-              workers: int = 1, engine: str = "local", address: str | None = None) -> dict:
+              workers: int = 1, engine: str = "local", address: str | None = None,
+              retry_failed: bool = False) -> dict:
     """Split every pending video, then assign identities; return counts by status."""
-    todo, skipped = pending_videos(videos_manifest, clips_manifest)
+    todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
     counts: dict[str, int] = {"skipped": skipped}
     if todo:
         get_detector()  # unpack the model once before the workers start
@@ -198,6 +240,6 @@ def _results(step: SplitStep, todo: list[dict], workers: int, engine: str, addre
         if "rows" not in result:  # the engine caught an unexpected error: record the video as failed
             vid = result.get("video_id") or "?"
             row = {k: result.get(k) for k in VIDEO_COLUMNS}
-            row.update(clip_id=none_clip_id(vid), status="failed", error=result.get("error"))
-            result = {"video_id": vid, "status": "failed", "error": row["error"], "rows": [row]}
+            row.update(fetch_status=row.get("fetch_status") or row.get("status"))
+            result = _none_result(row, vid, "failed", result.get("error"))
         yield result

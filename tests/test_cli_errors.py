@@ -224,3 +224,172 @@ def test_top_level_help_does_not_import_torch_or_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "Usage:" in out
     assert "HEAVY []" in out
+
+
+# ================================================================ issue 13: every command x every bad input
+# Each case: exit code 1, exactly one non-empty stderr line, no "Traceback" anywhere.
+def clean_failure(cli, args: list) -> str:
+    """Run ``cli`` (c98k or yuyin); assert exit 1, one stderr line, no traceback; return that line."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _retype(src: Path, dst: Path, column: str) -> Path:
+    """A copy of a manifest whose ``column`` is stored as strings (a hand-edited, wrong-typed manifest)."""
+    import pyarrow as pa
+
+    table = pq.read_table(src)
+    i = table.schema.get_field_index(column)
+    pq.write_table(table.set_column(i, column, table.column(i).cast(pa.string())), dst)
+    return dst
+
+
+def _truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def damaged(inputs) -> dict[str, Path]:
+    tmp = inputs["tmp"]
+    return {**inputs, "missing": tmp / "no_such_manifest.parquet",
+            "clips_retyped": _retype(inputs["clips"], tmp / "clips_retyped.parquet", "duration_s"),
+            "videos_retyped": _retype(inputs["videos"], tmp / "videos_retyped.parquet", "duration_s"),
+            "clips_truncated": _truncate(inputs["clips"], tmp / "clips_truncated.parquet"),
+            "videos_truncated": _truncate(inputs["videos"], tmp / "videos_truncated.parquet")}
+
+
+C98K_CASES = {
+    "label": ["label", "--manifest", "{m}", "--data-root", "{data_root}"],
+    "build-shards": ["build-shards", "--manifest", "{m}", "--out", "{tmp}/shards_{case}", "--data-root", "{data_root}"],
+    "stats": ["stats", "--manifest", "{m}", "--no-report"],
+    "split": ["split", "--videos-manifest", "{m}", "--manifest", "{tmp}/split_{case}.parquet", "--data-root", "{data_root}"],
+    "fetch": ["fetch", "-c", "food", "-s", "{empty_dir}", "--manifest", "{m}", "--data-root", "{tmp}/fetch_{case}"],
+    "validate": ["validate", "{m}"],
+}
+#: Which manifest a command reads for each damage; fetch creates a missing manifest (not an error).
+DAMAGE = {"missing": ("missing", "missing"), "wrong-typed": ("clips_retyped", "videos_retyped"),
+          "truncated": ("clips_truncated", "videos_truncated")}
+C98K_MATRIX = [(cmd, dmg) for cmd in C98K_CASES for dmg in DAMAGE if not (cmd == "fetch" and dmg == "missing")]
+
+
+@pytest.mark.parametrize("cmd, damage", C98K_MATRIX, ids=[f"{c}-{d}" for c, d in C98K_MATRIX])
+def test_c98k_command_on_a_damaged_manifest_is_one_stderr_line(damaged, cmd, damage):
+    clips_key, videos_key = DAMAGE[damage]
+    m = damaged[videos_key if cmd in ("split", "fetch") else clips_key]
+    args = [a.format(m=m, case=damage, **damaged) for a in C98K_CASES[cmd]]
+    line = clean_failure(main, args)
+    if cmd == "validate" and damage == "wrong-typed":
+        assert "problem(s)" in line  # the problems themselves are listed on stdout
+        return
+    assert str(m) in line, line
+    if damage == "wrong-typed":
+        assert "column duration_s" in line and "expected double" in line, line
+    if damage == "missing":
+        assert "no such" in line, line
+
+
+def test_build_shards_warns_loudly_about_an_empty_split_naming_the_flag(inputs):
+    result = CliRunner().invoke(main, ["build-shards", "--manifest", str(inputs["clips"]), "--out",
+                                       str(inputs["tmp"] / "shards_empty_val"), "--data-root", str(inputs["data_root"]),
+                                       "--split-fractions", "1,0,0", "--any-music"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "EMPTY" in line]
+    assert len(warnings) == 2 and all("--split-fractions" in w for w in warnings), result.stderr
+    assert "'val'" in warnings[0] and "'test'" in warnings[1]
+    assert "category" in result.stdout and "total" in result.stdout  # samples per split x category
+
+
+# ---------------------------------------------------------------- yuyin: missing, truncated shard, empty split
+SMALL = ["--model-opt", "hidden=16", "--model-opt", "embed_dim=8", "--model-opt", "heads=2"]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Good shards, a copy with every shard truncated, a copy with no val/test split, and a 2-step checkpoint."""
+    import shutil
+
+    from commercial98k.shards import build_shards
+    from yuyin.cli import main as yuyin
+
+    tmp = tmp_path_factory.mktemp("yuyin_errors")
+    manifest, data_root = make_labelled_corpus(tmp, n_clips=60, seed=5)
+    good = tmp / "shards"
+    build_shards(manifest, good, data_root, samples_per_shard=20, progress=False)
+    truncated = tmp / "shards_truncated"
+    shutil.copytree(good, truncated)
+    for tar in truncated.glob("*/*.tar"):
+        _truncate(tar, tar)
+    empty = tmp / "shards_train_only"
+    build_shards(manifest, empty, data_root, fractions=(1.0, 0.0, 0.0), samples_per_shard=20, progress=False)
+    ckpt = tmp / "run"
+    r = CliRunner().invoke(yuyin, ["train", "--shards", str(good), "--steps", "2", "--batch-size", "8",
+                                   "--checkpoint-dir", str(ckpt), *SMALL])
+    assert r.exit_code == 0, r.output
+    assert "category" in r.stdout and "total" in r.stdout  # train shows samples per split x category
+    video = tmp / "ad.mp4"
+    video.write_bytes(b"not opened: the library is checked first")
+    return {"good": good, "truncated": truncated, "empty": empty, "ckpt": ckpt, "video": video,
+            "missing": tmp / "no_shards_here", "tmp": tmp}
+
+
+YUYIN_CASES = {
+    "train": ["train", "--shards", "{s}", "--steps", "1", "--batch-size", "8", "--checkpoint-dir", "{tmp}/t_{case}",
+              "--eval-every", "1", *SMALL],
+    "evaluate": ["evaluate", "--checkpoint", "{ckpt}", "--shards", "{s}", "--split", "val", "--out", "{tmp}/e_{case}"],
+    "benchmark": ["benchmark", "--shards", "{s}", "--methods", "cca", "--split", "val", "--steps", "1",
+                  "--out", "{tmp}/b_{case}"],
+    "recommend": ["recommend", "--video", "{video}", "--library", "{s}", "--checkpoint", "{ckpt}",
+                  "--index-dir", "{tmp}/i_{case}"],
+}
+YUYIN_MATRIX = [(c, d) for c in YUYIN_CASES for d in ("missing", "truncated", "empty")
+                if not (c == "recommend" and d == "empty")]  # recommend uses every non-empty split
+
+
+@pytest.mark.parametrize("cmd, damage", YUYIN_MATRIX, ids=[f"{c}-{d}" for c, d in YUYIN_MATRIX])
+def test_yuyin_command_on_damaged_shards_is_one_stderr_line(library, cmd, damage):
+    from yuyin.cli import main as yuyin
+
+    s = library[damage]
+    line = clean_failure(yuyin, [a.format(s=s, case=damage, **library) for a in YUYIN_CASES[cmd]])
+    if damage == "truncated":
+        assert str(library["truncated"]) in line and ".tar" in line and "c98k build-shards" in line, line
+    elif damage == "empty":
+        assert "split 'val' is empty" in line and ("--eval-every" in line or "--split" in line), line
+    else:
+        assert "no shards at" in line and str(s) in line, line
+
+
+def test_verbose_shows_the_traceback(library):
+    from yuyin.cli import main as yuyin
+
+    args = ["-v", "recommend", "--video", str(library["video"]), "--library", str(library["truncated"]),
+            "--checkpoint", str(library["ckpt"]), "--index-dir", str(library["tmp"] / "i_verbose")]
+    result = CliRunner().invoke(yuyin, args)
+    assert result.exit_code == 1 and "Traceback" in result.stderr and "ShardError" in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["build-shards", "--manifest", "{m}", "--out", "{tmp}/shards_noid", "--data-root", "{data_root}"],
+    ["stats", "--manifest", "{m}", "--no-report"],
+    ["label", "--manifest", "{m}", "--data-root", "{data_root}"],
+], ids=["build-shards", "stats", "label"])
+def test_a_clips_manifest_without_clip_id_is_named_as_such(inputs, command):
+    m = inputs["tmp"] / "clips_no_id.parquet"
+    pq.write_table(pq.read_table(inputs["clips"]).drop(["clip_id"]), m)
+    line = clean_failure(main, [a.format(m=m, **inputs) for a in command])
+    assert f"{m}: not a clips manifest: missing column clip_id" in line, line
+
+
+def test_verbose_shows_the_traceback_of_a_handled_c98k_error(damaged):
+    quiet = CliRunner().invoke(main, ["stats", "--manifest", str(damaged["clips_retyped"]), "--no-report"])
+    assert quiet.exit_code == 1 and "Traceback" not in quiet.stderr
+    loud = CliRunner().invoke(main, ["-v", "stats", "--manifest", str(damaged["clips_retyped"]), "--no-report"])
+    assert loud.exit_code == 1 and "Traceback" in loud.stderr and "ManifestError" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1].startswith("error: ")

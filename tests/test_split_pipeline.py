@@ -137,7 +137,7 @@ def test_rerun_skips_finished_retries_failed_and_groups_with_old_clips(first_run
     write_manifest([*videos, _video_row("d")], corpus / "videos.parquet", "videos")
     # the failed video is repaired (a re-upload of c) before the re-run
     shutil.copy(corpus / "data" / "videos" / "c.mp4", corpus / "data" / "videos" / "corrupt.mp4")
-    result = _run(corpus, "--clip-seconds", "10", "--min-clip-seconds", "3")
+    result = _run(corpus, "--clip-seconds", "10", "--min-clip-seconds", "3", "--retry-failed")
     assert result.exit_code == 0, result.output
     finished = len({r["video_id"] for r in rows.values() if r["status"] != "failed"})
     assert f"skipped {finished}" in result.output  # the failed video is retried, d is new

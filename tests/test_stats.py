@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
 from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.stats import summarize, write_report
+from commercial98k.stats import format_summary, summarize, write_report
 from pipelines.cli import main as cli
 
 
@@ -20,7 +20,7 @@ def test_summary_counts_match_the_manifest(tmp_path):
     assert s["kind"] == "clips" and s["rows"] == len(rows)
     for cat, counts in s["per_category"].items():
         assert counts == dict(Counter(r["status"] for r in rows if r["category"] == cat))
-    assert s["failures_by_cause"] == dict(Counter(r["error"].split(":")[0] for r in rows if r["status"] != "ok"))
+    assert s["failures_by_cause"] == dict(Counter(r["error"] for r in rows if r["status"] != "ok"))
     music = Counter(r["music_id"] for r in rows)
     assert s["music"]["tracks"] == len(music) and s["music"]["max_clips_per_track"] == max(music.values())
     assert sum(k * v for k, v in s["music"]["clips_per_track"].items()) == len(rows)
@@ -54,7 +54,7 @@ def test_unlabelled_and_videos_manifests(tmp_path):
     vpath = write_manifest(videos, tmp_path / "videos.parquet", kind="videos")
     res = CliRunner().invoke(cli, ["stats", "--manifest", str(vpath), "--report", str(tmp_path / "v.html")])
     assert res.exit_code == 0, res.output
-    assert "videos manifest: 2 rows" in res.output and "DownloadError: 1" in res.output
+    assert "videos manifest: 2 rows" in res.output and "1  DownloadError: HTTP 404" in res.output
     assert "dog (1)" in res.output and (tmp_path / "v.html").is_file()
     bad = CliRunner().invoke(cli, ["stats", "--manifest", str(tmp_path / "missing.parquet"), "--no-report"])
     assert bad.exit_code == 1 and "no such manifest" in bad.output
@@ -77,3 +77,31 @@ def test_predicted_vs_crawl_category_flags_strong_disagreements(tmp_path):
     res = CliRunner().invoke(cli, ["stats", "--manifest", str(path), "--no-report"])
     assert res.exit_code == 0, res.output
     assert "predicted vs crawl category" in res.output and "strongly disagree" in res.output
+
+
+def test_failures_are_grouped_by_normalised_cause_and_rows_by_where_they_stopped(tmp_path):
+    from commercial98k.stats import _error_cause
+
+    errors = ["ERROR: [generic] x: Unable to download webpage: HTTP Error 404: Not Found",
+              "ERROR: [generic] y: Unable to download webpage: HTTP Error 404: Not Found",
+              "ERROR: [generic] 'file:///tmp/a.mp4' is not a valid URL",
+              "ERROR: [generic] 'javascript:alert(1)' is not a valid URL",
+              "ERROR: [generic] z: Unable to download webpage: HTTP Error 403: Forbidden"]
+    assert _error_cause(errors[0]) == _error_cause(errors[1]) == \
+        "ERROR: [generic] <id>: Unable to download webpage: HTTP Error 404: Not Found"
+    assert _error_cause(errors[2]) == _error_cause(errors[3])
+    assert _error_cause(errors[4]) != _error_cause(errors[0])  # the HTTP code is part of the cause
+    videos = [{"video_id": f"v{i}", "status": "failed", "fetch_status": "failed", "error": e, "fetch_error": e,
+               "category": "pets"} for i, e in enumerate(errors)]
+    s = write_report(write_manifest(videos, tmp_path / "videos.parquet", kind="videos"), None)
+    assert sorted(s["failures_by_cause"].values()) == [1, 2, 2]
+    assert s["stopped_at"] == {"fetch failed": 5}
+    long_cause = "MediaError: " + "a very long explanation of what went wrong " * 3
+    clips = [{"video_id": "v", "clip_id": f"v-c{i:03d}", "category": "food", "fetch_status": "ok",
+              "split_status": "ok", "label_status": "failed", "status": "failed", "label_error": long_cause,
+              "error": long_cause} for i in range(3)]
+    report = tmp_path / "clips.html"
+    s = write_report(write_manifest(clips, tmp_path / "c98k.parquet", kind="clips"), report)
+    assert s["stopped_at"] == {"label failed": 3}
+    assert "where rows stopped: label failed: 3" in format_summary(s)
+    assert "Failures by cause" in report.read_text()

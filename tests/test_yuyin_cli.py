@@ -61,7 +61,7 @@ def test_train_resume_evaluate(project, tmp_path):
 
 def test_bad_inputs_give_one_line_errors(project, tmp_path):
     r = CliRunner().invoke(main, ["train", "--shards", str(tmp_path), "--steps", "1"])
-    assert r.exit_code == 2 and "no shards at" in r.output
+    assert r.exit_code == 1 and "no shards at" in r.output
     r = CliRunner().invoke(main, ["train", "--shards", str(project / "shards"), "--device", "tpu", "--steps", "1",
                                   "--checkpoint-dir", str(tmp_path / "x")])
     assert r.exit_code == 1 and "unknown device 'tpu'" in r.output

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from pipelines.errors import CliGroup
+
 DEFAULT_MANIFEST = "manifests/c98k.parquet"
 
 
@@ -21,7 +23,7 @@ def resolve_shards(manifest: str | None, shards: str | None) -> Path:
         m = Path(manifest or DEFAULT_MANIFEST)
         path = (m.parent.parent if m.parent.name == "manifests" else m.parent) / "shards"
     if not (path / "index.json").is_file():
-        raise click.UsageError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
+        raise FileNotFoundError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
     if manifest and not shards and Path(manifest).is_file():
         from commercial98k.fsutil import sha256_file
 
@@ -30,6 +32,28 @@ def resolve_shards(manifest: str | None, shards: str | None) -> Path:
             click.echo(f"warning: {path} was built from another version of {manifest}; "
                        "run `c98k build-shards` to refresh it", err=True)
     return path
+
+
+def check_splits(shards: Path, needed: dict[str, str], show_table: bool = False) -> None:
+    """Refuse (one line) a needed split that is empty; with ``show_table`` print samples per split x category.
+
+    ``needed``: split -> the flag that asks for it (named in the error).
+    """
+    from commercial98k.shard_report import dropped_lines, split_table
+
+    from .data import load_index
+
+    index = load_index(shards)
+    if show_table and int(os.environ.get("RANK", "0")) == 0:
+        for line in split_table(index) + dropped_lines(index):
+            click.echo(line)
+    for split, flag in needed.items():
+        if split not in index["splits"]:
+            raise ValueError(f"{shards}: no split {split!r} (the index has {', '.join(index['splits'])}); "
+                             f"change {flag}")
+        if not index["splits"][split].get("samples"):
+            raise ValueError(f"{shards}: split {split!r} is empty, but {flag} needs it; rebuild with "
+                             "`c98k build-shards --split-fractions` giving it a share, or change " + flag)
 
 
 def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -46,10 +70,11 @@ def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e)) from e
+    """Hand ``e`` to the one error surface (``pipelines.errors.CliGroup``): one line, ``-v`` for the traceback."""
+    raise e
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="commercial98k")
 def main(verbose: int) -> None:
@@ -124,6 +149,10 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
 
     cfg = _config(config_path, resolve_shards(manifest, shards), checkpoint_dir=checkpoint_dir,
                   checkpoint_every=checkpoint_every, eval_every=eval_every, **flags)
+    needed = {"train": "yuyin train"}
+    if cfg.eval_every:
+        needed[cfg.eval_split] = "--eval-every (pass --eval-every 0 to train without validation)"
+    check_splits(Path(cfg.shards), needed, show_table=True)
     if resume == "last":
         resume = cfg.checkpoint_dir
     try:
@@ -149,6 +178,7 @@ def evaluate(checkpoint, manifest, shards, split, out, device, batch_size) -> No
     from .evaluate import evaluate_checkpoint, report_markdown, write_report
 
     shards_path = resolve_shards(manifest, shards)
+    check_splits(shards_path, {split: "--split"})
     try:
         report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
         out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
@@ -175,6 +205,7 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
     """Rank the library's tracks for a new video (the music index is built once and saved)."""
     from .recommend import recommend_video
 
+    resolve_shards(None, library)  # one line when the library has no index.json
     try:
         result = recommend_video(video, checkpoint, library, k, device, index_dir, frame_model,
                                  start_s, end_s, whole)
@@ -198,6 +229,7 @@ def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> No
     from .baselines import METHODS, run_benchmark
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
+    check_splits(Path(cfg.shards), {"train": "yuyin benchmark", split: "--split"})
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     try:
         run_benchmark(cfg, out, chosen, split)

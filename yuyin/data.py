@@ -46,16 +46,56 @@ def load_index(shards_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(shards_dir) / "index.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shard index (run `c98k build-shards --out {shards_dir}` first)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"{path}: not a readable shard index ({e}); run `c98k build-shards --out {shards_dir}` "
+                         "again") from e
+    if not isinstance(index, dict) or not isinstance(index.get("splits"), dict):
+        raise ShardError(f"{path}: not a shard index (no 'splits'); run `c98k build-shards --out {shards_dir}` again")
+    return index
 
 
-def shard_urls(shards_dir: str | os.PathLike, split: str, index: dict | None = None) -> list[str]:
-    """Absolute paths of a split's shards, in index order."""
+class ShardError(ValueError):
+    """A shard that does not match ``index.json`` (truncated, changed, missing), or an unusable split."""
+
+
+def shard_urls(shards_dir: str | os.PathLike, split: str, index: dict | None = None, verify: bool = True) -> list[str]:
+    """Absolute paths of a split's shards, in index order; each checked against index.json (``verify_shard``)."""
     index = index or load_index(shards_dir)
     if split not in index["splits"]:
         raise KeyError(f"unknown split {split!r}; the index has {', '.join(index['splits'])}")
-    return [str(Path(shards_dir) / s["path"]) for s in index["splits"][split]["shards"]]
+    entries = index["splits"][split]["shards"]
+    if verify:
+        for entry in entries:
+            verify_shard(Path(shards_dir), entry)
+    return [str(Path(shards_dir) / s["path"]) for s in entries]
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 checked in this process
+
+
+def verify_shard(shards_dir: Path, entry: dict[str, Any]) -> None:
+    """Raise ``ShardError`` naming the shard when its size or sha256 differs from index.json.
+
+    A file is hashed once per process (re-checked when its size or mtime changes).
+    """
+    from commercial98k.fsutil import sha256_file
+
+    path = shards_dir / entry["path"]
+    redo = f"run `c98k build-shards --out {shards_dir}` again"
+    if not path.is_file():
+        raise ShardError(f"{path}: shard missing; {redo}")
+    st = path.stat()
+    if entry.get("bytes") is not None and st.st_size != entry["bytes"]:
+        raise ShardError(f"{path}: shard is {st.st_size} bytes, index.json says {entry['bytes']} "
+                         f"(truncated or changed); {redo}")
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if entry.get("sha256") and _VERIFIED.get(key) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
+            raise ShardError(f"{path}: shard sha256 differs from index.json (corrupt or changed); {redo}")
+        _VERIFIED[key] = entry["sha256"]
 
 
 _NPY_HEADER = re.compile(r"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), *\}")
@@ -92,6 +132,9 @@ class DecodeSample:
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(raw["json"])
+        if not meta.get("music_id"):
+            raise ShardError(f"{raw.get('__url__', 'a shard')}: clip {raw['__key__']} has no music_id (every track "
+                             "needs one); run `c98k split` then `c98k build-shards` again")
         out: dict[str, Any] = {"clip_id": raw["__key__"], "meta": meta}
         for name in ARRAY_MEMBERS:
             out[name] = _npy(raw[f"{name}.npy"])
@@ -156,7 +199,8 @@ def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = Fals
     """
     urls = shard_urls(shards_dir, split)
     if not urls:
-        raise ValueError(f"{shards_dir}: split {split!r} has no shards")
+        raise ShardError(f"{shards_dir}: split {split!r} has no shards (no clips were assigned to it); "
+                         "rebuild with `c98k build-shards --split-fractions` giving it a share, or choose another split")
     ds = wds.WebDataset(urls, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
                         shardshuffle=len(urls) if shuffle else False, detshuffle=True, seed=seed,
                         empty_check=False, handler=handler)

@@ -24,7 +24,14 @@ KS = (1, 5, 10, 25, 50)
 
 
 def track_gallery(music: np.ndarray, music_ids: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Average clip music embeddings per ``music_id``: (gallery [M,E] L2-normalised, track ids, clip->track [N])."""
+    """Average clip music embeddings per ``music_id``: (gallery [M,E] L2-normalised, track ids, clip->track [N]).
+
+    A clip without a ``music_id`` is refused (it would pose as one shared track).
+    """
+    missing = sum(1 for m in music_ids if not m)
+    if missing:
+        raise ValueError(f"{missing} of {len(music_ids)} clips have no music_id; run `c98k split` (it gives every "
+                         "ok clip one) and `c98k build-shards` again")
     tracks = sorted(set(music_ids))
     pos = {t: i for i, t in enumerate(tracks)}
     owner = np.array([pos[m] for m in music_ids], dtype=np.int64)

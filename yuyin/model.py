@@ -179,6 +179,9 @@ def _head(hidden: int, out: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
 
+MAX_LOGIT_SCALE = math.log(100.0)  # exp(logit_scale) <= 100, as in CLIP
+
+
 class YuYin(nn.Module):
     """The full model. ``forward(batch)`` takes the batch dict of ``yuyin.data`` (tensors on one device)."""
 
@@ -210,8 +213,16 @@ class YuYin(nn.Module):
             self.register_buffer("logit_scale", init)
 
     def scale(self) -> Tensor:
-        """exp(logit_scale), clamped at 100 as in CLIP."""
-        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+        """exp(logit_scale); ``clamp_logit_scale`` keeps it within [1, 100] after each optimiser step."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Clamp ``logit_scale`` to [0, ln 100] in place, after the optimiser step (as open_clip does).
+
+        Clamping inside ``forward`` would zero its gradient past the bound, so it could get stuck there.
+        """
+        self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
 
     def video_repr(self, frames: Tensor, mask: Tensor) -> Tensor:
         return self.video_encoder(frames, mask)

@@ -243,6 +243,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.model.clamp_logit_scale()  # in place, after the step (open_clip style)
         self.scheduler.step()
         parts["loss"] = float(loss.detach())
         if out["wfm_weights"] is not None:

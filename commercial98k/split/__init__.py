@@ -43,6 +43,16 @@ class VideoStructure:
         return self.probe.duration_s
 
 
+#: Audio whose loudest sample is below this (dBFS) is reported as silent, not as "no music".
+SILENT_DB = -60.0
+
+
+def _max_db(audio: np.ndarray | None) -> float:
+    """Peak level of decoded audio in dBFS (-inf for none or all zeros)."""
+    peak = float(np.max(np.abs(audio))) if audio is not None and len(audio) else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+
 def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float | None = None,
                downscale: int | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS,
                min_clip_seconds: float = DEFAULT_MIN_CLIP_SECONDS, music_threshold: float = 0.5,
@@ -74,7 +84,9 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     if require_music:
         if music is None or not music.has_music:
             peak = float(music.probs.music.max()) if music is not None and len(music.probs) else 0.0
-            why = (f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
+            level = _max_db(audio)
+            why = (f"audio is silent (max {level:.0f} dB)" if level < SILENT_DB else
+                   f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
                    f"P(music) reaches {peak:.2f} only in bursts shorter than the 2 s minimum span")
             return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
                                   error=f"no background music detected ({why})")

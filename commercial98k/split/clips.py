@@ -93,10 +93,15 @@ def cut_clip(video_path: str | Path, out_path: str | Path, start_s: float, end_s
     else:
         video = inp.video.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
     streams = [video, inp.audio] if with_audio else [video]
+    # Deterministic: one encoder thread (x264's frame threads and lookahead split depend on the
+    # thread count), bit-exact flags and no metadata (encoder version, times), so the same input
+    # gives byte-identical clips on every run.
     kw = {"t": f"{end_s - start_s:.6f}", "vcodec": "libx264", "preset": preset, "crf": crf,
-          "pix_fmt": "yuv420p", "movflags": "+faststart", "format": "mp4"}
+          "pix_fmt": "yuv420p", "movflags": "+faststart", "format": "mp4", "threads": 1,
+          "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0", "fflags": "+bitexact",
+          "flags:v": "+bitexact", "map_metadata": -1, "map_chapters": -1}
     if with_audio:
-        kw.update(acodec="aac", audio_bitrate="128k")
+        kw.update({"acodec": "aac", "audio_bitrate": "128k", "flags:a": "+bitexact"})
     with atomic_path(out_path, suffix=".mp4") as tmp:
         try:
             ffmpeg.output(*streams, str(tmp), **kw).overwrite_output().run(

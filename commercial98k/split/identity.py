@@ -26,6 +26,7 @@ rescaled and trimmed copy of the Big Buck Bunny trailer with the original. Group
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -91,29 +92,40 @@ def fingerprint_audio(audio: np.ndarray, sample_rate: int) -> str:
     return fp.finish().decode("ascii")
 
 
-def fingerprint_file(path: str | Path, max_seconds: int = 120) -> str:
-    """Compressed base64 fingerprint of a file with ``fpcalc`` (argument list, no shell).
+RAW_PREFIX = "raw:"
 
+
+def encode_raw(items: Sequence[int] | np.ndarray) -> str:
+    """A raw fingerprint as text: ``raw:`` + base64 of little-endian uint32 items (no libchromaprint needed)."""
+    return RAW_PREFIX + base64.b64encode(np.asarray(items, np.int64).astype("<u4").tobytes()).decode("ascii")
+
+
+def fingerprint_file(path: str | Path, max_seconds: int = 120) -> str:
+    """Raw fingerprint of a file with ``fpcalc -raw`` (argument list, no shell), as ``encode_raw`` text.
+
+    The fallback when libchromaprint cannot be loaded: raw items decode without the library.
     fpcalc 1.5 exits non-zero on a harmless end-of-file decode message; its output is used
     whenever it holds a fingerprint.
     """
     fpcalc = shutil.which("fpcalc")
     if not fpcalc:
         raise MediaError("fpcalc not found: install Debian's libchromaprint-tools")
-    proc = subprocess.run([fpcalc, "-json", "-length", str(max_seconds), str(path)],
+    proc = subprocess.run([fpcalc, "-raw", "-json", "-length", str(max_seconds), str(path)],
                           capture_output=True, text=True, check=False, timeout=300)
     try:
-        return json.loads(proc.stdout)["fingerprint"]
-    except (ValueError, KeyError):
+        return encode_raw(json.loads(proc.stdout)["fingerprint"])
+    except (ValueError, KeyError, TypeError):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise MediaError(f"{path}: fpcalc failed ({last})") from None
 
 
 def decode(fingerprint: str) -> np.ndarray:
-    """Raw uint32 items of a compressed base64 fingerprint."""
+    """Raw uint32 items of a fingerprint: ``encode_raw`` text, or Chromaprint's compressed base64."""
+    if fingerprint.startswith(RAW_PREFIX):
+        return np.frombuffer(base64.b64decode(fingerprint[len(RAW_PREFIX):]), "<u4").astype(np.uint32)
     cp = _chromaprint()
     if cp is None:
-        raise MediaError("libchromaprint is needed to decode fingerprints")
+        raise MediaError("libchromaprint is needed to decode compressed fingerprints")
     raw, _ = cp.decode_fingerprint(fingerprint.encode("ascii"))
     return np.asarray(raw, np.int64).astype(np.uint32)
 
@@ -187,16 +199,20 @@ def _candidate_pairs(raws: list[np.ndarray], shift: int, limit: int) -> dict[tup
 
 def group_music(fingerprints: dict[str, str | np.ndarray], max_ber: float = 0.15, min_overlap: int = 16,
                 prefix_shift: int = 12, min_shared: int = 3, stop_share: float = 0.05,
-                window: int | None = MATCH_WINDOW) -> dict[str, str]:
+                window: int | None = MATCH_WINDOW, linked: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
     """Map clip_id -> music_id; clips whose fingerprints match (any offset) share an id.
 
     Candidates share at least ``min_shared`` item prefixes (``item >> prefix_shift``); prefixes
-    found in more than ``stop_share`` of the clips (silence, tones) are ignored.
+    found in more than ``stop_share`` of the clips (silence, tones) are ignored. ``linked`` pairs
+    (clips cut from one music segment, see ``segment_links``) share an id by construction.
     """
     raw = {k: (decode(v) if isinstance(v, str) else np.asarray(v, np.uint32)) for k, v in fingerprints.items()}
-    raw = {k: v for k, v in raw.items() if len(v)}
+    raw = {k: v for k, v in raw.items() if len(v) and (len(v) == 1 or (v != v[0]).any())}  # not empty, not silent
     keys = sorted(raw)
     uf = UnionFind(keys)
+    for a, b in linked:
+        if a in raw and b in raw:
+            uf.union(a, b)
     pair_offsets = _candidate_pairs([raw[k] for k in keys], prefix_shift, max(50, int(stop_share * len(keys))))
     pairs = [(ab, offs) for ab, offs in pair_offsets.items() if sum(offs.values()) >= min_shared]
     for (ca, cb), offs in tqdm(pairs, desc="music identity", unit="pair", disable=len(pairs) < 5000):
@@ -208,6 +224,58 @@ def group_music(fingerprints: dict[str, str | np.ndarray], max_ber: float = 0.15
         if best_match(a, b, overlap, sorted(cand), window)[0] <= max_ber:
             uf.union(keys[ca], keys[cb])
     return _group_ids(uf, "m")
+
+
+#: A fingerprint shorter than this (items of ~0.124 s; 16 ~ 2 s) cannot identify a track.
+MIN_FINGERPRINT_ITEMS = 16
+
+
+def fingerprint_problem(fingerprint: str | None) -> str | None:
+    """Why a clip's fingerprint cannot give it a music identity (empty, too short), or None."""
+    if not fingerprint:
+        return "no audio fingerprint"
+    try:
+        items = decode(fingerprint)
+    except Exception as e:  # a damaged fingerprint string
+        return f"unreadable audio fingerprint ({type(e).__name__}: {e})"
+    n = len(items)
+    if n == 0:
+        return "empty audio fingerprint: the clip's audio is silent or too quiet for Chromaprint"
+    if len(np.unique(items)) == 1:
+        return "constant audio fingerprint: the clip's audio is silent (every silent clip would be one track)"
+    if n < MIN_FINGERPRINT_ITEMS:
+        return (f"audio fingerprint too short ({n} items, ~{n * ITEM_S:.1f} s < "
+                f"{MIN_FINGERPRINT_ITEMS * ITEM_S:.0f} s) to identify the track")
+    return None
+
+
+def segment_of(start_s: float, end_s: float, spans: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """The music span a clip window was cut from: the one holding most of ``[start_s, end_s]``."""
+    best, overlap = None, 0.0
+    for a, b in spans:
+        o = min(end_s, b) - max(start_s, a)
+        if o > overlap:
+            best, overlap = (float(a), float(b)), o
+    return best
+
+
+def segment_links(clips: Iterable[tuple[str, str, float | None, float | None, float | None, float | None]],
+                  tol: float = 0.05) -> list[tuple[str, str]]:
+    """Pairs of clips cut from one music segment: same video and segment, window inside the segment.
+
+    ``clips``: (clip_id, video_id, clip_start_s, clip_end_s, music_start_s, music_end_s).
+    """
+    first: dict[tuple[str, float, float], str] = {}
+    links = []
+    for cid, vid, cs, ce, ms, me in clips:
+        if None in (cs, ce, ms, me) or cs < ms - tol or ce > me + tol:
+            continue
+        key = (vid, round(ms, 3), round(me, 3))
+        if key in first:
+            links.append((first[key], cid))
+        else:
+            first[key] = cid
+    return links
 
 
 # ---------------------------------------------------------------- perceptual hash

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.schema import STATUSES
+from commercial98k.shard_report import empty_split_warnings
 from commercial98k.shards import ShardFilters
 from commercial98k.taxonomy import load_taxonomy
 from pipelines import shards as stage
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root
 
 
@@ -70,7 +70,8 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
                           samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
                           verify_sha256=verify)
     except (ManifestError, OSError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     for line in stage.summary_lines(index, out):
         click.echo(line)
+    for line in empty_split_warnings(index):
+        click.echo(line, err=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.demo.corpus import STYLES
@@ -12,6 +10,7 @@ from commercial98k.demo.render import RenderError
 from commercial98k.demo.runner import StepFailed
 from commercial98k.demo.steps import demo_steps
 from commercial98k.manifest import ManifestError
+from pipelines.errors import fail
 
 
 @click.command("demo")
@@ -52,5 +51,4 @@ def command(work_dir: str, videos_per_category: int | None, categories: str | No
     try:
         run_demo(cfg, only=set(steps) or None, force=force)
     except (StepFailed, MusicUnavailable, RenderError, ManifestError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)

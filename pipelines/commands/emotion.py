@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.label.emotion_data import DATASETS
+from pipelines.errors import fail
 from pipelines.options import device_option
 
 
@@ -51,9 +50,7 @@ def _common(f):
 
 
 def _fail(e: Exception) -> None:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(1)
+    fail(e)
 
 
 @click.group("emotion")

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -64,6 +65,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
       c98k fetch -c cosmetics -s ~/ads/cosmetics   # a folder of local video files
       c98k fetch -c all --engine ray --address auto --workers 32
     """
+    from commercial98k.manifest import ManifestError
     from commercial98k.sources import UnsafeSourceError, UrlFileError, YtdlpOptions
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch
@@ -75,9 +77,8 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
                        workers=workers, engine=engine, address=address, retry_failed=retry_failed)
     except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        click.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
+        fail(e, 1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)
     if result.no_source_read:
         click.echo(f"error: {result.failure_line()}", err=True)
         sys.exit(1)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options
 
 
@@ -56,11 +55,13 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
               show_default=True, help="How frame class scores become category evidence (clip: zero-shot prompts).")
 @click.option("--category-calibration", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration).")
+@click.option("--retry-failed", is_flag=True, help="Label clips whose labelling failed before again.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
             address: str | None, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
-            visual_evidence: str = "table", category_calibration: str | None = None) -> None:
+            visual_evidence: str = "table", category_calibration: str | None = None,
+            retry_failed: bool = False) -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
 
     \b
@@ -76,6 +77,7 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
       c98k label --device cuda --batch-size 64 --clips-per-batch 16
       c98k label --audio-model openl3 --emotion-model none --limit 100
       c98k label --weights emotion=models/emotion_head.npz
+      c98k label --retry-failed                 # once the missing clip files are back
     """
     from commercial98k.label.clip_features import LabelConfig
     from commercial98k.manifest import ManifestError
@@ -90,10 +92,10 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
                            clips_per_batch=clips_per_batch)
     try:
         counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
-                           address=address, limit=limit)
+                           address=address, limit=limit, retry_failed=retry_failed)
     except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(1)
+        fail(e)
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
-               f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}")
+               f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}"
+               + (f", failed before {counts['failed_before']} (--retry-failed retries them)"
+                  if counts["failed_before"] else ""))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.models.weights import WeightsUnavailable
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -31,10 +30,11 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
               help="YAMNet P(music) that starts a music segment (it ends below 0.6x this).")
 @click.option("--clip-height", type=click.IntRange(0), default=480, show_default=True,
               help="Scale clips taller than this down to it (0: keep the source size).")
+@click.option("--retry-failed", is_flag=True, help="Split videos whose split failed before again.")
 @engine_options
 def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
-            clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, workers: int,
-            engine: str, address: str | None) -> None:
+            clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int,
+            retry_failed: bool, workers: int, engine: str, address: str | None) -> None:
     """Cut every fetched video into clips where its background music plays.
 
     \b
@@ -42,7 +42,7 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
     --clip-seconds cut to data/clips/<clip_id>.mp4 with their audio in data/audio/<clip_id>.wav
     (mono 16 kHz), a Chromaprint fingerprint per clip and a perceptual hash of keyframes.
     Then clips of the same track get one music_id and re-uploaded videos one dup_group.
-    Resumable: finished videos are skipped, failed ones retried.
+    Resumable: finished videos are skipped; failed ones too, unless --retry-failed.
 
     \b
     Examples:
@@ -59,9 +59,9 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                          min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
                          clip_height=clip_height or None)
     try:
-        counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address)
+        counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
+                           retry_failed=retry_failed)
     except (ManifestError, WeightsUnavailable) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"{manifest}: {summary}")

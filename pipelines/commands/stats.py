@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.stats import format_summary, write_report
+from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST
 
 
@@ -31,8 +30,7 @@ def command(manifest: str, report: str, no_report: bool, top_n: int) -> None:
     try:
         summary = write_report(manifest, None if no_report else report, top_n)
     except (ManifestError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     click.echo(format_summary(summary))
     if not no_report:
         click.echo(f"report: {report}")

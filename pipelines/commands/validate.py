@@ -8,6 +8,7 @@ import click
 
 from commercial98k.manifest import ManifestError, problems_in
 from commercial98k.schema import SCHEMAS
+from pipelines.errors import fail
 
 
 @click.command("validate")
@@ -28,8 +29,7 @@ def command(path: str, kind: str | None, max_problems: int) -> None:
     try:
         problems = problems_in(path, kind)
     except (ManifestError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     for p in problems[:max_problems]:
         click.echo(f"{path}: {p}")
     if problems:
