@@ -32,8 +32,12 @@ def test_scan_matches_the_separate_decoders(shared_media):
     assert len(scan.probs) == len(whole) and np.abs(scan.probs.music - whole.music).max() < 0.05
     assert spans_from_probs(scan.probs) == spans_from_probs(whole)
     times = keyframe_times([(s.start_s, s.end_s) for s in shots.shots], shots.num_frames / shots.fps)
-    # the same keyframes, hashed from the small frames of the one pass
-    assert phash_similarity(scan.keyframe_phash(times), video_phash(path, times)) >= 0.8
+    # the same keyframes, hashed from the small frames of the one pass: close to the 128 px hashes
+    # of a separate decode, far from another video's
+    ours = scan.keyframe_phash(times)
+    assert len(ours.split(",")) >= len(times) - 2 and phash_similarity(ours, video_phash(path, times)) >= 0.5
+    other = scan_video(shared_media / "videos" / "pyscenedetect_testvideo.mp4", shots=False)
+    assert phash_similarity(ours, other.keyframe_phash(times)) <= 0.2
 
 
 def test_chunked_music_equals_the_whole_track(shared_media):
@@ -53,10 +57,8 @@ def test_decode_span_gives_the_span(shared_media):
     path = shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv"
     audio, frames = decode_span(path, 8.5, 14.5, 16000, 1.0, 224)
     assert frames.shape == (6, 224, 224, 3) and frames.dtype == np.uint8
-    ref = load_audio(path, 16000, start_s=8.5, duration_s=6.0)
-    assert abs(len(audio) - len(ref)) <= 160
-    n = min(len(audio), len(ref))
-    assert np.corrcoef(audio[:n], ref[:n])[0, 1] > 0.99
+    ref = load_audio(path, 16000)[int(8.5 * 16000):int(14.5 * 16000)]  # the span of the whole track
+    assert len(audio) == len(ref) and np.abs(audio - ref).max() < 1e-3
 
 
 _RSS_SCRIPT = """

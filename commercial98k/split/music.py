@@ -258,8 +258,8 @@ def patch_rms(audio: np.ndarray, first: int, count: int, offset: int = 0) -> np.
     width = int(PATCH_S * SAMPLE_RATE)
     out = np.zeros(count)
     for k in range(count):
-        s = int((first + k) * HOP_S * SAMPLE_RATE) - offset
-        if 0 <= s < len(audio):
+        s = max(0, int((first + k) * HOP_S * SAMPLE_RATE) - offset)  # int() of 15 * 0.48 * 16000 is 115199
+        if s < len(audio):
             out[k] = np.sqrt(np.mean(np.square(audio[s:s + width], dtype=np.float64)))
     return out
 
