@@ -8,6 +8,8 @@ figure is per core):
 * ``decode``: what the stages decode: audio at 16 kHz (``media.load_audio``) and frames at 1 fps,
   224 px (``media.load_frames``);
 * ``shots``: ``split.shots.detect_shots`` (PySceneDetect adaptive detector, its own decoding);
+* ``split, one decode``: ``split.decode.scan_video``, what ``c98k split`` runs per video: one
+  decode serving shots, keyframe pHashes and YAMNet (compare with decode + shots + music segment);
 * ``music segment``: ``split.music`` YAMNet music/speech segmentation of the decoded audio;
 * ``embeddings``: the audio model (musicnn) on the audio and the frame model
   (EfficientNet-Lite0) on the frames, then each of them alone;
@@ -95,6 +97,13 @@ def stage_shots(item: Item, models: dict) -> None:
     item.cache["shots"] = detect_shots(item.path)
 
 
+def stage_split_once(item: Item, models: dict) -> None:
+    """What ``c98k split`` decodes now: one PyAV pass for shots, keyframe pHashes and YAMNet."""
+    from commercial98k.split.decode import scan_video
+
+    scan_video(item.path, music_detector=models["music"] if item.has_audio else None)
+
+
 def stage_music(item: Item, models: dict) -> None:
     item.cache["music"] = models["music"].segment(item.cache["audio"])
 
@@ -128,6 +137,7 @@ STAGES: dict[str, tuple[Callable[[Item, dict], None], bool, tuple[str, ...]]] = 
     "ffmpeg decode (reference)": (stage_reference, False, ()),
     "decode": (stage_decode, False, ()),
     "shots": (stage_shots, False, ()),
+    "split, one decode (shots+pHash+music)": (stage_split_once, False, ("music",)),
     "music segment": (stage_music, True, ("music",)),
     "embeddings": (stage_embeddings, False, ("audio", "frames")),
     "  audio (musicnn)": (stage_audio_embedding, True, ("audio",)),

@@ -3,11 +3,12 @@
 Both are measured in the same run on the same shards: the loader alone (decode + pad + collate,
 no model) and the trainer alone (forward, loss, backward, optimizer step on batches already in
 memory). The loader must deliver at least 10x what the trainer consumes, so that data never
-starves training. Without ``--shards`` a synthetic corpus with realistic feature sizes
-(efficientnet-lite0 frames 1280-d, musicnn audio 200-d, 512-d tag text) and real sequence
-lengths (24-64 steps) is built in a temp dir.
+starves training. It reads real shards: ``--shards`` (default: the demo's, ``demo_work/shards``).
+``--synthetic`` builds a synthetic corpus with realistic feature sizes (efficientnet-lite0 frames
+1280-d, musicnn audio 200-d, 512-d tag text) and real sequence lengths (24-64 steps) in a temp dir
+instead, as a second opinion only.
 
-    .venv/bin/python benchmarks/train_throughput.py [--shards shards/] [--batch-size 32] [--num-workers 0]
+    .venv/bin/python benchmarks/train_throughput.py [--shards demo_work/shards] [--batch-size 32] [--num-workers 0]
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def trainer_rate(shards: Path, batch_size: int, steps: int, device: str, model: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shards", type=Path, default=None, help="Shards folder (default: build a synthetic one).")
+    ap.add_argument("--shards", type=Path, default=ROOT / "demo_work" / "shards",
+                    help="Shards folder [demo_work/shards: `python -m pipelines.demo --quick` makes it].")
+    ap.add_argument("--synthetic", action="store_true", help="Build a synthetic corpus instead of --shards.")
     ap.add_argument("--clips", type=int, default=400, help="Synthetic corpus size.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-workers", type=int, default=0)
@@ -111,15 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-encoder", default="transformer", choices=["transformer", "gru", "mean"])
     args = ap.parse_args(argv)
     torch.manual_seed(0)
+    if not args.synthetic and not (args.shards / "index.json").is_file():
+        print(f"error: {args.shards}: no shards (run `python -m pipelines.demo --quick`, pass --shards, "
+              "or --synthetic)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="yuyin-throughput-") as tmp:
-        shards = args.shards or synthetic_shards(Path(tmp), args.clips)
+        shards = synthetic_shards(Path(tmp), args.clips) if args.synthetic else args.shards
         dims = load_index(shards)["dims"]
         model = {"video_encoder": args.video_encoder}
         train_sps = trainer_rate(shards, args.batch_size, args.steps, args.device, model, args.threads, args.repeats)
         load_sps = max(loader_rate(shards, args.batch_size, args.num_workers, max(1000, 5 * args.batch_size))
                        for _ in range(args.repeats))
     ratio = load_sps / train_sps
-    print(f"shards: {args.shards or 'synthetic'}  dims: {dims}  batch {args.batch_size}  "
+    print(f"shards: {'synthetic' if args.synthetic else args.shards}  dims: {dims}  batch {args.batch_size}  "
           f"workers {args.num_workers}  device {args.device}  torch threads {torch.get_num_threads()}")
     print(f"trainer: {train_sps:8.1f} samples/s  (forward + loss + backward + step, {args.video_encoder} encoders)")
     print(f"loader:  {load_sps:8.1f} samples/s  (decode + pad + collate, shuffled)")

@@ -35,6 +35,7 @@ from commercial98k.label.clip_features import (
     LabelModels,
     audio_features,
     decode_clip,
+    frame_info,
     models_for,
 )
 from commercial98k.label.evidence import (
@@ -48,6 +49,7 @@ from commercial98k.label.evidence import (
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import ManifestWriter, read_manifest
 from commercial98k.stages import record, split_result, stage_result
+from commercial98k.threads import cores, set_worker_threads, threads_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,9 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
             out[i] = _failed(rows[i], error_line(e))
         live, texts = [], []
     emotion = models.emotion
-    prov = models.provenance()
-    keys = {"audio": models.audio.info.key(), "frames": models.frames.info.key(), "tags": models.text.info.key()}
+    prov = models.provenance(opts.frame_fps)
+    keys = {"audio": models.audio.info.key(), "frames": frame_info(models.frames.info, opts.frame_fps).key(),
+            "tags": models.text.info.key()}
     for i, text in zip(live, texts, strict=True):
         seq, tag_probs = audio[i]
         try:
@@ -279,10 +282,22 @@ class LabelStep:
     config: LabelConfig
     data_root: str
     options: LabelOptions
+    threads: int = 1  # per worker process: cores // workers
 
     def __call__(self, item: dict) -> dict:
+        setup_worker(self.threads)
         models = models_for(self.config)
         return label_rows([item], models, FeatureStore(self.data_root), self.options)[0]
+
+
+_SETUP: dict[str, int] = {}
+
+
+def setup_worker(threads: int) -> None:
+    """Once per process, before its models load: cap its thread pools (``set_worker_threads``)."""
+    if _SETUP.get("threads") != threads:
+        set_worker_threads(threads)
+        _SETUP["threads"] = threads
 
 
 def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore, opts: LabelOptions,
@@ -313,8 +328,10 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     data_root = Path(data_root).resolve()
     store = FeatureStore(data_root)
     rows = read_manifest(manifest, "clips").to_pylist()
+    if engine == "local":  # one process runs the models; the workers only decode
+        setup_worker(cores())
     models = models_for(config)
-    prov = models.provenance()  # builds the models: fails early with a clear error
+    prov = models.provenance(options.frame_fps)  # builds the models: fails early with a clear error
     pending, done = select_pending(rows, store, prov, config.has_emotion, limit, retry_failed)
     counts: Counter = Counter(skipped=done, not_ok=sum(split_result(r) != "ok" for r in rows),
                               failed_before=0 if retry_failed else sum(stage_result(r, "label") == "failed" for r in rows))
@@ -333,7 +350,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
             finally:
                 bar.close()
         else:
-            step = LabelStep(config, str(data_root), options)
+            step = LabelStep(config, str(data_root), options, threads_per_worker(workers))
             for row in run_steps(step, pending, workers=workers, engine=engine, address=address, desc="label",
                                  progress=progress):
                 row = label_result(row)

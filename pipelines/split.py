@@ -1,8 +1,11 @@
 """The ``split`` stage: videos manifest -> clips manifest (shots, music segment, clips, identity).
 
 Per video (a picklable step run by ``engine.run_steps``, locally or on Ray): probe, shots,
-YAMNet music spans, clip windows; cut ``clips/<clip_id>.mp4``, write ``audio/<clip_id>.wav``
-(mono 16 kHz), fingerprint each clip and hash the keyframes. A video without audio, without
+YAMNet music spans, clip windows, all from one decode of the video (``split.decode``); write
+``audio/<clip_id>.wav`` (mono 16 kHz), fingerprint each clip and hash the keyframes, and cut
+``clips/<clip_id>.mp4`` only with ``clip_files`` ``copy`` (stream copy) or ``encode`` (re-encode):
+the span in the manifest is the truth, and ``c98k label`` reads a clip without a file from its
+source video and span. A video without audio, without
 music or that fails gets one ``<video_id>-none`` row with the status and cause, so a re-run
 skips it (failed videos are retried). Then a global pass over ALL clips of the manifest assigns
 ``music_id`` (same track, same id) and ``dup_group`` (re-uploads) and rewrites it atomically.
@@ -38,7 +41,9 @@ from commercial98k.split.identity import (
 )
 from commercial98k.split.music import SAMPLE_RATE, get_detector
 from commercial98k.split.shots import detector_info
+from commercial98k.split.streamcopy import copy_clip
 from commercial98k.stages import record, split_result
+from commercial98k.threads import set_worker_threads, threads_per_worker, worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ class SplitConfig:
     clip_height: int | None = 480  # clips taller than this are scaled down; None keeps the source size
     max_hamming: int = 8
     max_ber: float = 0.15
+    clip_files: str = "none"  # none | copy | encode: whether clips/<clip_id>.mp4 is written, and how
 
 
 def none_clip_id(video_id: str) -> str:
@@ -71,10 +77,13 @@ def none_clip_id(video_id: str) -> str:
 class SplitStep:
     """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable."""
 
-    def __init__(self, config: SplitConfig):
+    def __init__(self, config: SplitConfig, threads: int = 1):
         self.config = config
+        self.threads = threads  # per worker: cores // workers
 
     def __call__(self, item: dict) -> dict:
+        if worker_threads(0) != self.threads:  # once per worker process, before YAMNet loads
+            set_worker_threads(self.threads)
         cfg = self.config
         root = Path(cfg.data_root)
         video_id = item["video_id"]
@@ -115,7 +124,8 @@ class SplitStep:
 
     def _clip_rows(self, base: dict, path: Path, s, root: Path) -> list[dict]:
         shots = [(x.start_s, x.end_s) for x in s.shots.shots] if s.shots else []
-        phash = video_phash(path, keyframe_times(shots, s.duration_s))
+        times = keyframe_times(shots, s.duration_s)
+        phash = s.scan.keyframe_phash(times) if s.scan is not None else video_phash(path, times)
         fp_info = fingerprinter_info().tag()
         rows = []
         for w in s.clips:
@@ -123,7 +133,12 @@ class SplitStep:
             clip_rel, audio_rel = f"clips/{clip_id}.mp4", f"audio/{clip_id}.wav"
             height = self.config.clip_height
             height = height if height and s.probe.height and s.probe.height > height else None
-            cut_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            if self.config.clip_files == "encode":
+                cut_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            elif self.config.clip_files == "copy":
+                copy_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            else:
+                clip_rel = None
             audio = slice_audio(s.audio, SAMPLE_RATE, w.start_s, w.end_s)
             write_clip_audio(root / audio_rel, audio, SAMPLE_RATE)
             try:
@@ -222,9 +237,11 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
     todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
     counts: dict[str, int] = {"skipped": skipped}
     if todo:
+        threads = threads_per_worker(workers)
+        set_worker_threads(threads)
         get_detector()  # unpack the model once before the workers start
         with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
-            for result in _results(SplitStep(config), todo, workers, engine, address):
+            for result in _results(SplitStep(config, threads), todo, workers, engine, address):
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):

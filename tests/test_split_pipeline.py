@@ -71,7 +71,7 @@ def _run(base: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def first_run(corpus):
-    result = _run(corpus, "--workers", "2", "--clip-seconds", "10", "--min-clip-seconds", "3")
+    result = _run(corpus, "--workers", "2", "--clip-seconds", "10", "--min-clip-seconds", "3", "--clip-files", "encode")
     assert result.exit_code == 0, result.output
     return result, {r["clip_id"]: r for r in read_manifest(corpus / "c98k.parquet", "clips").to_pylist()}
 
@@ -177,7 +177,7 @@ def test_split_ray_engine(corpus, tmp_path):
     write_manifest([_video_row(n) for n in ("a", "noaudio", "corrupt")], tmp_path / "videos.parquet", "videos")
     run = subprocess.run([sys.executable, "-m", "pipelines.cli", "split", "--videos-manifest",
                           str(tmp_path / "videos.parquet"), "--manifest", str(tmp_path / "c98k.parquet"),
-                          "--data-root", str(data), "--engine", "ray", "--workers", "2"],
+                          "--data-root", str(data), "--engine", "ray", "--workers", "2", "--clip-files", "encode"],
                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     rows = {r["clip_id"]: r for r in read_manifest(tmp_path / "c98k.parquet", "clips").to_pylist()}

@@ -102,15 +102,18 @@ _NPY_HEADER = re.compile(r"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': Fal
 
 
 def _npy(data: bytes) -> np.ndarray:
-    """Decode ``.npy`` bytes; a fast path for the plain little headers that ``np.save`` writes."""
+    """Decode ``.npy`` bytes without copying: a read-only view over the tar member's bytes.
+
+    A fast path for the plain little headers that ``np.save`` writes. The views are only read:
+    ``collate`` copies them once, into its preallocated batch arrays.
+    """
     if data[:6] == b"\x93NUMPY" and data[6] in (1, 2):
         start = 10 if data[6] == 1 else 12
         end = start + int.from_bytes(data[8:start], "little")
         m = _NPY_HEADER.match(data[start:end].decode("latin1"))
         if m:
             shape = tuple(int(x) for x in m.group(2).replace(" ", "").split(",") if x)
-            # copy: arrays over the tar bytes would be read-only (torch.from_numpy warns on those)
-            return np.frombuffer(data, dtype=np.dtype(m.group(1)), offset=end).reshape(shape).copy()
+            return np.frombuffer(data, dtype=np.dtype(m.group(1)), offset=end).reshape(shape)
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -147,19 +150,20 @@ class DecodeSample:
         return out
 
 
-def _pad(seqs: list[np.ndarray], dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(seqs: list[np.ndarray], dim: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad ``[T_i, dim]`` arrays into ``[B, max T, dim]`` plus a validity mask.
 
-    One concatenation, one dtype conversion in torch (vectorised float16 -> float32) and one
-    masked scatter: about 3x faster than copying row by row.
+    The batch array is allocated once and each sequence is cast (float16 -> float32) straight
+    into its rows: one copy per sample, no intermediate concatenation.
     """
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     length = max(1, int(lengths.max(initial=0)))
     mask = torch.from_numpy(np.arange(length)[None, :] < lengths[:, None])
-    out = torch.zeros((len(seqs), length, dim), dtype=dtype)
-    if lengths.sum():
-        out[mask] = torch.from_numpy(np.concatenate([s.reshape(-1, dim) for s in seqs])).to(dtype)
-    return out, mask
+    out = np.zeros((len(seqs), length, dim), dtype=np.float32)
+    for i, (s, n) in enumerate(zip(seqs, lengths.tolist(), strict=True)):
+        if n:
+            out[i, :n] = s.reshape(n, dim)
+    return torch.from_numpy(out).to(dtype), mask
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ the index.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def _frame_model_name(state: dict[str, Any], override: str | None) -> str:
     if override:
         return override
     tag = ((state.get("index") or {}).get("models") or {}).get("frame_model") or ""
-    name = tag.split(" ")[0]
+    name = re.sub(r"-fps[0-9.]+$", "", tag.split(" ")[0])  # frame_info's sampling-rate suffix
     if name in FRAMES.names():
         return name
     raise ValueError(f"cannot tell which frame model made the training features ({tag!r}); pass --frame-model "

@@ -20,10 +20,16 @@ import numpy as np
 
 from .. import media
 from ..models.registry import AUDIO, EMOTION, FRAMES, TEXT, ModelInfo
+from ..split.decode import decode_span
 from ..taxonomy import Taxonomy, load_taxonomy
 from .category import DEFAULT_TEMPERATURE, CategoryMatcher
 from .tags import TagNormalizer
 
+#: Batch sizes on CPU when ``LabelConfig.batch_size`` is None, chosen by measurement
+#: (``benchmarks/label_batch.py``): on CPU a batch of one frame ran EfficientNet-Lite0 1.6x
+#: cheaper than 32 (cache-bound), musicnn was flat up to 8 and slower at 32. CUDA keeps 32.
+CPU_BATCH_SIZES = {"frames": 1, "audio": 8, "emotion": 32}
+CUDA_BATCH_SIZE = 32
 #: Weight-override keys accepted in ``LabelConfig.weights`` (``--weights KIND=PATH``).
 WEIGHT_KINDS = ("audio", "frames", "emotion")
 NO_EMOTION = ("", "none")
@@ -38,7 +44,7 @@ class LabelConfig:
     text_model: str = "use-multilingual"
     emotion_model: str | None = "gems-head"
     device: str = "cpu"
-    batch_size: int = 32
+    batch_size: int | None = None  # None: CPU_BATCH_SIZES on CPU, CUDA_BATCH_SIZE elsewhere
     weights: tuple[tuple[str, str], ...] = ()  # (kind, path) pairs, kind in WEIGHT_KINDS
     taxonomy_path: str | None = None
     synonyms_path: str | None = None
@@ -48,6 +54,12 @@ class LabelConfig:
     ocr_frames: int = 3
     visual_evidence: str = "table"  # "table", "embedding" or "none" (see label.visual)
     category_calibration: str | None = None  # calibration JSON (default: the bundled one)
+
+    def batch_for(self, kind: str) -> int:
+        """The batch size of one model kind: the explicit one, else the measured default for the device."""
+        if self.batch_size:
+            return int(self.batch_size)
+        return CPU_BATCH_SIZES.get(kind, 32) if str(self.device).startswith("cpu") else CUDA_BATCH_SIZE
 
     def weights_for(self, kind: str) -> str | None:
         return dict(self.weights).get(kind)
@@ -74,7 +86,7 @@ class LabelModels:
             return self._built[key]
 
     def _opts(self, kind: str) -> dict[str, Any]:
-        opts: dict[str, Any] = {"device": self.config.device, "batch_size": self.config.batch_size}
+        opts: dict[str, Any] = {"device": self.config.device, "batch_size": self.config.batch_for(kind)}
         if self.config.weights_for(kind):
             opts["weights"] = self.config.weights_for(kind)
         return opts
@@ -150,16 +162,26 @@ class LabelModels:
 
         return self._get("calibration", lambda: CategoryCalibration.load(self.config.category_calibration))
 
-    def infos(self) -> dict[str, ModelInfo | None]:
-        """``ModelInfo`` of each model, keyed by provenance column (builds the models)."""
+    def infos(self, frame_fps: float = 1.0) -> dict[str, ModelInfo | None]:
+        """``ModelInfo`` of each model, keyed by provenance column (builds the models); the frame
+        model's carries ``frame_fps`` (``frame_info``)."""
         emotion, ocr = self.emotion, self.ocr
-        return {"audio_model": self.audio.info, "frame_model": self.frames.info, "text_model": self.text.info,
+        return {"audio_model": self.audio.info, "frame_model": frame_info(self.frames.info, frame_fps),
+                "text_model": self.text.info,
                 "emotion_model": emotion.info if emotion is not None else None,
                 "ocr_model": ocr.info if ocr is not None else None}
 
-    def provenance(self) -> dict[str, str | None]:
+    def provenance(self, frame_fps: float = 1.0) -> dict[str, str | None]:
         """The provenance columns: ``ModelInfo.tag()`` per model (None for no emotion model)."""
-        return {k: (v.tag() if v is not None else None) for k, v in self.infos().items()}
+        return {k: (v.tag() if v is not None else None) for k, v in self.infos(frame_fps).items()}
+
+
+def frame_info(info: ModelInfo, frame_fps: float = 1.0) -> ModelInfo:
+    """A frame model's provenance at ``frame_fps``: another sampling rate is another time grid, so
+    features made at it get another key and tag (``name-fps2``; 1 fps, the default, keeps the name)."""
+    if abs(float(frame_fps) - 1.0) < 1e-9:
+        return info
+    return ModelInfo(f"{info.name}-fps{float(frame_fps):g}", info.version, info.weights_sha256)
 
 
 _CACHE: dict[LabelConfig, LabelModels] = {}
@@ -195,13 +217,11 @@ def decode_clip(video_path: str | Path, start_s: float | None, end_s: float | No
     duration = float(end_s) - start if end_s is not None else None
     if duration is not None and duration <= 0:
         raise ValueError(f"{video_path}: empty span {start:.3f}-{end_s:.3f} s")
-    audio = None
-    if sample_rate is not None:
-        if audio_path is not None:
-            audio = media.load_audio(audio_path, sample_rate)
-        else:
-            audio = media.load_audio(video_path, sample_rate, start_s=start, duration_s=duration)
-    frames = media.load_frames(video_path, fps=frame_fps, size=frame_size, start_s=start, duration_s=duration)
+    if audio_path is not None or sample_rate is None:
+        audio = media.load_audio(audio_path, sample_rate) if sample_rate is not None else None
+        _, frames = decode_span(video_path, start, end_s, None, frame_fps, frame_size)
+    else:  # one decode of the span for both
+        audio, frames = decode_span(video_path, start, end_s, sample_rate, frame_fps, frame_size)
     return DecodedClip(audio, frames)
 
 

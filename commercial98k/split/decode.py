@@ -1,0 +1,325 @@
+"""One decode per video: shots, keyframe hashes and music spans from a single PyAV pass.
+
+``scan_video`` demuxes the source once. Each video frame is scaled once to the shot-detection
+size (about ``SCAN_WIDTH`` = 160 px wide) and fed to the PySceneDetect detector's
+``process_frame``; every ``PHASH_FPS`` (2 fps) sample of the same small frames is reduced to its
+64-bit pHash on the spot (so keyframe hashes need no second decode and only 8 bytes per sample
+are kept). The audio is resampled once to 16 kHz mono and streamed through YAMNet in chunks of
+``chunk_patches`` patches (exactly the patches ``music.patches`` would make of the whole track),
+so no log-mel of the whole track is ever held. What grows with the video's length is the 16 kHz
+track itself (64 KB per second, kept for the clips' WAV and fingerprints) and a few numbers
+per frame.
+
+``decode_span`` decodes one span of a file once for both the audio and the sampled frames
+(what ``c98k label`` needs of a clip).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..media import MediaError
+from ..threads import worker_threads
+from .music import HOP_S, PATCH_FRAMES, PATCH_HOP_FRAMES, PATCH_S, SAMPLE_RATE, log_mel, patch_rms
+from .shots import Shot, ShotList, make_detector
+
+PHASH_FPS = 2.0
+#: Frames for shot detection are scaled to about this width (``--downscale`` overrides). Measured:
+#: the same cuts as at ``shots.DEFAULT_WIDTH`` (256) on the shared and the demo videos, with the
+#: detector's per-pixel work (HSV, deltas) 1.6-2.5x smaller.
+SCAN_WIDTH = 160
+PATCH_HOP = int(round(HOP_S * SAMPLE_RATE))  # 7680 samples
+PATCH_LEN = int(round(PATCH_S * SAMPLE_RATE))  # 15712 samples
+
+
+class MusicStream:
+    """Feed 16 kHz mono audio piece by piece; YAMNet runs on every ``chunk_patches`` whole patches.
+
+    ``finish()`` returns the same ``FrameProbs`` as ``detector.frame_probs(whole_track)``.
+    """
+
+    def __init__(self, detector, chunk_patches: int = 64, keep_audio: bool = True):
+        self.detector = detector
+        self.chunk = max(1, chunk_patches)
+        self.keep_audio = keep_audio
+        self._kept: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []  # samples from sample index ``_offset`` on
+        self._pending_len = 0
+        self._offset = 0  # sample index of the first pending sample (= next patch * PATCH_HOP)
+        self._next = 0  # next patch to run
+        self.total = 0
+        self._logits: list[np.ndarray] = []
+        self._rms: list[np.ndarray] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        if not len(samples):
+            return
+        if self.keep_audio:
+            self._kept.append(samples)
+        self._pending.append(samples)
+        self._pending_len += len(samples)
+        self.total += len(samples)
+        if self._pending_len >= (self.chunk - 1) * PATCH_HOP + PATCH_LEN:
+            self._run(self.chunk)
+
+    def _buffer(self) -> np.ndarray:
+        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = [buf]
+        return buf
+
+    def _run(self, count: int, pad_to: int | None = None) -> None:
+        """Run ``count`` patches from ``_next`` on (zero-padding the buffer to ``pad_to`` samples)."""
+        buf = self._buffer() if self._pending else np.zeros(0, np.float32)
+        real = buf
+        need = (count - 1) * PATCH_HOP + PATCH_LEN
+        if len(buf) < need:
+            buf = np.pad(buf, (0, need - len(buf)))
+        mel = log_mel(buf[:need])
+        idx = np.arange(count)[:, None] * PATCH_HOP_FRAMES + np.arange(PATCH_FRAMES)[None, :]
+        self._logits.append(self.detector.patch_logits(mel[idx][:, None, :, :]))
+        self._rms.append(patch_rms(real, self._next, count, offset=self._offset))
+        drop = count * PATCH_HOP
+        rest = real[drop:]
+        self._pending = [rest] if len(rest) else []
+        self._pending_len = len(rest)
+        self._offset += drop
+        self._next += count
+
+    def finish(self):
+        """Run the last patches (the track zero-padded to whole patches) and return ``FrameProbs``."""
+        n = max(1, int(np.ceil(max(0.0, self.total / SAMPLE_RATE - PATCH_S) / HOP_S)) + 1)
+        while self._next < n:
+            self._run(min(self.chunk, n - self._next))
+        logits = np.concatenate(self._logits) if self._logits else np.zeros((0, 521), np.float32)
+        rms = np.concatenate(self._rms) if self._rms else np.zeros(0)
+        return self.detector.probs_from_logits(logits, rms, self.total / SAMPLE_RATE)
+
+    def audio(self) -> np.ndarray:
+        """The whole track fed so far (kept only with ``keep_audio``)."""
+        return np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
+
+
+@dataclass
+class ScanResult:
+    """What one pass over a video found."""
+
+    shots: ShotList | None
+    probs: object | None  # music.FrameProbs
+    audio: np.ndarray | None = field(default=None, repr=False)
+    phashes: list[int | None] = field(default_factory=list, repr=False)  # per PHASH_FPS sample; None: blank
+
+    def keyframe_phash(self, times: list[float]) -> str:
+        """Comma-separated hex pHashes of the samples nearest ``times`` (blank frames skipped)."""
+        if not self.phashes:
+            return ""
+        out = []
+        for t in times:
+            i = min(len(self.phashes) - 1, max(0, int(round(t * PHASH_FPS - 0.5))))
+            if self.phashes[i] is not None:
+                out.append(f"{self.phashes[i]:016x}")
+        return ",".join(dict.fromkeys(out))
+
+
+def _phash(small_bgr: np.ndarray) -> int | None:
+    """imagehash's 64-bit DCT pHash of a frame scaled to 128x128 (as ``identity.video_phash``); None if blank."""
+    import cv2
+    import imagehash
+    from PIL import Image
+
+    rgb = cv2.resize(small_bgr, (128, 128), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+    if rgb.std() < 4.0:  # blank (black, white) frames match any video
+        return None
+    bits = imagehash.phash(Image.fromarray(np.ascontiguousarray(rgb))).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+_REFORMATTERS = threading.local()
+
+
+def reformat(frame, size: tuple[int, int] | None, fmt: str) -> np.ndarray:
+    """A decoded frame as an array of ``fmt`` scaled to ``size`` (one swscale context per thread)."""
+    from av.video.reformatter import Interpolation, VideoReformatter
+
+    r = getattr(_REFORMATTERS, "r", None)
+    if r is None:
+        r = _REFORMATTERS.r = VideoReformatter()
+    w, h = size if size else (frame.width, frame.height)
+    if fmt == "bgr24" and frame.format.name == "yuv420p" and w % 2 == 0 and h % 2 == 0:
+        return _small_bgr(frame, w, h)
+    return r.reformat(frame, w, h, fmt, interpolation=Interpolation.FAST_BILINEAR).to_ndarray()
+
+
+def _plane(frame, i: int, w: int, h: int) -> np.ndarray:
+    p = frame.planes[i]
+    return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:h, :w]
+
+
+def _small_bgr(frame, w: int, h: int) -> np.ndarray:
+    """Scale the Y, U and V planes of a yuv420p frame with OpenCV, then convert: ~5x cheaper than
+    converting the full-size frame (the colour conversion runs on the small picture)."""
+    import cv2
+
+    fw, fh = frame.width, frame.height
+    area = cv2.INTER_AREA
+    y = cv2.resize(_plane(frame, 0, fw, fh), (w, h), interpolation=area)
+    u = cv2.resize(_plane(frame, 1, (fw + 1) // 2, (fh + 1) // 2), (w // 2, h // 2), interpolation=area)
+    v = cv2.resize(_plane(frame, 2, (fw + 1) // 2, (fh + 1) // 2), (w // 2, h // 2), interpolation=area)
+    i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(h * 3 // 2, w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+def _video_stream(container):
+    import av
+
+    return next((s for s in container.streams.video
+                 if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
+def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "adaptive",
+               threshold: float | None = None, downscale: int | None = None, shots: bool = True,
+               music_detector=None, keep_audio: bool = True, chunk_patches: int = 64,
+               threads: int = 0) -> ScanResult:
+    """Decode ``path`` once: shots (if ``shots``), keyframe pHashes, and with a ``music_detector``
+    the 16 kHz track and its YAMNet ``FrameProbs``. ``threads`` 0: ``threads.worker_threads()``.
+
+    Raises ``MediaError`` when the file cannot be read or has no decodable video frame.
+    """
+    import av
+    from scenedetect import FrameTimecode
+
+    path = Path(path)
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot open it ({e})") from e
+    with container:
+        vs = _video_stream(container)
+        if vs is None:
+            raise MediaError(f"{path}: no video stream")
+        a_s = next(iter(container.streams.audio), None) if music_detector is not None else None
+        vs.thread_type = "AUTO"
+        vs.codec_context.thread_count = threads or worker_threads()
+        rate = fps or float(vs.average_rate or vs.base_rate or 25.0)
+        width, height = vs.codec_context.width or 0, vs.codec_context.height or 0
+        factor = downscale if downscale is not None else max(1, round(width / SCAN_WIDTH)) if width else 1
+        size = (max(2, round(width / factor / 2) * 2), max(2, round(height / factor / 2) * 2)) if width and height else None
+        det = make_detector(detector, threshold) if shots else None
+        stream = MusicStream(music_detector, chunk_patches, keep_audio) if a_s is not None else None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if a_s is not None else None
+        phashes: list[int | None] = []
+        cuts: list = []
+        n = 0
+        try:
+            for packet in container.demux(*[s for s in (vs, a_s) if s is not None]):
+                for frame in packet.decode():
+                    if packet.stream is vs:
+                        img = reformat(frame, size, "bgr24")
+                        if det is not None:
+                            cuts += det.process_frame(FrameTimecode(n, rate), img)
+                        while len(phashes) / PHASH_FPS <= (n + 0.5) / rate:
+                            phashes.append(_phash(img))
+                        n += 1
+                    else:
+                        for out in resampler.resample(frame):
+                            stream.feed(out.to_ndarray())
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    stream.feed(out.to_ndarray())
+        except av.FFmpegError as e:
+            if n == 0:
+                raise MediaError(f"{path}: cannot decode it ({e})") from e
+    if n == 0:
+        raise MediaError(f"{path}: no video frame could be decoded (corrupt or truncated file?)")
+    shot_list = None
+    if det is not None:
+        cuts += det.post_process(FrameTimecode(n, rate))
+        shot_list = _shot_list(sorted({int(c.frame_num) for c in cuts}), n, rate)
+    probs = audio = None
+    if stream is not None and stream.total:
+        probs = stream.finish()
+        audio = stream.audio() if keep_audio else None
+    return ScanResult(shot_list, probs, audio, phashes)
+
+
+def _shot_list(cuts: list[int], n: int, fps: float) -> ShotList:
+    edges = [0] + [c for c in cuts if 0 < c < n] + [n]
+    shots = [Shot(round(a / fps, 6), round(b / fps, 6), a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return ShotList(shots or [Shot(0.0, round(n / fps, 6), 0, n)], fps, n)
+
+
+def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sample_rate: int | None,
+                frame_fps: float, frame_size: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Decode ``[start_s, end_s)`` of a file once: mono float32 audio at ``sample_rate`` (None: skip)
+    and uint8 RGB frames ``[N, S, S, 3]`` sampled at ``frame_fps`` (short side scaled to ``frame_size``,
+    centre-cropped), as ``media.load_audio`` + ``media.load_frames`` would give.
+    """
+    import av
+
+    start = float(start_s or 0.0)
+    end = float(end_s) if end_s is not None else math.inf
+    path = Path(path)
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot open it ({e})") from e
+    frames: list[np.ndarray] = []
+    pieces: list[np.ndarray] = []
+    with container:
+        vs = _video_stream(container)
+        if vs is None:
+            raise MediaError(f"{path}: no video stream")
+        a_s = next(iter(container.streams.audio), None) if sample_rate else None
+        vs.thread_type = "AUTO"
+        vs.codec_context.thread_count = worker_threads()
+        if start > 0:
+            container.seek(int(max(0.0, start - 0.5) / av.time_base), backward=True, any_frame=False)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if a_s is not None else None
+        w, h = vs.codec_context.width, vs.codec_context.height
+        scale = frame_size / min(w, h)
+        sw, sh = max(frame_size, round(w * scale / 2) * 2), max(frame_size, round(h * scale / 2) * 2)
+        half = 0.5 / float(vs.average_rate or vs.base_rate or 25.0)  # half a source frame
+        a_pos = None  # time of the next resampled audio sample
+        v_done = False
+        for packet in container.demux(*[s for s in (vs, a_s) if s is not None]):
+            for frame in packet.decode():
+                t = float(frame.pts * frame.time_base) if frame.pts is not None else None
+                if packet.stream is vs:
+                    if t is None or t >= end:
+                        v_done = v_done or t is not None
+                        continue
+                    img = None
+                    while start + len(frames) / frame_fps < min(end, t + half):
+                        if img is None:  # the first frame within half a frame of each sample time
+                            img = reformat(frame, (sw, sh), "rgb24")
+                            y, x = (sh - frame_size) // 2, (sw - frame_size) // 2
+                            img = np.ascontiguousarray(img[y:y + frame_size, x:x + frame_size])
+                        frames.append(img)
+                else:
+                    if a_pos is None:
+                        if frame.pts is None:
+                            continue
+                        a_pos = float(frame.pts * frame.time_base)
+                    for out in resampler.resample(frame):
+                        ot = a_pos
+                        data = out.to_ndarray().reshape(-1)
+                        a = max(0, int(round((start - ot) * sample_rate)))
+                        b = len(data) if math.isinf(end) else max(0, int(round((end - ot) * sample_rate)))
+                        if a < min(b, len(data)):
+                            pieces.append(data[a:b])
+                        a_pos = ot + len(data) / sample_rate
+            if v_done and (a_s is None or (a_pos is not None and a_pos >= end)):
+                break
+    if not frames:
+        raise MediaError(f"{path}: no video frames decoded in {start:.3f}-{end:.3f} s")
+    audio = None
+    if sample_rate:
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if audio.size == 0:
+            raise MediaError(f"{path}: no audio samples decoded")
+    return audio, np.stack(frames)

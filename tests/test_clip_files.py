@@ -1,0 +1,87 @@
+"""``c98k split --clip-files none`` keeps the truth in the spans: same spans and music ids as
+``encode``, and ``c98k label`` reads a clip without a file from its source video and span,
+giving frame and audio features within cosine 0.99 of those of the cut clip files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from commercial98k.features import FeatureStore
+from commercial98k.label.clip_features import LabelConfig
+from commercial98k.manifest import read_manifest, write_manifest
+from commercial98k.media import ffmpeg_bin
+from pipelines.label import LabelOptions, run_label
+from pipelines.split import SplitConfig, run_split
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _video(out: Path, visual: str, track: Path, start: float, seconds: float) -> None:
+    subprocess.run([ffmpeg_bin(), "-v", "error", "-y", "-f", "lavfi", "-i", f"{visual}=size=320x240:rate=25",
+                    "-ss", str(start), "-i", str(track), "-t", str(seconds), "-map", "0:v", "-map", "1:a",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(out)],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def both(shared_media, tmp_path_factory):
+    """The same three videos split with --clip-files none and encode, then labelled."""
+    base = tmp_path_factory.mktemp("clipfiles")
+    src = base / "src"
+    src.mkdir()
+    audio = shared_media / "emotify" / "audio"
+    _video(src / "a.mp4", "testsrc", audio / "pop_2.mp3", 5, 14)
+    _video(src / "b.mp4", "mandelbrot", audio / "pop_2.mp3", 9, 11)  # the same track
+    _video(src / "c.mp4", "testsrc2", audio / "rock_2.mp3", 5, 12)
+    rows = [dict(video_id=n, platform="local", platform_id=n, video_path=f"videos/{n}.mp4", title=f"ad {n}",
+                 category="cosmetics", status="ok") for n in ("a", "b", "c")]
+    out = {}
+    config = LabelConfig(emotion_model="none")
+    for mode in ("none", "encode"):
+        root = base / mode
+        shutil.copytree(src, root / "data" / "videos")
+        write_manifest(rows, root / "videos.parquet", "videos")
+        run_split(root / "videos.parquet", root / "c98k.parquet",
+                  SplitConfig(data_root=str(root / "data"), clip_seconds=10, min_clip_seconds=3, clip_files=mode))
+        counts = run_label(root / "c98k.parquet", root / "data", config, LabelOptions(), progress=False)
+        assert counts["labelled"] >= 3 and not counts["failed"], counts
+        out[mode] = (root, {r["clip_id"]: r for r in read_manifest(root / "c98k.parquet", "clips").to_pylist()})
+    return out
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_same_spans_and_music_ids(both):
+    (_, none), (root, enc) = both["none"], both["encode"]
+    assert set(none) == set(enc)
+    for cid, r in none.items():
+        e = enc[cid]
+        assert (r["clip_start_s"], r["clip_end_s"], r["music_id"], r["status"]) == \
+               (e["clip_start_s"], e["clip_end_s"], e["music_id"], e["status"])
+        if r["status"] == "ok":
+            assert r["clip_path"] is None and (root / "data" / e["clip_path"]).is_file()
+            assert r["audio_path"] and r["fingerprint"] == e["fingerprint"]
+    ok = [c for c, r in none.items() if r["status"] == "ok"]
+    assert len({none[c]["music_id"] for c in ok if c[0] in "ab"}) == 1  # a and b share their track
+
+
+def test_features_from_the_source_span_match_the_clip_files(both):
+    (root_n, none), (root_e, enc) = both["none"], both["encode"]
+    store_n, store_e = FeatureStore(root_n / "data"), FeatureStore(root_e / "data")
+    for cid, r in none.items():
+        if r["status"] != "ok":
+            continue
+        for col in ("frame_embedding", "audio_embedding"):
+            a, b = store_n.get(r[col]), store_e.get(enc[cid][col])
+            assert abs(len(a) - len(b)) <= 1, (cid, col, a.shape, b.shape)
+            n = min(len(a), len(b))
+            per_step = [_cos(a[i], b[i]) for i in range(n)]
+            assert min(per_step) >= 0.99, (cid, col, per_step)

@@ -1,0 +1,97 @@
+"""One decode per video (``split.decode``): same shots, audio and music spans as the separate
+decoders, YAMNet streamed in chunks, and peak memory that does not grow with the video's length."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from commercial98k.media import ffmpeg_bin, load_audio
+from commercial98k.split.decode import MusicStream, decode_span, scan_video
+from commercial98k.split.identity import keyframe_times, phash_similarity, video_phash
+from commercial98k.split.music import get_detector, spans_from_probs
+from commercial98k.split.shots import detect_shots
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_scan_matches_the_separate_decoders(shared_media):
+    path = shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv"
+    det = get_detector()
+    scan = scan_video(path, music_detector=det)
+    shots = detect_shots(path)
+    assert scan.shots.cuts() == shots.cuts() and scan.shots.num_frames == shots.num_frames
+    audio = load_audio(path, 16000)
+    assert len(scan.audio) == len(audio) and np.abs(scan.audio - audio).max() < 1e-4
+    whole = det.frame_probs(audio)
+    assert len(scan.probs) == len(whole) and np.abs(scan.probs.music - whole.music).max() < 0.05
+    assert spans_from_probs(scan.probs) == spans_from_probs(whole)
+    times = keyframe_times([(s.start_s, s.end_s) for s in shots.shots], shots.num_frames / shots.fps)
+    # the same keyframes, hashed from the small frames of the one pass: close to the 128 px hashes
+    # of a separate decode, far from another video's
+    ours = scan.keyframe_phash(times)
+    assert len(ours.split(",")) >= len(times) - 2 and phash_similarity(ours, video_phash(path, times)) >= 0.5
+    other = scan_video(shared_media / "videos" / "pyscenedetect_testvideo.mp4", shots=False)
+    assert phash_similarity(ours, other.keyframe_phash(times)) <= 0.2
+
+
+def test_chunked_music_equals_the_whole_track(shared_media):
+    audio = load_audio(shared_media / "emotify" / "audio" / "pop_2.mp3", 16000, duration_s=21.3)
+    det = get_detector()
+    whole = det.frame_probs(audio)
+    stream = MusicStream(det, chunk_patches=5)
+    for piece in np.array_split(audio, 37):  # odd piece sizes, as a decoder delivers them
+        stream.feed(piece)
+    probs = stream.finish()
+    assert len(probs) == len(whole) and probs.duration_s == whole.duration_s
+    assert np.abs(probs.music - whole.music).max() < 0.05 and np.abs(probs.silence - whole.silence).max() < 0.05
+    assert np.array_equal(stream.audio(), audio)
+
+
+def test_decode_span_gives_the_span(shared_media):
+    path = shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv"
+    audio, frames = decode_span(path, 8.5, 14.5, 16000, 1.0, 224)
+    assert frames.shape == (6, 224, 224, 3) and frames.dtype == np.uint8
+    ref = load_audio(path, 16000)[int(8.5 * 16000):int(14.5 * 16000)]  # the span of the whole track
+    assert len(audio) == len(ref) and np.abs(audio - ref).max() < 1e-3
+
+
+_RSS_SCRIPT = """
+import json, resource, sys
+from commercial98k.split import plan_video
+s = plan_video(sys.argv[1])
+print(json.dumps({"status": s.status, "clips": len(s.clips), "audio": len(s.audio),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _split_peak_mb(video: Path) -> dict:
+    run = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(video)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def ten_minute_video(tmp_path_factory, shared_media) -> Path:
+    """A generated 10-minute 1280x720 video (a moving test pattern, 5 fps) over looped real music."""
+    out = tmp_path_factory.mktemp("long") / "ten_minutes.mp4"
+    subprocess.run([ffmpeg_bin(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=5",
+                    "-stream_loop", "-1", "-i", str(shared_media / "emotify" / "audio" / "pop_2.mp3"),
+                    "-t", "600", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-g", "50", "-c:a", "aac", "-b:a", "64k", str(out)], check=True, capture_output=True)
+    return out
+
+
+def test_split_peak_memory_is_bounded_on_a_ten_minute_720p_video(ten_minute_video):
+    """Peak RSS of planning a 10-minute 720p video (decode, shots, YAMNet, clip windows) stays
+    under 500 MB: the log-mel and the frames are never held for the whole video."""
+    result = _split_peak_mb(ten_minute_video)
+    assert result["status"] == "ok" and result["clips"] >= 19  # 600 s of music in <= 30 s clips
+    assert result["audio"] >= 599 * 16000
+    assert result["peak_mb"] < 500, result
