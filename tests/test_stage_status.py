@@ -253,7 +253,7 @@ def test_split_twice_gives_identical_clips_each_with_its_own_segment_and_has_mus
         root = tmp_path / run
         (root / "videos").mkdir(parents=True)
         shutil.copy(shared_media / "videos" / "big_buck_bunny_0_30.webm", root / "videos" / "local-bbb.webm")
-        step = SplitStep(SplitConfig(data_root=str(root), clip_seconds=10, min_clip_seconds=3))
+        step = SplitStep(SplitConfig(data_root=str(root), clip_seconds=10, min_clip_seconds=3, clip_files="encode"))
         item = {"video_id": "local-bbb", "video_path": "videos/local-bbb.webm", "status": "ok", "fetch_status": "ok"}
         results.append((root, step(item)))
     (root_a, a), (root_b, b) = results
