@@ -238,3 +238,34 @@ def test_youtube_without_a_runtime_warns(tmp_path: Path) -> None:
     assert runtime_warning(youtube, YtdlpOptions()) is None  # the venv's deno
     shop = resolve_specs("cosmetics", ["http://127.0.0.1:9/cosmetics/index.html", "bilisearch2:口红"], taxonomy, None)
     assert runtime_warning(shop, missing) is None  # no YouTube source: nothing to say
+
+
+def test_search_is_walked_page_by_page_until_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's results come 4 a page here; long ones do not fill --limit, so page 3 is asked for."""
+    from commercial98k.sources import expand
+
+    asked: list[tuple[str, dict]] = []
+
+    def fake_flat(url: str, options: YtdlpOptions, window: dict) -> dict:
+        asked.append((url, window))
+        start, end = window["playliststart"], window["playlistend"]
+        entries = [{"_type": "url", "ie_key": "Youtube", "id": f"v{i:09d}xx", "title": f"ad {i}",
+                    "url": f"https://www.youtube.com/watch?v=v{i:09d}xx", "duration": 30 if i % 2 else 1200}
+                   for i in range(start, min(end, 10) + 1)]
+        return {"_type": "playlist", "entries": entries, "extractor_key": "YoutubeSearch"}
+
+    monkeypatch.setattr(expand, "_extract_flat", fake_flat)
+    items = []
+    for item in expand.iter_url("ytsearch4:lipstick ad", YtdlpOptions()):
+        items.append(item)
+        if sum(i["source"] == "ytdlp" for i in items) == 5:
+            break
+    assert [u for u, _ in asked] == ["ytsearch4:lipstick ad", "ytsearch8:lipstick ad", "ytsearch12:lipstick ad"]
+    assert [(w["playliststart"], w["playlistend"]) for _, w in asked] == [(1, 4), (5, 8), (9, 12)]
+    kept = [i["platform_id"] for i in items if i["source"] == "ytdlp"]
+    assert kept == ["v000000001xx", "v000000003xx", "v000000005xx", "v000000007xx", "v000000009xx"]
+    skipped = [i for i in items if i["source"] == "dead"]
+    assert len(skipped) == 4 and all(i["error"] == "duration 1,200 s > --max-duration 180" for i in skipped)
+    asked.clear()
+    assert len(list(expand.iter_url("ytsearch4:lipstick ad", YtdlpOptions()))) == 10
+    assert len(asked) == 3  # page 3 came back short: the results are exhausted
