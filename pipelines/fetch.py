@@ -105,7 +105,7 @@ class FetchResult:
         if st.failures:
             parts.append(f"{len(st.failures)} of {st.sources} sources could not be read")
         for key, n in sorted(self.tripped.items()):
-            parts.append(f"{key}: stopped after repeated blocks ({n + st.breaker_skipped[key]} not asked)")
+            parts.append(f"{key}: stopped after repeated blocks ({n} not asked)")
         return "; ".join(parts)
 
 

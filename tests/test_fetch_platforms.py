@@ -130,7 +130,7 @@ def test_breaker_stops_a_blocking_platform_and_goes_on(tmp_path: Path, shop_medi
     assert result.counts == {"blocked": 6, "ok": 1}
     got = rows(tmp_path / "v.parquet")
     assert sum("not tried" in (r["error"] or "") for r in got.values()) == 3
-    assert f"127.0.0.1:{wall.port}: stopped after repeated blocks" in result.summary()
+    assert f"127.0.0.1:{wall.port}: stopped after repeated blocks (3 not asked)" in result.summary()
 
 
 def test_folder_categories_hidden_and_empty_files(tmp_path: Path, shared_media: Path) -> None:
