@@ -92,12 +92,16 @@ def test_limit_short_says_sources_exhausted(tmp_path: Path, shop_media: Path) ->
 def test_429_is_blocked_and_truncated_media_fails_then_both_retried(tmp_path: Path, shop_media: Path) -> None:
     manifest, data = tmp_path / "videos.parquet", tmp_path / "data"
     names = ["big_buck_bunny_0_30.webm", "videollava_sample_demo_22.mp4"]
-    with CatalogServer(shop_media, {"food": names}, status_codes={"/food/v/videollava_sample_demo_22.html": 429},
+    walls = {"/food/v/videollava_sample_demo_22.html": 429, "/toys/index.html": 429}  # a video page, a catalog
+    with CatalogServer(shop_media, {"food": names, "toys": ["pyscenedetect_fades.mp4"]}, status_codes=walls,
                        truncate={"big_buck_bunny_0_30.webm": 0.3}) as shop:
-        first = fetch("food", [shop.category_url("food")], manifest=manifest, data_root=data, options=FAST,
-                      progress=False)
+        catalogs = [shop.category_url("food"), shop.category_url("toys")]
+        first = fetch("food", catalogs, manifest=manifest, data_root=data, options=FAST, progress=False)
         got = rows(manifest)
-        assert first.counts == {"blocked": 1, "failed": 1}
+        assert first.counts == {"blocked": 1, "failed": 1}  # the blocked catalog is no row: it is read next run
+        (where, cause), = first.stats.failures
+        assert where == catalogs[1] and "HTTP Error 429" in cause and "--cookies FILE" in cause
+        assert "1 of 2 sources could not be read" in first.summary()
         blocked = got["generic-videollava_sample_demo_22"]
         assert blocked["status"] == "blocked" and "HTTP Error 429" in blocked["error"]
         assert "--cookies" in blocked["error"] and "--sleep" in blocked["error"]
@@ -109,9 +113,10 @@ def test_429_is_blocked_and_truncated_media_fails_then_both_retried(tmp_path: Pa
         assert not list((data / "videos").glob("generic-big_buck_bunny_0_30.*"))
         shop.status_codes.clear()
         shop.truncate.clear()
-        second = fetch("food", [shop.category_url("food")], manifest=manifest, data_root=data, options=FAST,
+        second = fetch("food", catalogs, manifest=manifest, data_root=data, options=FAST,
                        progress=False)  # no --retry-failed: a cut or blocked download is tried again
-    assert second.counts == {"ok": 2} and {r["status"] for r in rows(manifest).values()} == {"ok"}
+    assert second.counts == {"ok": 2, "no_audio": 1}
+    assert {r["status"] for r in rows(manifest).values()} == {"ok", "no_audio"}
 
 
 def test_breaker_stops_a_blocking_platform_and_goes_on(tmp_path: Path, shop_media: Path) -> None:

@@ -162,10 +162,12 @@ def _expand_line(url: str, category: str | None, where: str, query: str, options
                 time.sleep(options.backoff(attempt))
                 continue
             stats.failures.append((where, message))
-            if not is_search(url):  # a video page: its row goes through the breaker with the others
-                yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
-            elif breaker is not None and breaker.record(key, status == "blocked"):  # a search is no row
-                log.warning("%s", breaker.message(key))
+            if is_search(url) or status == "blocked":  # no row: not a video, or tried again next run
+                if breaker is not None and breaker.record(key, status == "blocked"):
+                    log.warning("%s", breaker.message(key))
+                return
+            # a dead page: its row goes through the breaker with the others
+            yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
             return
 
 
