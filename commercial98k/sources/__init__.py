@@ -9,8 +9,12 @@ A *source* is one of:
 * a local folder of video files.
 
 ``expand_source`` turns a source into engine items (dicts with ``video_id``, ``platform``,
-``platform_id``, ``url`` or ``path``, ``category``, ``query``); ``FetchStep`` is the picklable
-step that turns an item into a ``videos`` manifest row.
+``platform_id``, ``url`` or ``path``, ``category``, ``query``), lazily and page by page;
+entries that are not ads (``AdFilter``: length, lives) come out as ``skipped`` rows.
+``FetchStep`` is the picklable step that turns an item into a ``videos`` manifest row:
+``ok``, ``no_audio``, ``skipped``, ``blocked`` (bot wall, rate limit, login; see
+``filters.Breaker``), ``unsupported`` or ``failed`` (``truncated (...)`` and ``empty file``
+included, see ``inspect``).
 """
 
 from __future__ import annotations
