@@ -6,11 +6,10 @@
    ``retry_failed``), and repeats inside this run;
 3. run ``FetchStep`` over the rest with ``engine.run_steps`` (threads or Ray tasks);
 4. mark a video whose content sha256 equals an earlier video's as ``duplicate`` (its file is
-   removed), and write rows through ``ManifestWriter`` (flushed at least every second).
+   removed), and write every row through ``ManifestWriter`` as soon as it is finished.
 
-Resumable: a killed run keeps every flushed row and every complete file; a rerun skips the
-rows, finds complete files in place (no second download: a row lost in the last second comes
-back from its file), resumes ``.part`` files, and never
+Resumable: a killed run keeps every written row and every complete file; a rerun skips the
+rows, finds complete files in place (no second download), resumes ``.part`` files, and never
 counts a partial file (they live in ``videos/.partial`` until complete and probed).
 
 With ``engine="ray"`` on several machines, the data root (and a ``--cookies`` file) must be
@@ -107,7 +106,7 @@ class FetchResult:
         if st.failures:
             parts.append(f"{len(st.failures)} of {st.sources} sources could not be read")
         for key, n in sorted(self.tripped.items()):
-            parts.append(f"{key}: stopped after repeated blocks ({n + st.breaker_skipped[key]} not asked)")
+            parts.append(f"{key}: stopped after repeated blocks ({n} not asked)")
         return "; ".join(parts)
 
 
@@ -304,7 +303,7 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
 
     step = FetchStep(str(root), options, breaker)
     attempted: set[str] = set()
-    with ManifestWriter(manifest, "videos", flush_every=32, flush_seconds=1.0) as writer:
+    with ManifestWriter(manifest, "videos", flush_every=1) as writer:
         while todo:
             short = False
             for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",

@@ -92,12 +92,16 @@ def test_limit_short_says_sources_exhausted(tmp_path: Path, shop_media: Path) ->
 def test_429_is_blocked_and_truncated_media_fails_then_both_retried(tmp_path: Path, shop_media: Path) -> None:
     manifest, data = tmp_path / "videos.parquet", tmp_path / "data"
     names = ["big_buck_bunny_0_30.webm", "videollava_sample_demo_22.mp4"]
-    with CatalogServer(shop_media, {"food": names}, status_codes={"/food/v/videollava_sample_demo_22.html": 429},
+    walls = {"/food/v/videollava_sample_demo_22.html": 429, "/toys/index.html": 429}  # a video page, a catalog
+    with CatalogServer(shop_media, {"food": names, "toys": ["pyscenedetect_fades.mp4"]}, status_codes=walls,
                        truncate={"big_buck_bunny_0_30.webm": 0.3}) as shop:
-        first = fetch("food", [shop.category_url("food")], manifest=manifest, data_root=data, options=FAST,
-                      progress=False)
+        catalogs = [shop.category_url("food"), shop.category_url("toys")]
+        first = fetch("food", catalogs, manifest=manifest, data_root=data, options=FAST, progress=False)
         got = rows(manifest)
-        assert first.counts == {"blocked": 1, "failed": 1}
+        assert first.counts == {"blocked": 1, "failed": 1}  # the blocked catalog is no row: it is read next run
+        (where, cause), = first.stats.failures
+        assert where == catalogs[1] and "HTTP Error 429" in cause and "--cookies FILE" in cause
+        assert "1 of 2 sources could not be read" in first.summary()
         blocked = got["generic-videollava_sample_demo_22"]
         assert blocked["status"] == "blocked" and "HTTP Error 429" in blocked["error"]
         assert "--cookies" in blocked["error"] and "--sleep" in blocked["error"]
@@ -109,9 +113,10 @@ def test_429_is_blocked_and_truncated_media_fails_then_both_retried(tmp_path: Pa
         assert not list((data / "videos").glob("generic-big_buck_bunny_0_30.*"))
         shop.status_codes.clear()
         shop.truncate.clear()
-        second = fetch("food", [shop.category_url("food")], manifest=manifest, data_root=data, options=FAST,
+        second = fetch("food", catalogs, manifest=manifest, data_root=data, options=FAST,
                        progress=False)  # no --retry-failed: a cut or blocked download is tried again
-    assert second.counts == {"ok": 2} and {r["status"] for r in rows(manifest).values()} == {"ok"}
+    assert second.counts == {"ok": 2, "no_audio": 1}
+    assert {r["status"] for r in rows(manifest).values()} == {"ok", "no_audio"}
 
 
 def test_breaker_stops_a_blocking_platform_and_goes_on(tmp_path: Path, shop_media: Path) -> None:
@@ -130,7 +135,7 @@ def test_breaker_stops_a_blocking_platform_and_goes_on(tmp_path: Path, shop_medi
     assert result.counts == {"blocked": 6, "ok": 1}
     got = rows(tmp_path / "v.parquet")
     assert sum("not tried" in (r["error"] or "") for r in got.values()) == 3
-    assert f"127.0.0.1:{wall.port}: stopped after repeated blocks" in result.summary()
+    assert f"127.0.0.1:{wall.port}: stopped after repeated blocks (3 not asked)" in result.summary()
 
 
 def test_folder_categories_hidden_and_empty_files(tmp_path: Path, shared_media: Path) -> None:
@@ -238,3 +243,34 @@ def test_youtube_without_a_runtime_warns(tmp_path: Path) -> None:
     assert runtime_warning(youtube, YtdlpOptions()) is None  # the venv's deno
     shop = resolve_specs("cosmetics", ["http://127.0.0.1:9/cosmetics/index.html", "bilisearch2:口红"], taxonomy, None)
     assert runtime_warning(shop, missing) is None  # no YouTube source: nothing to say
+
+
+def test_search_is_walked_page_by_page_until_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's results come 4 a page here; long ones do not fill --limit, so page 3 is asked for."""
+    from commercial98k.sources import expand
+
+    asked: list[tuple[str, dict]] = []
+
+    def fake_flat(url: str, options: YtdlpOptions, window: dict) -> dict:
+        asked.append((url, window))
+        start, end = window["playliststart"], window["playlistend"]
+        entries = [{"_type": "url", "ie_key": "Youtube", "id": f"v{i:09d}xx", "title": f"ad {i}",
+                    "url": f"https://www.youtube.com/watch?v=v{i:09d}xx", "duration": 30 if i % 2 else 1200}
+                   for i in range(start, min(end, 10) + 1)]
+        return {"_type": "playlist", "entries": entries, "extractor_key": "YoutubeSearch"}
+
+    monkeypatch.setattr(expand, "_extract_flat", fake_flat)
+    items = []
+    for item in expand.iter_url("ytsearch4:lipstick ad", YtdlpOptions()):
+        items.append(item)
+        if sum(i["source"] == "ytdlp" for i in items) == 5:
+            break
+    assert [u for u, _ in asked] == ["ytsearch4:lipstick ad", "ytsearch8:lipstick ad", "ytsearch12:lipstick ad"]
+    assert [(w["playliststart"], w["playlistend"]) for _, w in asked] == [(1, 4), (5, 8), (9, 12)]
+    kept = [i["platform_id"] for i in items if i["source"] == "ytdlp"]
+    assert kept == ["v000000001xx", "v000000003xx", "v000000005xx", "v000000007xx", "v000000009xx"]
+    skipped = [i for i in items if i["source"] == "dead"]
+    assert len(skipped) == 4 and all(i["error"] == "duration 1,200 s > --max-duration 180" for i in skipped)
+    asked.clear()
+    assert len(list(expand.iter_url("ytsearch4:lipstick ad", YtdlpOptions()))) == 10
+    assert len(asked) == 3  # page 3 came back short: the results are exhausted

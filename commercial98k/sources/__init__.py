@@ -9,8 +9,12 @@ A *source* is one of:
 * a local folder of video files.
 
 ``expand_source`` turns a source into engine items (dicts with ``video_id``, ``platform``,
-``platform_id``, ``url`` or ``path``, ``category``, ``query``); ``FetchStep`` is the picklable
-step that turns an item into a ``videos`` manifest row.
+``platform_id``, ``url`` or ``path``, ``category``, ``query``), lazily and page by page;
+entries that are not ads (``AdFilter``: length, lives) come out as ``skipped`` rows.
+``FetchStep`` is the picklable step that turns an item into a ``videos`` manifest row:
+``ok``, ``no_audio``, ``skipped``, ``blocked`` (bot wall, rate limit, login; see
+``filters.Breaker``), ``unsupported`` or ``failed`` (``truncated (...)`` and ``empty file``
+included, see ``inspect``).
 """
 
 from __future__ import annotations
@@ -162,10 +166,12 @@ def _expand_line(url: str, category: str | None, where: str, query: str, options
                 time.sleep(options.backoff(attempt))
                 continue
             stats.failures.append((where, message))
-            if not is_search(url):  # a video page: its row goes through the breaker with the others
-                yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
-            elif breaker is not None and breaker.record(key, status == "blocked"):  # a search is no row
-                log.warning("%s", breaker.message(key))
+            if is_search(url) or status == "blocked":  # no row: not a video, or tried again next run
+                if breaker is not None and breaker.record(key, status == "blocked"):
+                    log.warning("%s", breaker.message(key))
+                return
+            # a dead page: its row goes through the breaker with the others
+            yield {**_dead_item(url, category, query, status, message), "_unreachable": unreachable(message)}
             return
 
 

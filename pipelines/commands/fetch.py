@@ -15,7 +15,8 @@ from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
               help="Taxonomy category id (see manifests/categories.json), or 'all'. Without --source its "
                    "queries are searched; with --source it labels what the sources find.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None,
-              help="At most this many videos per category (and search results per query; default 20).")
+              help="This many downloadable videos per category: further result pages and queries are walked "
+                   "until it is met (also the search page size; default 20 a page, no limit).")
 @click.option("--source", "-s", "sources", multiple=True, metavar="SRC",
               help="Repeatable. A yt-dlp search (ytsearch20:..., bilisearch10:...), an http(s) page "
                    "(video, channel, playlist, catalog), a .txt/.csv/.tsv/.parquet URL file (optional "
