@@ -6,6 +6,8 @@
 * clip encode - ``split.clips.cut_clip`` (one x264 thread, bit-exact: byte-identical reruns) vs. the
   same encode with ffmpeg's default threading (the former settings). Reference: the threaded encode.
   Each is run twice, and whether its two outputs are byte-identical is printed.
+* manifest read - ``read_manifest`` with ``validate_table`` (types, keys, spans, ranges) vs. without,
+  on ``--rows`` generated clip rows with 20 shots each. Reference: the unvalidated read.
 
     .venv/bin/python benchmarks/integrity.py [--clips 600] [--video ../shared/media/videos/big_buck_bunny_0_30.webm]
 """
@@ -27,6 +29,7 @@ import ffmpeg  # noqa: E402
 from synthetic import make_labelled_corpus  # noqa: E402
 
 import yuyin.data as data  # noqa: E402
+from commercial98k.manifest import read_manifest, write_manifest  # noqa: E402
 from commercial98k.media import ffmpeg_bin  # noqa: E402
 from commercial98k.shards import build_shards  # noqa: E402
 from commercial98k.split.clips import cut_clip  # noqa: E402
@@ -50,6 +53,7 @@ def _threaded_cut(src: Path, out: Path, start: float, end: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=600)
+    ap.add_argument("--rows", type=int, default=98000)
     ap.add_argument("--video", default=str(ROOT.parent / "shared" / "media" / "videos" / "big_buck_bunny_0_30.webm"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +65,20 @@ def main() -> None:
         second, _ = _read_all(tmp / "shards")
         print(f"shard check: {n} samples; first open (sha256 check + read) {first:.2f} s, "
               f"verified already {second:.2f} s: ratio {first / second:.2f}")
+
+        rows = [{"video_id": f"v{i // 3}", "clip_id": f"v{i // 3}-c{i % 3:03d}", "status": "ok", "duration_s": 60.0,
+                 "clip_start_s": 0.0, "clip_end_s": 10.0, "music_start_s": 0.0, "music_end_s": 30.0,
+                 "shots": [{"start_s": float(j), "end_s": float(j + 1)} for j in range(20)],
+                 "music_segments": [{"start_s": 0.0, "end_s": 30.0}], "valence": 0.1, "arousal": 0.2,
+                 "category_confidence": 0.5, "split": "train", "tags": ["a", "b"]} for i in range(args.rows)]
+        write_manifest(rows, tmp / "big.parquet", "clips")
+        best = {}
+        for validate in (False, True, False, True):
+            t0 = time.perf_counter()
+            read_manifest(tmp / "big.parquet", "clips", validate=validate)
+            best[validate] = min(best.get(validate, 1e9), time.perf_counter() - t0)
+        print(f"manifest read: {args.rows} rows, unvalidated {best[False]:.2f} s, validated {best[True]:.2f} s: "
+              f"ratio {best[True] / best[False]:.2f}")
 
         src, times = Path(args.video), {}
         digests: dict[str, set[str]] = {"deterministic": set(), "threaded": set()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -228,7 +229,8 @@ def validate_table(table: pa.Table, kind: str | None = None, max_problems: int =
         if not f.nullable and f.name != key:
             nulls = pc.is_null(table.column(f.name)).to_pylist()
             problems += [Problem(f.name, "null in a required column", i, keys[i]) for i, n in enumerate(nulls) if n]
-    for i, r in enumerate(_checked_rows(table)):
+    suspect = np.flatnonzero(_suspect_rows(table))  # vectorised pre-check; only these rows can have problems
+    for i, r in zip(suspect.tolist(), _checked_rows(table.take(pa.array(suspect, pa.int64()))), strict=True):
         problems += _row_problems(i, r, keys[i])
         if len(problems) >= max_problems:
             break
@@ -245,6 +247,58 @@ def _checked_rows(table: pa.Table, batch_rows: int = 4096) -> Iterator[dict]:
     columns = [c for c in _ROW_CHECK_COLUMNS if c in table.column_names]
     for batch in table.select(columns).to_batches(max_chunksize=batch_rows):
         yield from batch.to_pylist()
+
+
+def _suspect_rows(table: pa.Table) -> np.ndarray:
+    """Rows that may fail ``_row_problems`` (a superset), found with Arrow compute, not Python loops.
+
+    Reading a manifest validates it, so this keeps that cheap: ``_row_problems`` runs on these rows only.
+    """
+    n, tol, eps = table.num_rows, SPAN_TOLERANCE_S, 1e-6
+    bad = np.zeros(n, bool)
+    names = set(table.column_names)
+
+    def mark(expr) -> None:
+        bad[:] |= np.asarray(pc.fill_null(expr, False).to_numpy(zero_copy_only=False), bool)
+
+    def col(name: str):
+        return table.column(name) if name in names else pa.nulls(n, pa.float64())
+
+    if "status" in names:
+        mark(pc.invert(pc.is_in(table.column("status"), pa.array(STATUSES))) if n else pa.array([], pa.bool_()))
+    dur = col("duration_s")
+    mark(pc.less(dur, 0))
+    if "clip_start_s" not in names:
+        return bad
+
+    def spans(start, end, duration) -> pa.Array:
+        return pc.or_kleene(pc.or_kleene(pc.xor(pc.is_null(start), pc.is_null(end)),
+                             pc.or_kleene(pc.less(start, -tol), pc.less(end, start))),
+                      pc.greater(end, pc.add(duration, tol)))
+
+    mark(spans(col("clip_start_s"), col("clip_end_s"), dur))
+    mark(spans(col("music_start_s"), col("music_end_s"), dur))
+    for name in ("shots", "music_segments"):
+        if name not in names or not n:
+            continue
+        lists = table.column(name).combine_chunks()
+        flat = pc.list_flatten(lists)
+        if not len(flat):
+            continue
+        parents = pc.list_parent_indices(lists)
+        elem_bad = spans(pc.struct_field(flat, "start_s"), pc.struct_field(flat, "end_s"),
+                         pc.take(dur.combine_chunks() if isinstance(dur, pa.ChunkedArray) else dur, parents))
+        rows = np.asarray(parents.to_numpy())[np.asarray(pc.fill_null(elem_bad, False).to_numpy(zero_copy_only=False),
+                                                         bool)]
+        bad[rows] = True
+    for name in ("valence", "arousal"):
+        c = col(name)
+        mark(pc.or_kleene(pc.less(c, -1.0 - eps), pc.greater(c, 1.0 + eps)))
+    c = col("category_confidence")
+    mark(pc.or_kleene(pc.less(c, 0.0), pc.greater(c, 1.0 + eps)))
+    if "split" in names and n:
+        mark(pc.invert(pc.is_in(table.column("split"), pa.array(SPLITS))))
+    return bad
 
 
 def _row_problems(i: int, r: dict, key: str | None) -> list[Problem]:

@@ -271,3 +271,15 @@ def test_split_twice_gives_identical_clips_each_with_its_own_segment_and_has_mus
     row = short["rows"][0]
     assert row["music_segments"] and "shorter than --min-clip-seconds" in row["error"]
     assert (row["status"], row["split_status"], row["has_music"]) == ("no_music", "no_music", False)
+
+
+def test_silent_audio_is_reported_as_silent_not_as_a_low_music_score(tmp_path):
+    from commercial98k.split import plan_video
+
+    video = tmp_path / "quiet.mkv"
+    subprocess.run([ffmpeg_bin(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=5",
+                    "-f", "lavfi", "-i", "aevalsrc=0.00003*sin(2*PI*440*t):s=16000:d=5",
+                    "-c:v", "libx264", "-c:a", "pcm_s16le", str(video)], check=True)
+    s = plan_video(video)
+    assert s.status == "no_music"
+    assert s.error.startswith("no background music detected (audio is silent (max -9"), s.error
