@@ -394,7 +394,7 @@ def chunk_rows(rows: list[dict], samples_per_shard: int, min_shards: int = 1) ->
     cut into ``min(min_shards, len(rows))`` shards of near-equal size instead (so DDP ranks x loader
     workers each get a shard)."""
     n = len(rows)
-    if -(-n // samples_per_shard) >= min_shards:
+    if n == 0 or -(-n // samples_per_shard) >= min_shards:
         return [rows[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
     k = min(min_shards, n)
     bounds = [n * i // k for i in range(k + 1)]

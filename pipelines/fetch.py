@@ -31,6 +31,7 @@ from tqdm import tqdm
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import within
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
+from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import (
     DEFAULT_SEARCH_COUNT,
     FetchStep,
@@ -59,6 +60,7 @@ class FetchResult:
     planned: int = 0  # entries selected from the sources (after --limit)
     known: int = 0  # of those, already in the manifest: skipped
     counts: Counter = field(default_factory=Counter)  # status -> rows written by this run
+    crashed: int = 0  # of the failed rows, those whose Ray worker crashed or was killed (not bad input)
 
     def summary(self) -> str:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing new"
@@ -158,7 +160,7 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
 
 def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest: str | Path = DEFAULT_MANIFEST,
           data_root: str | Path = "data", limit: int | None = None, options: YtdlpOptions | None = None,
-          workers: int = 1, engine: str = "local", address: str | None = None, retry_failed: bool = False,
+          workers: int | None = 1, engine: str = "local", address: str | None = None, retry_failed: bool = False,
           taxonomy: Taxonomy | None = None, progress: bool | None = None) -> FetchResult:
     """Fetch the videos of ``category`` (or of ``sources``) into ``data_root`` and the manifest.
 
@@ -187,9 +189,10 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     step = FetchStep(str(root), options)
     with ManifestWriter(manifest, "videos", flush_every=1) as writer:
         for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
-                             progress=progress, on_row=check_row):
+                             progress=progress, on_row=check_row, data_root=root):
             writer.add(row)
             result.counts[row["status"]] += 1
+            result.crashed += is_system_failure(row)
     return result
 
 

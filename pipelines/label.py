@@ -20,7 +20,7 @@ import concurrent.futures as cf
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from commercial98k.label.clip_features import (
 )
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import ManifestWriter, read_manifest
+from commercial98k.ray_engine import assigned_device, is_system_failure
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class LabelStep:
     options: LabelOptions
 
     def __call__(self, item: dict) -> dict:
-        models = models_for(self.config)
+        models = models_for(replace(self.config, device=assigned_device(self.config.device)))
         return label_rows([item], models, FeatureStore(self.data_root), self.options)[0]
 
 
@@ -257,9 +258,11 @@ def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore
 
 
 def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config: LabelConfig | None = None,
-              options: LabelOptions | None = None, *, workers: int = 1, engine: str = "local",
-              address: str | None = None, limit: int | None = None, progress: bool | None = None) -> Counter:
-    """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``)."""
+              options: LabelOptions | None = None, *, workers: int | None = 1, engine: str = "local",
+              address: str | None = None, limit: int | None = None, progress: bool | None = None,
+              gpus_per_worker: float = 0.0) -> Counter:
+    """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``,
+    ``crashed``: failed because a Ray worker crashed or was killed)."""
     config, options = config or LabelConfig(), options or LabelOptions()
     data_root = Path(data_root).resolve()
     store = FeatureStore(data_root)
@@ -275,7 +278,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
         if engine == "local":
             bar = Progress(len(pending), "label", disable=None if progress is None else not progress)
             try:
-                for row in _local_batches(pending, models, store, options, workers):
+                for row in _local_batches(pending, models, store, options, workers or 1):
                     bar.update(row)
                     writer.add(row)
                     counts["labelled" if row["status"] == "ok" else "failed"] += 1
@@ -284,7 +287,8 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
         else:
             step = LabelStep(config, str(data_root), options)
             for row in run_steps(step, pending, workers=workers, engine=engine, address=address, desc="label",
-                                 progress=progress):
+                                 progress=progress, data_root=data_root, gpus_per_worker=gpus_per_worker):
                 writer.add(row)
                 counts["labelled" if row["status"] == "ok" else "failed"] += 1
+                counts["crashed"] += is_system_failure(row)
     return counts

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import pyarrow as pa
 from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
+from commercial98k.ray_engine import is_system_failure
 from commercial98k.schema import VIDEO_SCHEMA
 from commercial98k.split import plan_video
 from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
@@ -175,8 +176,12 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
 
 
 def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
-              workers: int = 1, engine: str = "local", address: str | None = None) -> dict:
-    """Split every pending video, then assign identities; return counts by status."""
+              workers: int | None = 1, engine: str = "local", address: str | None = None) -> dict:
+    """Split every pending video, then assign identities; return counts by status.
+
+    ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input).
+    """
+    config = replace(config, data_root=str(Path(config.data_root).resolve()))  # workers have other cwds
     todo, skipped = pending_videos(videos_manifest, clips_manifest)
     counts: dict[str, int] = {"skipped": skipped}
     if todo:
@@ -184,6 +189,8 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
         with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
             for result in _results(SplitStep(config), todo, workers, engine, address):
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
+                if is_system_failure(result):
+                    counts["crashed"] = counts.get("crashed", 0) + 1
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
@@ -193,8 +200,10 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
     return counts
 
 
-def _results(step: SplitStep, todo: list[dict], workers: int, engine: str, address: str | None) -> Iterator[dict]:
-    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split"):
+def _results(step: SplitStep, todo: list[dict], workers: int | None, engine: str,
+             address: str | None) -> Iterator[dict]:
+    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split",
+                            data_root=step.config.data_root):
         if "rows" not in result:  # the engine caught an unexpected error: record the video as failed
             vid = result.get("video_id") or "?"
             row = {k: result.get(k) for k in VIDEO_COLUMNS}

@@ -24,7 +24,7 @@ def test_chunk_rows_gives_min_shards_of_near_equal_size():
     rows = [{"i": i} for i in range(20)]
     assert [len(c) for c in chunk_rows(rows, 1000, 8)] == [2, 3, 2, 3, 2, 3, 2, 3]
     assert [len(c) for c in chunk_rows(rows, 6, 2)] == [6, 6, 6, 2]  # samples_per_shard already gives >= 2
-    assert [len(c) for c in chunk_rows(rows[:3], 1000, 8)] == [1, 1, 1]
+    assert [len(c) for c in chunk_rows(rows[:3], 1000, 8)] == [1, 1, 1] and chunk_rows([], 1000, 8) == []
     assert [r["i"] for c in chunk_rows(rows, 1000, 8) for r in c] == list(range(20))
 
 

@@ -54,6 +54,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
       c98k fetch -c cosmetics -s ~/ads/cosmetics   # a folder of local video files
       c98k fetch -c all --engine ray --address auto --workers 32
     """
+    from commercial98k.ray_engine import DataRootError
     from commercial98k.sources import UnsafeSourceError, UrlFileError, YtdlpOptions
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch
@@ -62,8 +63,12 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
     try:
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
                        workers=workers, engine=engine, address=address, retry_failed=retry_failed)
-    except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError) as e:
+    except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError, DataRootError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
     click.echo(result.summary())
+    if result.crashed:
+        click.echo(f"error: {result.crashed} video(s) failed because their worker crashed or was killed; "
+                   "run again to retry them", err=True)
+        sys.exit(3)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options
+from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
 
 def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -47,11 +47,12 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--weights", "weights", multiple=True, metavar="KIND=PATH",
               help="Local weights overriding the default (KIND: audio, frames, emotion); repeatable.")
 @engine_options
+@gpu_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most this many clips.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
-            address: str | None, limit: int | None) -> None:
+            address: str | None, gpus_per_worker: float, limit: int | None) -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
 
     \b
@@ -79,10 +80,14 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
                            clips_per_batch=clips_per_batch)
     try:
         counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
-                           address=address, limit=limit)
+                           address=address, limit=limit, gpus_per_worker=gpus_per_worker)
     except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         click.echo(f"error: {msg}", err=True)
         sys.exit(1)
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
                f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}")
+    if counts["crashed"]:
+        click.echo(f"error: {counts['crashed']} clip(s) failed because their worker crashed or was killed; "
+                   "run again to retry them", err=True)
+        sys.exit(3)
