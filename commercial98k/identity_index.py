@@ -153,14 +153,12 @@ class MusicIndex:
             off = qp - kp
             key = (qc.astype(np.int64) << 40) | (kc.astype(np.int64) << 16) | (off + 32768)
             keys, counts = np.unique(key, return_counts=True)
-            pk = keys >> 16
-            upk, inv = np.unique(pk, return_inverse=True)
-            totals = np.bincount(inv, weights=counts)
-            good = set(upk[totals >= self.min_shared].tolist())
-            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-                if (k >> 16) in good:
-                    a, b, o = k >> 40, (k >> 16) & 0xFFFFFF, (k & 0xFFFF) - 32768
-                    out[(a, b)][o] += c
+            pair = keys >> 16
+            upair, inv = np.unique(pair, return_inverse=True)
+            shared = np.bincount(inv, weights=counts)
+            sel = shared[inv] >= self.min_shared  # only pairs sharing enough prefixes reach Python
+            for k, c in zip(keys[sel].tolist(), counts[sel].tolist(), strict=True):
+                out[(k >> 40, (k >> 16) & 0xFFFFFF)][(k & 0xFFFF) - 32768] += c
         return out
 
     def _matches(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> bool:
@@ -206,6 +204,17 @@ class MusicIndex:
             result.update({c: gid for c in new})
         self._append(keys, arrays, [result[k] for k in keys])
         return result
+
+    def bulk_load(self, music_ids: dict[str, str], fingerprints: dict[str, str | np.ndarray]) -> None:
+        """Add clips whose music ids are already known (e.g. from the manifest), without matching."""
+        self._load_ids()
+        known = set(self._ids or [])
+        keys = sorted(k for k in fingerprints if k not in known)
+        arrays = [decode(fingerprints[k]) if isinstance(fingerprints[k], str) else np.asarray(fingerprints[k], np.uint32)
+                  for k in keys]
+        keep = [i for i, a in enumerate(arrays) if len(a)]
+        if keep:
+            self._append([keys[i] for i in keep], [arrays[i] for i in keep], [music_ids[keys[i]] for i in keep])
 
     def _append(self, keys: list[str], arrays: list[np.ndarray], music: list[str]) -> None:
         base, n = self.size, len(keys)

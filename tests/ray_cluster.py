@@ -92,3 +92,31 @@ class LocalCluster:
                 pids = self.pids()
             if not pids:
                 break
+
+
+def connect_driver(address: str) -> dict[str, str | None]:
+    """Make this process a driver of the cluster on loopback; returns the environment to restore."""
+    keys = ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    os.environ.pop("RAY_ADDRESS", None)
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time: keeps 127.0.0.1 even if ray was imported earlier
+    ray.init(address=address, log_to_driver=False)
+    return old
+
+
+def disconnect_driver(old: dict[str, str | None]) -> None:
+    import ray
+    from ray._private import ray_constants
+
+    ray.shutdown()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
+                                                              not ray_constants.IS_WINDOWS_OR_OSX)

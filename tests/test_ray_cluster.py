@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ray_cluster import LocalCluster, ray_env
+from ray_cluster import LocalCluster, connect_driver, disconnect_driver, ray_env
 from ray_steps import crashing_step, slow_step
 
 from commercial98k.engine import run_steps
@@ -38,22 +38,11 @@ def cluster():
 @pytest.fixture(scope="module")
 def driver(cluster):
     """This test process as a Ray driver of the cluster."""
-    import ray
-
-    old = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback addresses only
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address=cluster.address, log_to_driver=False)
+    old = connect_driver(cluster.address)
     try:
         yield cluster
     finally:
-        ray.shutdown()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        disconnect_driver(old)
 
 
 def test_an_item_that_always_crashes_its_worker_ends_failed_and_the_rest_finish(driver):
