@@ -9,9 +9,10 @@ go through ``ManifestWriter`` (same ``clip_id``, newer row wins) with the proven
 ``audio_model``, ``frame_model``, ``text_model``, ``emotion_model``.
 
 Resumable: a clip is skipped when its feature files exist and its provenance matches the
-models of this run. Locally, clips are labelled in batches (frames and texts of several
-clips go through the models together, media decoded by ``workers`` threads); with
-``engine="ray"`` every clip is one Ray task and each worker process builds the models once.
+models of this run. One code path for both engines (``pipelines.stages.LabelStage``): clips
+are labelled in batches (frames and texts of several clips go through the models together);
+locally in this process with media decoded by ``workers`` threads, on Ray by ``workers`` actors
+that each build the models once and write their own manifest parts.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import concurrent.futures as cf
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from commercial98k.engine import Progress, error_line, run_steps
+from commercial98k.engine import error_line
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import within
 from commercial98k.label.category import clip_text
@@ -39,8 +40,8 @@ from commercial98k.label.clip_features import (
     models_for,
 )
 from commercial98k.label.tags import music_tags
-from commercial98k.manifest import ManifestWriter, read_manifest
-from commercial98k.ray_engine import assigned_device, is_system_failure
+from commercial98k.manifest import read_manifest
+from commercial98k.ray_engine import is_system_failure
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +226,6 @@ def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | 
     return out
 
 
-@dataclass(frozen=True)
-class LabelStep:
-    """Per-clip step for ``engine.run_steps`` (Ray): models built once per worker process."""
-
-    config: LabelConfig
-    data_root: str
-    options: LabelOptions
-
-    def __call__(self, item: dict) -> dict:
-        models = models_for(replace(self.config, device=assigned_device(self.config.device)))
-        return label_rows([item], models, FeatureStore(self.data_root), self.options)[0]
-
-
 def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore, opts: LabelOptions,
                    workers: int):
     """Yield labelled rows batch by batch; the next batch's media decodes while this one runs."""
@@ -274,21 +262,19 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     log.info("label: %d clips to label, %d already labelled", len(pending), done)
     if not pending:
         return counts
-    with ManifestWriter(manifest, "clips") as writer:
-        if engine == "local":
-            bar = Progress(len(pending), "label", disable=None if progress is None else not progress)
-            try:
-                for row in _local_batches(pending, models, store, options, workers or 1):
-                    bar.update(row)
-                    writer.add(row)
-                    counts["labelled" if row["status"] == "ok" else "failed"] += 1
-            finally:
-                bar.close()
-        else:
-            step = LabelStep(config, str(data_root), options)
-            for row in run_steps(step, pending, workers=workers, engine=engine, address=address, desc="label",
-                                 progress=progress, data_root=data_root, gpus_per_worker=gpus_per_worker):
-                writer.add(row)
-                counts["labelled" if row["status"] == "ok" else "failed"] += 1
-                counts["crashed"] += is_system_failure(row)
+    from commercial98k.manifest import compact
+    from commercial98k.stage_runner import run_stage
+    from pipelines.stages import LabelStage
+
+    # one code path: locally one worker (this process, --workers decode threads); on Ray one actor
+    # per worker, each building the models once and writing its own manifest parts
+    local = engine == "local"
+    stage = LabelStage(config, data_root, options, decode_threads=(workers or 1) if local else 1,
+                       gpus_per_worker=gpus_per_worker)
+    for row in run_stage(stage, pending, engine=engine, workers=1 if local else workers, address=address,
+                         manifest=manifest, data_root=None if local else data_root, desc="label",
+                         total=len(pending), progress=progress):
+        counts["labelled" if row["status"] == "ok" else "failed"] += 1
+        counts["crashed"] += is_system_failure(row)
+    compact(manifest, "clips")
     return counts
