@@ -256,3 +256,21 @@ class MusicIndex:
             sizes[merged] = sa + sb
             stale += [a, b]
         return stale
+
+
+def update_music_ids(manifest: str | os.PathLike, fingerprints: dict[str, str | np.ndarray],
+                     current: dict[str, str | None], max_ber: float = 0.15) -> dict[str, str]:
+    """clip_id -> music_id for ``fingerprints`` using the manifest's persisted index.
+
+    Only clips not yet in the index are matched (against the index and each other). The first
+    time, clips that already carry a ``music_id`` in ``current`` are loaded into the index as
+    they are, so an existing manifest keeps its ids. Known groups keep their ids when new clips join.
+    """
+    idx = MusicIndex(index_dir(manifest), max_ber=max_ber)
+    if idx.size == 0:
+        labelled = {c: m for c, m in current.items() if m and c in fingerprints}
+        if labelled:
+            idx.bulk_load(labelled, {c: fingerprints[c] for c in labelled})
+    idx.add(fingerprints)  # skips known clips
+    ids = idx.music_ids()
+    return {c: ids[c] for c in fingerprints if c in ids}

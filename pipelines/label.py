@@ -37,11 +37,12 @@ from commercial98k.label.clip_features import (
     LabelModels,
     audio_features,
     decode_clip,
-    models_for,
 )
 from commercial98k.label.tags import music_tags
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest import compact, read_manifest
 from commercial98k.ray_engine import is_system_failure
+from commercial98k.stage_runner import run_stage
+from pipelines.stages import LabelStage, label_provenance
 
 log = logging.getLogger(__name__)
 
@@ -255,16 +256,27 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     data_root = Path(data_root).resolve()
     store = FeatureStore(data_root)
     rows = read_manifest(manifest, "clips").to_pylist()
-    models = models_for(config)
-    prov = models.provenance()  # builds the models: fails early with a clear error
+    # builds the models (locally here, on Ray in one cluster task): fails early with a clear error
+    prov, started_ray = label_provenance(config, engine, address, gpus_per_worker)
+    try:
+        return _label_pending(rows, manifest, data_root, store, prov, config, options, workers, engine, address,
+                              limit, progress, gpus_per_worker)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _label_pending(rows: list[dict], manifest: str | os.PathLike, data_root: Path, store: FeatureStore,
+                   prov: dict[str, str | None], config: LabelConfig, options: LabelOptions, workers: int | None,
+                   engine: str, address: str | None, limit: int | None, progress: bool | None,
+                   gpus_per_worker: float) -> Counter:
     pending, done = select_pending(rows, store, prov, config.has_emotion, limit)
     counts: Counter = Counter(skipped=done, not_ok=sum(r.get("status") != "ok" for r in rows))
     log.info("label: %d clips to label, %d already labelled", len(pending), done)
     if not pending:
         return counts
-    from commercial98k.manifest import compact
-    from commercial98k.stage_runner import run_stage
-    from pipelines.stages import LabelStage
 
     # one code path: locally one worker (this process, --workers decode threads); on Ray one actor
     # per worker, each building the models once and writing its own manifest parts

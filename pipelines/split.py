@@ -4,8 +4,10 @@ Per video (a picklable step run by ``engine.run_steps``, locally or on Ray): pro
 YAMNet music spans, clip windows; cut ``clips/<clip_id>.mp4``, write ``audio/<clip_id>.wav``
 (mono 16 kHz), fingerprint each clip and hash the keyframes. A video without audio, without
 music or that fails gets one ``<video_id>-none`` row with the status and cause, so a re-run
-skips it (failed videos are retried). Then a global pass over ALL clips of the manifest assigns
-``music_id`` (same track, same id) and ``dup_group`` (re-uploads) and rewrites it atomically.
+skips it (failed videos are retried). Then the new clips get their ``music_id`` from the
+persisted fingerprint index next to the manifest (``<manifest>.identity/``; new clips are
+matched against the known tracks, not every clip against every other) and every video its
+``dup_group`` (re-uploads); the manifest is rewritten atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow as pa
 
 from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
+from commercial98k.identity_index import update_music_ids
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.schema import VIDEO_SCHEMA
@@ -30,7 +33,6 @@ from commercial98k.split.identity import (
     fingerprint_file,
     fingerprinter_info,
     group_duplicates,
-    group_music,
     keyframe_times,
     video_phash,
 )
@@ -136,19 +138,31 @@ class SplitStep:
 
 
 def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path) -> tuple[list[dict], int]:
-    """Video rows with status ok that have no finished rows in the clips manifest; and how many were skipped."""
-    videos = read_manifest(videos_manifest, "videos")
+    """Video rows with status ok that have no finished rows in the clips manifest; and how many were skipped.
+
+    Both manifests are streamed (``manifest_scan``): only the pending video rows become dicts.
+    """
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest_scan import scan_manifest
+
     done: set[str] = set()
     if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
-        clips = read_manifest(clips_manifest, "clips").select(["video_id", "status"]).to_pylist()
-        done = {r["video_id"] for r in clips if r["status"] in FINISHED}
-    rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
-    todo = [r for r in rows if r["video_id"] not in done]
-    return todo, len(rows) - len(todo)
+        for b in scan_manifest(clips_manifest, "clips", ["video_id", "status"]):
+            done.update(b.filter(pc.is_in(b.column("status"), pa.array(FINISHED))).column("video_id").to_pylist())
+    if not manifest_exists(videos_manifest):
+        read_manifest(videos_manifest, "videos")  # the usual one-line error
+    todo, total = [], 0
+    for b in scan_manifest(videos_manifest, "videos"):
+        ok = b.filter(pc.equal(b.column("status"), "ok"))
+        total += ok.num_rows
+        todo += [r for r in ok.to_pylist() if r["video_id"] not in done]
+    return todo, total - len(todo)
 
 
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
-    """Global pass: ``music_id`` over all fingerprinted clips, ``dup_group`` over all videos.
+    """``music_id`` of new fingerprinted clips from the persisted index (``identity_index``: new clips
+    are matched against the known tracks, not all clips against each other); ``dup_group`` over all videos.
 
     Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the
     manifest atomically and returns the new table.
@@ -160,7 +174,8 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     keep = [not (c == none_clip_id(v) and v in with_clips) for c, v in zip(cols["clip_id"], cols["video_id"], strict=True)]
     fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
            if f and s == "ok" and k}
-    music = group_music(fps, max_ber=max_ber)
+    current = dict(zip(cols["clip_id"], table.column("music_id").to_pylist(), strict=True))
+    music = update_music_ids(clips_manifest, fps, current, max_ber=max_ber)  # only new clips are matched
     phashes: dict[str, str] = {}
     for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
         if h and v not in phashes:
@@ -184,7 +199,9 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
     config = replace(config, data_root=str(Path(config.data_root).resolve()))  # workers have other cwds
     todo, skipped = pending_videos(videos_manifest, clips_manifest)
     counts: dict[str, int] = {"skipped": skipped}
-    if todo:
+    if todo and engine == "ray":  # actors (pipelines.stages.SplitStage) that write their own parts
+        counts.update(_split_on_actors(todo, clips_manifest, config, workers, address))
+    elif todo:
         get_detector()  # unpack the model once before the workers start
         with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
             for result in _results(SplitStep(config), todo, workers, engine, address):
@@ -197,6 +214,28 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
         ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
         counts["clips"] = int(ok.sum())
         counts["music_ids"] = len({m for m, o in zip(table.column("music_id").to_pylist(), ok, strict=True) if o and m})
+    return counts
+
+
+def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
+                     address: str | None) -> dict[str, int]:
+    """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
+    from commercial98k.manifest import compact
+    from commercial98k.stage_runner import run_stage
+    from pipelines.stages import SplitStage
+
+    status: dict[str, str] = {}
+    crashed = 0
+    for row in run_stage(SplitStage(config), todo, engine="ray", workers=workers, address=address,
+                         manifest=clips_manifest, data_root=config.data_root, desc="split (clips)"):
+        status.setdefault(row["clip_id"].rsplit("-", 1)[0], row["status"])
+        crashed += is_system_failure(row)
+    compact(clips_manifest, "clips")
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    if crashed:
+        counts["crashed"] = crashed
     return counts
 
 

@@ -87,3 +87,33 @@ class SplitStage(Stage):
         row = {k: item.get(k) for k in VIDEO_COLUMNS}
         row.update(clip_id=none_clip_id(item["video_id"]), status="failed", error=error)
         return [row]
+
+
+def _provenance(config: LabelConfig) -> dict[str, str | None]:
+    from commercial98k.label.clip_features import models_for
+
+    return models_for(replace(config, device=assigned_device(config.device))).provenance()
+
+
+def label_provenance(config: LabelConfig, engine: str, address: str | None = None,
+                     gpus_per_worker: float = 0.0) -> tuple[dict[str, str | None], bool]:
+    """(the provenance columns of this run's models, whether Ray was started here).
+
+    Locally the models are built in this process (the worker). On Ray they are built by one task
+    on the cluster, so the driver loads no model; a model error comes back as its own exception.
+    """
+    if engine != "ray":
+        return _provenance(config), False
+    import ray
+
+    from commercial98k.ray_engine import connect
+
+    started = connect(address)
+    task = ray.remote(_provenance).options(num_cpus=1, num_gpus=gpus_per_worker, max_retries=1)
+    try:
+        return ray.get(task.remote(config)), started
+    except ray.exceptions.RayTaskError as e:
+        if started:
+            ray.shutdown()
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, Exception) else e) from None

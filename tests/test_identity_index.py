@@ -74,3 +74,15 @@ def test_segments_stay_logarithmic(tmp_path):
     files = {p.name.split(".")[0] for p in (tmp_path / "idx").glob("seg-*.npy")}
     assert files == set(idx.segments)
     assert partition(MusicIndex(tmp_path / "idx").music_ids()) == partition(group_music(clips))
+
+
+def test_update_music_ids_keeps_a_manifests_ids_and_matches_only_new_clips(tmp_path):
+    from commercial98k.identity_index import update_music_ids
+
+    clips = synthetic_clips(n_tracks=4, per_track=3, seed=5)
+    first = {k: v for k, v in clips.items() if k.endswith(("-c0", "-c1"))}
+    current = {k: f"m-old{k[1:4]}" for k in first}  # ids a full pass gave earlier
+    ids = update_music_ids(tmp_path / "c98k.parquet", clips, current)
+    assert all(ids[k] == current[k] for k in first)
+    assert all(ids[k] == current[k.replace("-c2", "-c0")] for k in clips if k.endswith("-c2"))
+    assert (tmp_path / "c98k.parquet.identity" / "meta.json").is_file()
