@@ -143,3 +143,37 @@ def test_a_data_root_the_workers_cannot_see_gives_one_error_line(project, cluste
     assert lines[0].startswith(f"error: the data root {work / 'data'} is not visible from worker node 127.0.0.1")
     assert lines[0].endswith("put it on a filesystem every node mounts at the same path")
     assert not (work / "manifests" / "c98k.parquet").exists()
+
+
+def _stages(folder: Path, source: Path, env: dict[str, str], *engine: str) -> None:
+    """fetch (a local folder) -> split -> label, each through the CLI from ``folder`` with relative paths."""
+    folder.mkdir()
+    for args in (["fetch", "-c", "cosmetics", "-s", str(source)], ["split", "--clip-seconds", "8"],
+                 ["label", "--emotion-model", "none"]):
+        run = subprocess.run([sys.executable, "-m", "pipelines.cli", *args, *engine], cwd=folder, env=env,
+                             capture_output=True, text=True, timeout=1200)
+        assert run.returncode == 0, (args, run.stderr[-3000:])
+
+
+@pytest.mark.slow
+def test_fetch_split_label_on_the_cluster_match_the_local_engine(project, cluster, tmp_path):
+    import numpy as np
+
+    source = project / "data" / "videos"
+    _stages(tmp_path / "local", source, ray_env())
+    _stages(tmp_path / "remote", source, ray_env(RAY_ADDRESS=cluster.address), "--engine", "ray")
+    videos = [{r["video_id"]: (r["status"], r["content_sha256"], r["video_path"])
+               for r in read_manifest(tmp_path / side / "manifests/videos.parquet", "videos").to_pylist()}
+              for side in ("local", "remote")]
+    assert videos[0] == videos[1] and len(videos[0]) == 4
+    label_cols = ("tags", "predicted_category", "audio_embedding", "frame_embedding", "tag_embedding", "audio_model")
+    clips = [{r["clip_id"]: {k: r.get(k) for k in COMPARED + label_cols}
+              for r in read_manifest(tmp_path / side / "manifests/c98k.parquet", "clips").to_pylist()}
+             for side in ("local", "remote")]
+    assert clips[0] == clips[1]
+    ok = [c for c, r in clips[0].items() if r["status"] == "ok"]
+    assert ok and all(clips[0][c]["audio_embedding"] for c in ok)
+    for c in ok:
+        for col in ("audio_embedding", "frame_embedding"):
+            a, b = (np.load(tmp_path / side / "data" / clips[0][c][col]) for side in ("local", "remote"))
+            np.testing.assert_allclose(a, b, atol=2e-2)
