@@ -39,7 +39,7 @@ from commercial98k.label.clip_features import (
     decode_clip,
 )
 from commercial98k.label.tags import music_tags
-from commercial98k.manifest import compact, read_manifest
+from commercial98k.manifest import compact, manifest_exists, read_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.stage_runner import run_stage
 from pipelines.stages import LabelStage, label_provenance
@@ -255,11 +255,12 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     config, options = config or LabelConfig(), options or LabelOptions()
     data_root = Path(data_root).resolve()
     store = FeatureStore(data_root)
-    rows = read_manifest(manifest, "clips").to_pylist()
+    if not manifest_exists(manifest):
+        read_manifest(manifest, "clips")  # the usual one-line error
     # builds the models (locally here, on Ray in one cluster task): fails early with a clear error
     prov, started_ray = label_provenance(config, engine, address, gpus_per_worker)
     try:
-        return _label_pending(rows, manifest, data_root, store, prov, config, options, workers, engine, address,
+        return _label_pending(manifest, data_root, store, prov, config, options, workers, engine, address,
                               limit, progress, gpus_per_worker)
     finally:
         if started_ray:
@@ -268,12 +269,31 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
             ray.shutdown()
 
 
-def _label_pending(rows: list[dict], manifest: str | os.PathLike, data_root: Path, store: FeatureStore,
+def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dict[str, str | None],
+               has_emotion: bool, limit: int | None = None) -> tuple[list[dict], int, int]:
+    """(rows to label, already labelled, not ok): the manifest is streamed in batches
+    (``manifest_scan``), only ``ok`` rows become dicts and only pending ones are kept."""
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest_scan import scan_manifest
+
+    pending: list[dict] = []
+    done = not_ok = 0
+    for batch in scan_manifest(manifest, "clips"):
+        ok = pc.fill_null(pc.equal(batch.column("status"), "ok"), False)
+        not_ok += batch.num_rows - pc.sum(ok).as_py() if batch.num_rows else 0
+        rows, n = select_pending(batch.filter(ok).to_pylist(), store, provenance, has_emotion)
+        pending += rows
+        done += n
+    return (pending[:limit] if limit else pending), done, not_ok
+
+
+def _label_pending(manifest: str | os.PathLike, data_root: Path, store: FeatureStore,
                    prov: dict[str, str | None], config: LabelConfig, options: LabelOptions, workers: int | None,
                    engine: str, address: str | None, limit: int | None, progress: bool | None,
                    gpus_per_worker: float) -> Counter:
-    pending, done = select_pending(rows, store, prov, config.has_emotion, limit)
-    counts: Counter = Counter(skipped=done, not_ok=sum(r.get("status") != "ok" for r in rows))
+    pending, done, not_ok = plan_label(manifest, store, prov, config.has_emotion, limit)
+    counts: Counter = Counter(skipped=done, not_ok=not_ok)
     log.info("label: %d clips to label, %d already labelled", len(pending), done)
     if not pending:
         return counts
