@@ -71,6 +71,15 @@ def default_workers(gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0) 
     return max(1, int(res.get("CPU", 1) / max(cpus_per_worker, 1e-9)))
 
 
+def check_gpus(gpus_per_worker: float) -> None:
+    """Refuse a GPU stage on a cluster without that many GPUs (its tasks would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_worker > have:
+        raise RuntimeError(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {have:g} GPU(s)")
+
+
 def _look(path: str, token: str) -> tuple[str, bool]:
     try:
         with open(path, encoding="utf-8") as f:

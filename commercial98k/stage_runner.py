@@ -96,6 +96,8 @@ def _run_ray(stage: Stage, items: Iterable[dict], workers: int | None, address: 
         if data_root is not None:
             ray_engine.probe_data_root(Path(data_root).resolve())
         res = stage.resources
+        if res.num_gpus:
+            ray_engine.check_gpus(res.num_gpus)
         n = workers or ray_engine.default_workers(res.num_gpus, res.num_cpus)
         actor_cls = ray.remote(StageWorker).options(**res.ray_options(), max_restarts=max_retries,
                                                     max_task_retries=max_retries)
@@ -109,12 +111,14 @@ def _run_ray(stage: Stage, items: Iterable[dict], workers: int | None, address: 
 
 
 def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, manifest: str | None) -> Iterator[dict]:
-    """Keep two batches in flight per actor; on an actor's death retry its batch item by item."""
+    """Keep two batches in flight per actor; on an actor's death retry its batch item by item, each
+    retried item alone on its actor (so a retried item that kills its actor is the cause)."""
     import ray
 
     retry: deque[list[dict]] = deque()
     inflight: dict[Any, tuple[Any, list[dict], bool]] = {}
     load = {id(a): 0 for a in actors}
+    dead: list = []
     exhausted = False
 
     def submit(actor, rows: list[dict], single: bool) -> None:
@@ -125,8 +129,10 @@ def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, 
         while True:
             for actor in list(actors):
                 while load[id(actor)] < 2:
-                    if retry:
-                        submit(actor, retry.popleft(), True)
+                    if retry:  # a retried item runs alone on its actor: if the actor dies, the item did it
+                        if load[id(actor)] == 0:
+                            submit(actor, retry.popleft(), True)
+                        break
                     elif not exhausted and (chunk := next(chunks, None)) is not None:
                         submit(actor, chunk, False)
                     else:
@@ -145,8 +151,9 @@ def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, 
                     if actor in actors:  # replace the dead actor once (its other batch fails too)
                         actors[actors.index(actor)] = fresh = new_actor()
                         load[id(fresh)] = 0
+                        dead.append(actor)  # keep the handle: ids in ``load`` stay unique
                         ray.kill(actor, no_restart=True)
-                    if len(rows) > 1 or not single:
+                    if not single:  # a batch, or a lone item that may have queued behind a crasher
                         retry.extend([r] for r in rows)
                         continue
                     failed = stage.failed_rows(rows[0], _cause(e))
@@ -158,7 +165,7 @@ def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, 
                         out = failed
                 yield from _summaries(stage, out, manifest)
     finally:
-        for a in actors:
+        for a in actors + dead:
             ray.kill(a, no_restart=True)
 
 

@@ -22,8 +22,8 @@ def engine_options(f):
     f = click.option("--address", default=None,
                      help="Ray cluster address (with --engine ray); default: $RAY_ADDRESS, else start a local Ray. "
                           "Every node must see --data-root at the same path (checked before work starts).")(f)
-    f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                     help="local: a thread pool on this machine; ray: Ray tasks on a cluster.")(f)
+    f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, is_eager=True,
+                     help="local: a thread pool on this machine; ray: Ray tasks/actors on a cluster.")(f)
     f = click.option("--workers", "-j", type=click.IntRange(1, 4096), default=None,
                      help="Items processed at once [local: 1; ray: the cluster's CPUs, or its GPUs / "
                           "--gpus-per-worker for GPU stages].")(f)
@@ -32,7 +32,7 @@ def engine_options(f):
 
 def gpu_option(f):
     """--gpus-per-worker: GPUs (fractions allowed) each Ray task reserves; its device comes from Ray."""
-    return click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+    return click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True, is_eager=True,
                         help="With --engine ray: GPUs each task reserves (e.g. 0.25: four tasks share one GPU); "
                              "the task's device is the GPU Ray assigned.")(f)
 
@@ -40,6 +40,8 @@ def gpu_option(f):
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from commercial98k.models.registry import check_device  # imports torch: only when a command runs
 
+    if ctx.params.get("engine") == "ray" and (ctx.params.get("gpus_per_worker") or 0) > 0:
+        return value  # the device is the GPU Ray assigns each worker, not one of this machine's
     try:
         return check_device(value)
     except ValueError as e:

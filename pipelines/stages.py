@@ -106,9 +106,16 @@ def label_provenance(config: LabelConfig, engine: str, address: str | None = Non
         return _provenance(config), False
     import ray
 
-    from commercial98k.ray_engine import connect
+    from commercial98k.ray_engine import check_gpus, connect
 
     started = connect(address)
+    if gpus_per_worker:
+        try:
+            check_gpus(gpus_per_worker)
+        except RuntimeError:
+            if started:
+                ray.shutdown()
+            raise
     task = ray.remote(_provenance).options(num_cpus=1, num_gpus=gpus_per_worker, max_retries=1)
     try:
         return ray.get(task.remote(config)), started

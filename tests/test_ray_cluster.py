@@ -177,3 +177,17 @@ def test_fetch_split_label_on_the_cluster_match_the_local_engine(project, cluste
         for col in ("audio_embedding", "frame_embedding"):
             a, b = (np.load(tmp_path / side / "data" / clips[0][c][col]) for side in ("local", "remote"))
             np.testing.assert_allclose(a, b, atol=2e-2)
+
+
+def test_a_gpu_stage_on_a_cluster_without_gpus_is_one_error_line(project, cluster, tmp_path):
+    """--device cuda is not checked on the driver when Ray assigns the GPUs; the cluster is."""
+    work = tmp_path / "gpu"
+    shutil.copytree(project, work)
+    write_manifest([dict(_video_row("a"), clip_id="a-c000", clip_path="clips/a-c000.mp4")],
+                   work / "manifests" / "c98k.parquet", "clips")
+    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "label", "--engine", "ray", "--device", "cuda",
+                          "--gpus-per-worker", "0.5"], cwd=work, env=ray_env(RAY_ADDRESS=cluster.address),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "error: --gpus-per-worker 0.5: the Ray cluster has 0 GPU(s)" in run.stderr
+    assert "Traceback" not in run.stderr
