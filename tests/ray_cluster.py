@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,7 @@ class LocalCluster:
                 pids = self.pids()
             if not pids:
                 break
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def connect_driver(address: str) -> dict[str, str | None]:
