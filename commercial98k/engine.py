@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -69,27 +70,43 @@ class Progress:
         self.bar.close()
 
 
-def run_steps(step: Step, items: Iterable[dict], *, workers: int = 1, engine: str = "local",
+def run_steps(step: Step, items: Iterable[dict], *, workers: int | None = 1, engine: str = "local",
               address: str | None = None, desc: str = "", total: int | None = None,
               processes: bool = False, progress: bool | None = None,
-              on_row: Callable[[dict], dict] | None = None) -> Iterator[dict]:
+              on_row: Callable[[dict], dict] | None = None, data_root: str | os.PathLike | None = None,
+              gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_retries: int = 2) -> Iterator[dict]:
     """Apply ``step`` to every item and yield result rows as they complete.
 
     ``engine="local"`` uses threads (``processes=True``: a process pool) with ``workers``
-    in flight; ``workers=1`` runs in this process. ``engine="ray"`` submits Ray tasks to the
-    cluster at ``address`` (or a local Ray instance) with at most ``workers`` in flight.
+    in flight; ``workers=1`` (or None) runs in this process. ``engine="ray"`` submits Ray tasks to
+    the cluster at ``address`` (else ``RAY_ADDRESS``, else a local Ray) with at most ``2 * workers``
+    in flight (None: the cluster's CPUs, or GPUs / ``gpus_per_worker``). With ``data_root``, Ray
+    runs first check that every node sees it (``ray_engine.probe_data_root``); a task whose worker
+    crashed or was OOM-killed after ``max_retries`` yields the item's failed row with the cause.
     ``on_row`` (optional) runs in this process on every row before it is counted and yielded,
     for checks that need all rows (e.g. content-hash duplicates).
     """
-    items = list(items)
-    bar = Progress(total if total is not None else len(items), desc, disable=None if progress is None else not progress)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if total is None:
+        items = list(items)
+        total = len(items)
+    started_here = False
+    if engine == "ray":
+        from . import ray_engine
+
+        started_here = ray_engine.connect(address, num_cpus=workers)
+    bar = Progress(total, desc, disable=None if progress is None else not progress)
     try:
         if engine == "ray":
-            results = _run_ray(step, items, workers, address)
-        elif engine == "local":
-            results = _run_local(step, items, workers, processes)
+            if data_root is not None:
+                ray_engine.probe_data_root(Path(data_root).resolve())
+            if workers is None:
+                workers = ray_engine.default_workers(gpus_per_worker, cpus_per_worker)
+            results = ray_engine.run_ray(safe_call, step, items, workers, cpus_per_worker, gpus_per_worker,
+                                         max_retries)
         else:
-            raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+            results = _run_local(step, items, workers or 1, processes)
         for row in results:
             if on_row is not None:
                 row = on_row(row)
@@ -97,9 +114,13 @@ def run_steps(step: Step, items: Iterable[dict], *, workers: int = 1, engine: st
             yield row
     finally:
         bar.close()
+        if started_here:
+            import ray
+
+            ray.shutdown()
 
 
-def _run_local(step: Step, items: list[dict], workers: int, processes: bool) -> Iterator[dict]:
+def _run_local(step: Step, items: Iterable[dict], workers: int, processes: bool) -> Iterator[dict]:
     if workers <= 1:
         for it in items:
             yield safe_call(step, it)
@@ -116,37 +137,3 @@ def _run_local(step: Step, items: list[dict], workers: int, processes: bool) -> 
                     yield f.result()
         for f in cf.as_completed(pending):
             yield f.result()
-
-
-def _run_ray(step: Step, items: list[dict], workers: int, address: str | None) -> Iterator[dict]:
-    try:
-        import ray
-    except ImportError as e:
-        raise RuntimeError("--engine ray needs Ray: pip install 'commercial98k[ray]'") from e
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs["num_cpus"] = max(1, workers)
-        ray.init(**kwargs)
-    remote = ray.remote(safe_call)
-    step_ref = ray.put(step)
-    pending: list = []
-    it = iter(items)
-    limit = max(1, workers) * 2
-    try:
-        for item in it:
-            pending.append(remote.remote(step_ref, item))
-            if len(pending) >= limit:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    yield ray.get(ref)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield ray.get(ref)
-    finally:
-        if started_here:
-            ray.shutdown()

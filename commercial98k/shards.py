@@ -297,16 +297,17 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
                  filters: ShardFilters | None = None, fractions: tuple[float, ...] = (0.8, 0.1, 0.1),
                  seed: int = 0, samples_per_shard: int = 1000, with_media: bool = False,
                  min_tag_count: int = 1, max_tag_vocab: int | None = None, verify_sha256: bool = True,
-                 taxonomy: Taxonomy | None = None, progress: bool | None = None) -> dict[str, Any]:
+                 taxonomy: Taxonomy | None = None, progress: bool | None = None, min_shards: int = 1) -> dict[str, Any]:
     """Build (or bring up to date) the shards of ``manifest`` under ``out_dir``; return index.json.
 
     Splits are assigned over the whole manifest (so a filtered build keeps each clip's split),
     then rows are filtered. Rows whose inputs are missing are skipped with one warning line each.
+    Each split gets at least ``min_shards`` shards when it has that many samples (``chunk_rows``).
     """
     filters = filters or ShardFilters()
     fractions = check_fractions(fractions)
-    if samples_per_shard < 1:
-        raise ValueError("samples_per_shard must be >= 1")
+    if samples_per_shard < 1 or min_shards < 1:
+        raise ValueError("samples_per_shard and min_shards must be >= 1")
     manifest, out_dir, data_root = Path(manifest), Path(out_dir), Path(data_root)
     taxonomy = taxonomy or load_taxonomy()
     root = DataRoot(data_root)
@@ -339,7 +340,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     plan: list[tuple[str, Path, Path, list[dict], str]] = []
     for split in ("train", "val", "test"):
         here = sorted((r for r in rows if r["split"] == split), key=lambda r: _order_key(seed, r["clip_id"]))
-        chunks = [here[i:i + samples_per_shard] for i in range(0, len(here), samples_per_shard)]
+        chunks = chunk_rows(here, samples_per_shard, min_shards)
         for i, chunk in enumerate(chunks):
             tar = out_dir / split / f"{split}-{i:06d}.tar"
             plan.append((split, tar, tar.with_name(f"{split}-{i:06d}_stats.json"), chunk, shard_fingerprint(chunk, ctx)))
@@ -370,7 +371,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
         "models": _models(rows), "filters": filters.to_dict(), "filtered_out": dict(filtered_out),
         "splits": splits, "split_categories": split_category_counts(rows, skipped),
         "split_options": {"fractions": list(fractions), "seed": seed, "grouped_by": ["music_id", "dup_group"]},
-        "samples_per_shard": samples_per_shard, "with_media": with_media, "min_tag_count": min_tag_count,
+        "samples_per_shard": samples_per_shard, "min_shards": min_shards, "with_media": with_media, "min_tag_count": min_tag_count,
         "skipped": {"count": len(skipped), "by_cause": dict(Counter(_cause_kind(s["cause"]) for s in skipped)),
                     "clips": skipped},
         "rebuilt_shards": [tar.relative_to(out_dir).as_posix() for _s, tar, *_ in todo],
@@ -378,6 +379,18 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     }
     atomic_write_json(out_dir / "index.json", index)
     return index
+
+
+def chunk_rows(rows: list[dict], samples_per_shard: int, min_shards: int = 1) -> list[list[dict]]:
+    """Cut a split's rows into shards of ``samples_per_shard``; if that gives fewer than ``min_shards``,
+    cut into ``min(min_shards, len(rows))`` shards of near-equal size instead (so DDP ranks x loader
+    workers each get a shard)."""
+    n = len(rows)
+    if n == 0 or -(-n // samples_per_shard) >= min_shards:
+        return [rows[i:i + samples_per_shard] for i in range(0, n, samples_per_shard)]
+    k = min(min_shards, n)
+    bounds = [n * i // k for i in range(k + 1)]
+    return [rows[bounds[i]:bounds[i + 1]] for i in range(k)]
 
 
 def _cause_kind(cause: str) -> str:

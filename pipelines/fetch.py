@@ -31,6 +31,7 @@ from tqdm import tqdm
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import within
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
+from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import (
     DEFAULT_SEARCH_COUNT,
     Breaker,
@@ -84,6 +85,7 @@ class FetchResult:
         where, cause = self.stats.failures[0] if self.stats.failures else ("?", "no detail")
         n = self.stats.sources
         return f"no source could be read ({n} of {n} failed; first: {where}: {cause})"
+    crashed: int = 0  # of the failed rows, those whose Ray worker crashed or was killed (not bad input)
 
     def summary(self) -> str:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing new"
@@ -260,7 +262,7 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
 
 def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest: str | Path = DEFAULT_MANIFEST,
           data_root: str | Path = "data", limit: int | None = None, options: YtdlpOptions | None = None,
-          workers: int = 1, engine: str = "local", address: str | None = None, retry_failed: bool = False,
+          workers: int | None = 1, engine: str = "local", address: str | None = None, retry_failed: bool = False,
           taxonomy: Taxonomy | None = None, progress: bool | None = None) -> FetchResult:
     """Fetch the videos of ``category`` (or of ``sources``) into ``data_root`` and the manifest.
 
@@ -307,10 +309,11 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
         while todo:
             short = False
             for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
-                                 progress=progress, on_row=check_row):
+                                 progress=progress, on_row=check_row, data_root=root):
                 writer.add(row)
                 attempted.add(row["video_id"])
                 result.counts[row["status"]] += 1
+                result.crashed += is_system_failure(row)
                 short |= row["status"] not in _COUNTS_TO_LIMIT and row.get("category") in result.found
             if not (limit and short):
                 break

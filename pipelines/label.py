@@ -9,9 +9,10 @@ go through ``ManifestWriter`` (same ``clip_id``, newer row wins) with the proven
 ``audio_model``, ``frame_model``, ``text_model``, ``emotion_model``.
 
 Resumable: a clip is skipped when its feature files exist and its provenance matches the
-models of this run. Locally, clips are labelled in batches (frames and texts of several
-clips go through the models together, media decoded by ``workers`` threads); with
-``engine="ray"`` every clip is one Ray task and each worker process builds the models once.
+models of this run. One code path for both engines (``pipelines.stages.LabelStage``): clips
+are labelled in batches (frames and texts of several clips go through the models together);
+locally in this process with media decoded by ``workers`` threads, on Ray by ``workers`` actors
+that each build the models once and write their own manifest parts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from commercial98k.engine import Progress, error_line, run_steps
+from commercial98k.engine import error_line
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import within
 from commercial98k.label.clip_features import (
@@ -36,7 +37,6 @@ from commercial98k.label.clip_features import (
     audio_features,
     decode_clip,
     frame_info,
-    models_for,
 )
 from commercial98k.label.evidence import (
     category_result,
@@ -47,9 +47,12 @@ from commercial98k.label.evidence import (
     visual_evidence,
 )
 from commercial98k.label.tags import music_tags
-from commercial98k.manifest import ManifestWriter, read_manifest
+from commercial98k.manifest import compact, manifest_exists, read_manifest
+from commercial98k.ray_engine import is_system_failure
+from commercial98k.stage_runner import run_stage
 from commercial98k.stages import record, split_result, stage_result
-from commercial98k.threads import cores, set_worker_threads, threads_per_worker
+from commercial98k.threads import cores, set_worker_threads
+from pipelines.stages import LabelStage, label_provenance
 
 log = logging.getLogger(__name__)
 
@@ -275,31 +278,6 @@ def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | 
     return out
 
 
-@dataclass(frozen=True)
-class LabelStep:
-    """Per-clip step for ``engine.run_steps`` (Ray): models built once per worker process."""
-
-    config: LabelConfig
-    data_root: str
-    options: LabelOptions
-    threads: int = 1  # per worker process: cores // workers
-
-    def __call__(self, item: dict) -> dict:
-        setup_worker(self.threads)
-        models = models_for(self.config)
-        return label_rows([item], models, FeatureStore(self.data_root), self.options)[0]
-
-
-_SETUP: dict[str, int] = {}
-
-
-def setup_worker(threads: int) -> None:
-    """Once per process, before its models load: cap its thread pools (``set_worker_threads``)."""
-    if _SETUP.get("threads") != threads:
-        set_worker_threads(threads)
-        _SETUP["threads"] = threads
-
-
 def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore, opts: LabelOptions,
                    workers: int):
     """Yield labelled rows batch by batch; the next batch's media decodes while this one runs."""
@@ -320,40 +298,73 @@ def _local_batches(pending: list[dict], models: LabelModels, store: FeatureStore
 
 
 def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config: LabelConfig | None = None,
-              options: LabelOptions | None = None, *, workers: int = 1, engine: str = "local",
+              options: LabelOptions | None = None, *, workers: int | None = 1, engine: str = "local",
               address: str | None = None, limit: int | None = None, progress: bool | None = None,
-              retry_failed: bool = False) -> Counter:
-    """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``)."""
+              retry_failed: bool = False, gpus_per_worker: float = 0.0) -> Counter:
+    """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``,
+    ``not_ok``, ``failed_before``: label failures left alone without ``retry_failed``,
+    ``crashed``: failed because a Ray worker crashed or was killed)."""
     config, options = config or LabelConfig(), options or LabelOptions()
     data_root = Path(data_root).resolve()
     store = FeatureStore(data_root)
-    rows = read_manifest(manifest, "clips").to_pylist()
-    if engine == "local":  # one process runs the models; the workers only decode
-        setup_worker(cores())
-    models = models_for(config)
-    prov = models.provenance(options.frame_fps)  # builds the models: fails early with a clear error
-    pending, done = select_pending(rows, store, prov, config.has_emotion, limit, retry_failed)
-    counts: Counter = Counter(skipped=done, not_ok=sum(split_result(r) != "ok" for r in rows),
-                              failed_before=0 if retry_failed else sum(stage_result(r, "label") == "failed" for r in rows))
-    log.info("label: %d clips to label, %d already labelled", len(pending), done)
+    if not manifest_exists(manifest):
+        read_manifest(manifest, "clips")  # the usual one-line error
+    if engine == "local":  # this process runs the models: cap its thread pools before they load
+        set_worker_threads(cores())
+    # builds the models (locally here, on Ray in one cluster task): fails early with a clear error
+    prov, started_ray = label_provenance(config, engine, address, gpus_per_worker, options.frame_fps)
+    try:
+        return _label_pending(manifest, data_root, store, prov, config, options, workers, engine, address,
+                              limit, progress, gpus_per_worker, retry_failed)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dict[str, str | None],
+               has_emotion: bool, limit: int | None = None,
+               retry_failed: bool = False) -> tuple[list[dict], Counter]:
+    """(rows to label, counts ``skipped`` (already labelled), ``not_ok`` (split did not make them
+    ``ok``), ``failed_before`` (label failed; retried only with ``retry_failed``)).
+
+    The manifest is streamed in batches (``manifest_scan``); only pending rows are kept.
+    """
+    from commercial98k.manifest_scan import scan_manifest
+
+    pending: list[dict] = []
+    counts: Counter = Counter(skipped=0, not_ok=0, failed_before=0)
+    for batch in scan_manifest(manifest, "clips"):
+        rows = batch.to_pylist()
+        split_ok = [r for r in rows if split_result(r) == "ok"]
+        counts["not_ok"] += len(rows) - len(split_ok)
+        if not retry_failed:
+            counts["failed_before"] += sum(stage_result(r, "label") == "failed" for r in split_ok)
+        chosen, n = select_pending(split_ok, store, provenance, has_emotion, retry_failed=retry_failed)
+        pending += chosen
+        counts["skipped"] += n
+    return (pending[:limit] if limit else pending), counts
+
+
+def _label_pending(manifest: str | os.PathLike, data_root: Path, store: FeatureStore,
+                   prov: dict[str, str | None], config: LabelConfig, options: LabelOptions, workers: int | None,
+                   engine: str, address: str | None, limit: int | None, progress: bool | None,
+                   gpus_per_worker: float, retry_failed: bool = False) -> Counter:
+    pending, counts = plan_label(manifest, store, prov, config.has_emotion, limit, retry_failed)
+    log.info("label: %d clips to label, %d already labelled", len(pending), counts["skipped"])
     if not pending:
         return counts
-    with ManifestWriter(manifest, "clips") as writer:
-        if engine == "local":
-            bar = Progress(len(pending), "label", disable=None if progress is None else not progress)
-            try:
-                for row in _local_batches(pending, models, store, options, workers):
-                    bar.update(row)
-                    row = label_result(row)
-                    writer.add(row)
-                    counts["labelled" if row["status"] == "ok" else "failed"] += 1
-            finally:
-                bar.close()
-        else:
-            step = LabelStep(config, str(data_root), options, threads_per_worker(workers))
-            for row in run_steps(step, pending, workers=workers, engine=engine, address=address, desc="label",
-                                 progress=progress):
-                row = label_result(row)
-                writer.add(row)
-                counts["labelled" if row["status"] == "ok" else "failed"] += 1
+
+    # one code path: locally one worker (this process, --workers decode threads); on Ray one actor
+    # per worker, each building the models once and writing its own manifest parts
+    local = engine == "local"
+    stage = LabelStage(config, data_root, options, decode_threads=(workers or 1) if local else 1,
+                       gpus_per_worker=gpus_per_worker, threads=cores() if local else 1)
+    for row in run_stage(stage, pending, engine=engine, workers=1 if local else workers, address=address,
+                         manifest=manifest, data_root=None if local else data_root, desc="label",
+                         total=len(pending), progress=progress):
+        counts["labelled" if row["status"] == "ok" else "failed"] += 1
+        counts["crashed"] += is_system_failure(row)
+    compact(manifest, "clips")
     return counts

@@ -12,22 +12,36 @@ DEFAULT_CLIPS_MANIFEST = "manifests/c98k.parquet"
 
 def data_root(f):
     return click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False),
-                        help="Folder for downloaded videos, clips, audio and features.")(f)
+                        help="Folder for downloaded videos, clips, audio and features (made absolute before "
+                             "work is dispatched; with --engine ray on several machines it must be on a "
+                             "filesystem every node mounts at the same path).")(f)
 
 
 def engine_options(f):
     """--workers, --engine, --address."""
-    f = click.option("--address", default=None, help="Ray cluster address (with --engine ray); default: start a local Ray.")(f)
-    f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                     help="local: a thread pool on this machine; ray: Ray tasks on a cluster.")(f)
-    f = click.option("--workers", "-j", type=click.IntRange(1, 512), default=1, show_default=True,
-                     help="Items processed at once.")(f)
+    f = click.option("--address", default=None,
+                     help="Ray cluster address (with --engine ray); default: $RAY_ADDRESS, else start a local Ray. "
+                          "Every node must see --data-root at the same path (checked before work starts).")(f)
+    f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, is_eager=True,
+                     help="local: a thread pool on this machine; ray: Ray tasks/actors on a cluster.")(f)
+    f = click.option("--workers", "-j", type=click.IntRange(1, 4096), default=None,
+                     help="Items processed at once [local: 1; ray: the cluster's CPUs, or its GPUs / "
+                          "--gpus-per-worker for GPU stages].")(f)
     return f
+
+
+def gpu_option(f):
+    """--gpus-per-worker: GPUs (fractions allowed) each Ray task reserves; its device comes from Ray."""
+    return click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True, is_eager=True,
+                        help="With --engine ray: GPUs each task reserves (e.g. 0.25: four tasks share one GPU); "
+                             "the task's device is the GPU Ray assigned.")(f)
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     from commercial98k.models.registry import check_device  # imports torch: only when a command runs
 
+    if ctx.params.get("engine") == "ray" and (ctx.params.get("gpus_per_worker") or 0) > 0:
+        return value  # the device is the GPU Ray assigns each worker, not one of this machine's
     try:
         return check_device(value)
     except ValueError as e:

@@ -13,11 +13,13 @@ from commercial98k.shards import ShardFilters, build_shards
 def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os.PathLike,
         filters: ShardFilters | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0, samples_per_shard: int = 1000, with_media: bool = False,
-        min_tag_count: int = 1, verify_sha256: bool = True, progress: bool | None = None) -> dict[str, Any]:
+        min_tag_count: int = 1, verify_sha256: bool = True, progress: bool | None = None,
+        min_shards: int = 8) -> dict[str, Any]:
     """Build or update the shards; return the index (see ``commercial98k.shards.build_shards``)."""
     return build_shards(manifest, out, data_root, filters=filters, fractions=fractions, seed=seed,
                         samples_per_shard=samples_per_shard, with_media=with_media,
-                        min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress)
+                        min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress,
+                        min_shards=min_shards)
 
 
 def summary_lines(index: dict[str, Any], out: str | os.PathLike) -> list[str]:

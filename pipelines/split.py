@@ -7,15 +7,17 @@ YAMNet music spans, clip windows, all from one decode of the video (``split.deco
 the span in the manifest is the truth, and ``c98k label`` reads a clip without a file from its
 source video and span. A video without audio, without
 music or that fails gets one ``<video_id>-none`` row with the status and cause, so a re-run
-skips it (failed videos are retried). Then a global pass over ALL clips of the manifest assigns
-``music_id`` (same track, same id) and ``dup_group`` (re-uploads) and rewrites it atomically.
+skips it (failed videos are retried). Then the new clips get their ``music_id`` from the
+persisted fingerprint index next to the manifest (``<manifest>.identity/``; new clips are
+matched against the known tracks, not every clip against every other) and every video its
+``dup_group`` (re-uploads); the manifest is rewritten atomically.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,9 @@ import pyarrow as pa
 
 from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
+from commercial98k.identity_index import update_music_ids
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
+from commercial98k.ray_engine import is_system_failure
 from commercial98k.schema import VIDEO_SCHEMA
 from commercial98k.split import plan_video
 from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
@@ -33,7 +37,6 @@ from commercial98k.split.identity import (
     fingerprint_problem,
     fingerprinter_info,
     group_duplicates,
-    group_music,
     keyframe_times,
     segment_links,
     segment_of,
@@ -164,21 +167,34 @@ def _none_result(base: dict, video_id: str, status: str, error: str | None) -> d
 
 def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
                    retry_failed: bool = False) -> tuple[list[dict], int]:
-    """Video rows with status ok that split has not finished (with ``retry_failed``: or failed on); and how many were skipped."""
-    videos = read_manifest(videos_manifest, "videos")
+    """Video rows with status ok that split has not finished (with ``retry_failed``: or failed on);
+    and how many were skipped.
+
+    Both manifests are streamed (``manifest_scan``): only the pending video rows become dicts.
+    """
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest_scan import scan_manifest
+
     done: set[str] = set()
     finished = FINISHED if retry_failed else (*FINISHED, "failed")
     if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
-        clips = read_manifest(clips_manifest, "clips").select(
-            ["video_id", "clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
-        done = {r["video_id"] for r in clips if split_result(r) in finished}
-    rows = [r for r in videos.to_pylist() if r.get("status") == "ok"]
-    todo = [r for r in rows if r["video_id"] not in done]
-    return todo, len(rows) - len(todo)
+        for b in scan_manifest(clips_manifest, "clips",
+                               ["video_id", "status", "fetch_status", "split_status", "label_status"]):
+            done.update(r["video_id"] for r in b.to_pylist() if split_result(r) in finished)
+    if not manifest_exists(videos_manifest):
+        read_manifest(videos_manifest, "videos")  # the usual one-line error
+    todo, total = [], 0
+    for b in scan_manifest(videos_manifest, "videos"):
+        ok = b.filter(pc.fill_null(pc.equal(b.column("status"), "ok"), False))
+        total += ok.num_rows
+        todo += [r for r in ok.to_pylist() if r["video_id"] not in done]
+    return todo, total - len(todo)
 
 
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
-    """Global pass: ``music_id`` over all fingerprinted clips, ``dup_group`` over all videos.
+    """``music_id`` of new fingerprinted clips from the persisted index (``identity_index``: new clips
+    are matched against the known tracks, not all clips against each other); ``dup_group`` over all videos.
 
     Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the
     manifest atomically and returns the new table.
@@ -193,7 +209,10 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
            if f and s == "ok" and k}
     spans = table.select(["clip_id", "video_id", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s"])
-    music = group_music(fps, max_ber=max_ber, linked=segment_links(tuple(r.values()) for r in spans.to_pylist()))
+    linked = segment_links(tuple(r.values()) for r in spans.to_pylist())
+    current = dict(zip(cols["clip_id"], table.column("music_id").to_pylist(), strict=True))
+    # only new clips are matched (against the persisted index and each other)
+    music = update_music_ids(clips_manifest, fps, current, max_ber=max_ber, linked=linked)
     phashes: dict[str, str] = {}
     for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
         if h and v not in phashes:
@@ -231,18 +250,26 @@ def without_music_identity(table: pa.Table) -> pa.Table:
 
 
 def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
-              workers: int = 1, engine: str = "local", address: str | None = None,
+              workers: int | None = 1, engine: str = "local", address: str | None = None,
               retry_failed: bool = False) -> dict:
-    """Split every pending video, then assign identities; return counts by status."""
+    """Split every pending video, then assign identities; return counts by status.
+
+    ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input).
+    """
+    config = replace(config, data_root=str(Path(config.data_root).resolve()))  # workers have other cwds
     todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
     counts: dict[str, int] = {"skipped": skipped}
-    if todo:
-        threads = threads_per_worker(workers)
+    if todo and engine == "ray":  # actors (pipelines.stages.SplitStage) that write their own parts
+        counts.update(_split_on_actors(todo, clips_manifest, config, workers, address))
+    elif todo:
+        threads = threads_per_worker(workers or 1)
         set_worker_threads(threads)
         get_detector()  # unpack the model once before the workers start
         with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
             for result in _results(SplitStep(config, threads), todo, workers, engine, address):
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
+                if is_system_failure(result):
+                    counts["crashed"] = counts.get("crashed", 0) + 1
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
@@ -252,8 +279,32 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
     return counts
 
 
-def _results(step: SplitStep, todo: list[dict], workers: int, engine: str, address: str | None) -> Iterator[dict]:
-    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split"):
+def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
+                     address: str | None) -> dict[str, int]:
+    """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
+    from commercial98k.manifest import compact
+    from commercial98k.stage_runner import run_stage
+    from pipelines.stages import SplitStage
+
+    status: dict[str, str] = {}
+    crashed = 0
+    for row in run_stage(SplitStage(config), todo, engine="ray", workers=workers, address=address,
+                         manifest=clips_manifest, data_root=config.data_root, desc="split (clips)"):
+        status.setdefault(row["clip_id"].rsplit("-", 1)[0], row["status"])
+        crashed += is_system_failure(row)
+    compact(clips_manifest, "clips")
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    if crashed:
+        counts["crashed"] = crashed
+    return counts
+
+
+def _results(step: SplitStep, todo: list[dict], workers: int | None, engine: str,
+             address: str | None) -> Iterator[dict]:
+    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split",
+                            data_root=step.config.data_root):
         if "rows" not in result:  # the engine caught an unexpected error: record the video as failed
             vid = result.get("video_id") or "?"
             row = {k: result.get(k) for k in VIDEO_COLUMNS}

@@ -36,6 +36,14 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, load_config
+from .ddp_guard import (
+    NoDataError,
+    abort_distributed,
+    agreed_batches,
+    check_readers,
+    close_distributed,
+    shard_count,
+)
 from .losses import BatchGather, yuyin_loss
 from .model import YuYin, YuYinConfig, count_parameters
 
@@ -135,6 +143,8 @@ class Trainer:
             from .data import load_index
             index = load_index(cfg.shards)
         self.index = index
+        if loader_factory is None:  # the shard loader: refuse readers that would get no shard
+            check_readers(index, "train", self.dist.world, cfg.num_workers)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.model_cfg = YuYinConfig.from_index(index, **cfg.model)
         self.model = YuYin(self.model_cfg).to(self.device)
@@ -224,8 +234,8 @@ class Trainer:
                 got += 1
                 yield batch
             if got == 0:
-                raise RuntimeError(f"rank {self.dist.rank}: the training split yields no full batch of "
-                                   f"{self.cfg.batch_size}; lower --batch-size or add clips")
+                raise NoDataError(f"rank {self.dist.rank}: the training split yields no full batch of "
+                                  f"{self.cfg.batch_size}; lower --batch-size or add clips")
             self.epoch += 1
             self.batch_in_epoch = 0
 
@@ -265,6 +275,9 @@ class Trainer:
         start, start_step, samples = time.perf_counter(), self.step, 0
         last: dict[str, float] = {}
         batches = self._batches()
+        if self.step < cfg.steps:  # ranks agree that each has data before any training collective
+            batches = agreed_batches(batches, self.dist.rank, self.dist.world, "train",
+                                     shard_count(self.index, "train"), cfg.batch_size, self.device)
         while self.step < cfg.steps:
             batch = next(batches)
             self.batch_in_epoch += 1
@@ -347,9 +360,9 @@ class Trainer:
         _append_csv(self.ckpt_dir / "metrics.csv", row, METRIC_FIELDS)
 
     def close(self) -> None:
-        if self.dist.world > 1 and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        """Normal end: barrier and leave the process group (after an error use ``abort_distributed``)."""
+        if self.dist.world > 1:
+            close_distributed()
 
 
 def _append_csv(path: Path, row: dict[str, Any], fields: list[str]) -> None:
@@ -380,8 +393,11 @@ def _jsonable(x: Any) -> Any:
 def train(cfg: TrainConfig, resume: str | os.PathLike | None = None, index: dict[str, Any] | None = None,
           loader_factory: LoaderFactory | None = None) -> dict[str, Any]:
     """Train one model to ``cfg.steps`` and return the summary (``Trainer.fit``)."""
-    trainer = Trainer(cfg, index=index, loader_factory=loader_factory)
     try:
-        return trainer.fit(resume)
-    finally:
-        trainer.close()
+        trainer = Trainer(cfg, index=index, loader_factory=loader_factory)
+        summary = trainer.fit(resume)
+    except BaseException:
+        abort_distributed()  # no collective after an error: this rank exits, torchrun stops the others
+        raise
+    trainer.close()
+    return summary

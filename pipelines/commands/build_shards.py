@@ -42,6 +42,9 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="train,val,test shares (splits grouped by music_id and near-duplicate group).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split assignment and sample order.")
 @click.option("--samples-per-shard", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--min-shards", type=click.IntRange(1), default=8, show_default=True,
+              help="Each split gets at least this many shards (smaller ones if needed), so every "
+                   "`torchrun` rank x loader worker of `yuyin train` reads a shard.")
 @click.option("--min-tag-count", type=click.IntRange(1), default=1, show_default=True,
               help="A tag enters the vocabulary when it occurs this often in the train split.")
 @click.option("--with-media", is_flag=True, help="Also store each clip's mp4 and wav in the shards.")
@@ -49,7 +52,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="Re-hash existing shards (sha256) to find corrupt ones; --no-verify checks sizes only.")
 def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...], min_duration: float | None,
             has_music: bool, min_category_confidence: float | None, statuses: tuple[str, ...],
-            split_fractions: tuple[float, float, float], seed: int, samples_per_shard: int,
+            split_fractions: tuple[float, float, float], seed: int, samples_per_shard: int, min_shards: int,
             min_tag_count: int, with_media: bool, verify: bool) -> None:
     """Write train/val/test WebDataset shards (features, emotion, tags, category, metadata).
 
@@ -68,7 +71,7 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
     try:
         index = stage.run(manifest, out, data_root, filters=filters, fractions=split_fractions, seed=seed,
                           samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
-                          verify_sha256=verify)
+                          verify_sha256=verify, min_shards=min_shards)
     except (ManifestError, OSError, ValueError) as e:
         fail(e)
     for line in stage.summary_lines(index, out):

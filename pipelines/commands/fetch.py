@@ -67,6 +67,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
       c98k fetch -c all --engine ray --address auto --workers 32
     """
     from commercial98k.manifest import ManifestError
+    from commercial98k.ray_engine import DataRootError
     from commercial98k.sources import UnsafeSourceError, UrlFileError, YtdlpOptions
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch
@@ -77,10 +78,14 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
     try:
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
                        workers=workers, engine=engine, address=address, retry_failed=retry_failed)
-    except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError) as e:
+    except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError, DataRootError) as e:
         # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
         fail(e, 1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)
     if result.no_source_read:
         click.echo(f"error: {result.failure_line()}", err=True)
         sys.exit(1)
     click.echo(result.summary())
+    if result.crashed:
+        click.echo(f"error: {result.crashed} video(s) failed because their worker crashed or was killed; "
+                   "run again to retry them", err=True)
+        sys.exit(3)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from pipelines.errors import fail
-from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options
+from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
 
 def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -47,6 +49,7 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--weights", "weights", multiple=True, metavar="KIND=PATH",
               help="Local weights overriding the default (KIND: audio, frames, emotion); repeatable.")
 @engine_options
+@gpu_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Label at most this many clips.")
 @click.option("--ocr/--no-ocr", default=True, show_default=True,
               help="Read on-screen text (RapidOCR PP-OCRv4, Chinese + English) of a few keyframes per clip.")
@@ -60,7 +63,7 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int | None, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
-            address: str | None, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
+            address: str | None, gpus_per_worker: float, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
             visual_evidence: str = "table", category_calibration: str | None = None,
             retry_failed: bool = False) -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
@@ -93,10 +96,15 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
                            clips_per_batch=clips_per_batch)
     try:
         counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
-                           address=address, limit=limit, retry_failed=retry_failed)
+                           address=address, limit=limit, retry_failed=retry_failed,
+                           gpus_per_worker=gpus_per_worker)
     except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
         fail(e)
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
                f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}"
                + (f", failed before {counts['failed_before']} (--retry-failed retries them)"
                   if counts["failed_before"] else ""))
+    if counts["crashed"]:
+        click.echo(f"error: {counts['crashed']} clip(s) failed because their worker crashed or was killed; "
+                   "run again to retry them", err=True)
+        sys.exit(3)

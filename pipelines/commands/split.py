@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.models.weights import WeightsUnavailable
+from commercial98k.ray_engine import DataRootError
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
@@ -66,7 +69,11 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
     try:
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
                            retry_failed=retry_failed)
-    except (ManifestError, WeightsUnavailable) as e:
+    except (ManifestError, WeightsUnavailable, DataRootError) as e:
         fail(e)
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"{manifest}: {summary}")
+    if counts.get("crashed"):
+        click.echo(f"error: {counts['crashed']} video(s) failed because their worker crashed or was killed; "
+                   "run again to retry them", err=True)
+        sys.exit(3)

@@ -1,0 +1,233 @@
+"""Scale: planning a 1 M-clip manifest, the music-identity index, split on 1 vs 2 Ray actors.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/scale.py                    # everything
+    PYTHONPATH=. .venv/bin/python benchmarks/scale.py --rows 200000 --skip-split
+
+1. **plan**: a synthetic clips manifest of ``--rows`` rows (99 % labelled by the current models,
+   with an empty fake feature file each under ``features/audio/...``). Each planner runs in its
+   own process; it prints the driver's peak RSS and wall time. ``streamed`` is
+   ``manifest_scan.iter_pending`` + one listing of the feature folder; the reference is the old
+   ``read_manifest(...).to_pylist()`` + one ``stat`` per row, on ``--ref-rows`` rows (it needs
+   ~13 KB per row).
+2. **identity**: seconds to add 10 k new clips (half of them cuts of known tracks) to a
+   ``MusicIndex`` holding 10 k, 100 k and 1 M known clips (synthetic 32-item fingerprints with
+   4 % bit errors). The ratio to the 10 k time shows the growth against linear (10x, 100x).
+3. **split**: videos/s of ``run_split(engine="ray")`` on a local Ray (started once) with 1 and
+   with 2 actors (``--split-videos`` generated 6 s videos; actor setup included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from commercial98k.schema import schema_for  # noqa: E402
+
+AUDIO_TAG = "musicnn 1 abcdef123456"
+
+
+def make_manifest(path: Path, rows: int, data_root: Path, fake_files: bool) -> None:
+    """``rows`` clip rows written in chunks (never all in memory), 1 % not yet labelled."""
+    schema = schema_for("clips")
+    feat = data_root / "features" / "audio" / "musicnn"
+    feat.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            ids = [f"v{(start + i) // 10:07d}-c{(start + i) % 10:03d}" for i in range(n)]
+            labelled = [(start + i) % 100 != 0 for i in range(n)]
+            cols = {f.name: pa.nulls(n, f.type) for f in schema}
+            cols["clip_id"] = pa.array(ids)
+            cols["video_id"] = pa.array([c[:8] for c in ids])
+            cols["status"] = pa.array(["ok"] * n)
+            cols["audio_model"] = pa.array([AUDIO_TAG if lab else None for lab in labelled])
+            cols["audio_embedding"] = pa.array([f"features/audio/musicnn/{c}.npy" if lab else None
+                                                for c, lab in zip(ids, labelled, strict=True)])
+            cols["title"] = pa.array([f"an ad title number {start + i} with some words" for i in range(n)])
+            w.write_table(pa.Table.from_pydict(cols, schema=schema))
+            if fake_files:
+                for c, lab in zip(ids, labelled, strict=True):
+                    if lab:
+                        open(feat / f"{c}.npy", "wb").close()
+
+
+def plan_streamed(manifest: str, data_root: str) -> int:
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest_scan import iter_pending
+
+    # one listing of the feature folder instead of one stat per row
+    have = pa.array([e.name for e in os.scandir(Path(data_root) / "features" / "audio" / "musicnn")])
+
+    def select(b: pa.RecordBatch) -> pa.Array:
+        stale = pc.fill_null(pc.not_equal(b.column("audio_model"), AUDIO_TAG), True)
+        names = pc.utf8_slice_codeunits(b.column("audio_embedding"), len("features/audio/musicnn/"), 1000)
+        missing = pc.invert(pc.fill_null(pc.is_in(names, value_set=have), False))
+        return pc.and_(pc.equal(b.column("status"), "ok"), pc.or_(stale, missing))
+
+    return sum(len(chunk) for chunk in iter_pending(manifest, "clips", ["status", "audio_model", "audio_embedding"],
+                                                    select))
+
+
+def plan_reference(manifest: str, data_root: str) -> int:
+    from commercial98k.manifest import read_manifest
+
+    rows = read_manifest(manifest, "clips").to_pylist()
+    root = Path(data_root)
+    return sum(1 for r in rows if r["status"] == "ok" and (r.get("audio_model") != AUDIO_TAG
+                                                           or not (root / (r.get("audio_embedding") or "x")).is_file()))
+
+
+def child(kind: str, manifest: str, data_root: str) -> None:
+    t = time.perf_counter()
+    n = (plan_streamed if kind == "streamed" else plan_reference)(manifest, data_root)
+    print(json.dumps({"pending": n, "seconds": time.perf_counter() - t,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(kind: str, manifest: Path, data_root: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, str(manifest), str(data_root)],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_plan(args, tmp: Path) -> None:
+    print(f"== plan: {args.rows:,} clip rows (reference on {args.ref_rows:,})")
+    for label, rows, kind in (("streamed", args.rows, "streamed"), ("reference", args.ref_rows, "reference")):
+        d = tmp / f"plan-{rows}"
+        if not (d / "c98k.parquet").exists():
+            d.mkdir(parents=True, exist_ok=True)
+            t = time.perf_counter()
+            make_manifest(d / "c98k.parquet", rows, d / "data", True)
+            print(f"   (made {rows:,} rows + fake feature files in {time.perf_counter() - t:.0f} s)")
+        r = run_child(kind, d / "c98k.parquet", d / "data")
+        print(f"{label:9s}: {rows:9,d} rows  plan {r['seconds']:7.1f} s  driver peak RSS {r['peak_rss_mb']:7.0f} MB  "
+              f"pending {r['pending']:,}  ({r['peak_rss_mb'] * 1024 / rows:.1f} KB/row)")
+
+
+def synthetic_fingerprints(n: int, tracks: np.ndarray, rng: np.random.Generator, prefix: str,
+                           track_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``n`` noisy 32-item cuts of rows of ``tracks`` (4 % bit errors)."""
+    t = track_ids if track_ids is not None else rng.integers(0, len(tracks), n)
+    off = rng.integers(0, tracks.shape[1] - 32, n)
+    cuts = tracks[t[:, None], off[:, None] + np.arange(32)[None, :]]
+    noise = rng.integers(0, 2**32, cuts.shape, dtype=np.uint32)
+    for _ in range(4):  # AND of 5 random words: each bit set with p = 1/32 (~3 %)
+        noise &= rng.integers(0, 2**32, cuts.shape, dtype=np.uint32)
+    cuts ^= noise
+    return {f"{prefix}{i:07d}": cuts[i] for i in range(n)}
+
+
+def bench_identity(args, tmp: Path) -> None:
+    from commercial98k.identity_index import MusicIndex
+
+    print("== identity: add 10k new clips to an index of N known clips")
+    base = None
+    for known in args.known:
+        rng = np.random.default_rng(0)
+        n_tracks = max(1, known // 5)
+        tracks = rng.integers(0, 2**32, (n_tracks + 5000, 64), dtype=np.uint32)
+        idx = MusicIndex(tmp / f"idx-{known}")
+        t = time.perf_counter()
+        for s in range(0, known, 200_000):
+            m = min(200_000, known - s)
+            ids = rng.integers(0, n_tracks, m)
+            fps = synthetic_fingerprints(m, tracks, rng, f"k{s:08d}-", ids)
+            idx.bulk_load({k: f"m-t{ids[i]}" for i, k in enumerate(fps)}, fps)
+        load = time.perf_counter() - t
+        new_ids = np.concatenate([rng.integers(0, n_tracks, 5000), n_tracks + rng.integers(0, 5000, 5000)])
+        new = synthetic_fingerprints(10_000, tracks, rng, "new-", new_ids)
+        t = time.perf_counter()
+        got = idx.add(new)
+        dt = time.perf_counter() - t
+        base = base or dt
+        joined = sum(1 for i, k in enumerate(sorted(new)) if got[k].startswith("m-t"))
+        print(f"known {known:9,d}: add 10k in {dt:6.2f} s  ({dt / base:5.2f}x the 10k time, known x{known / args.known[0]:.0f}); "
+              f"{joined:,} joined a known track (5,000 were cuts of one); segments {len(idx.segments)}; "
+              f"bulk load {load:.0f} s")
+
+
+def bench_split(args, tmp: Path) -> None:
+    print(f"== split: {args.split_videos} generated videos on a local Ray, 1 vs 2 actors")
+    media = ROOT.parent / "shared" / "media" / "emotify" / "audio"
+    track = next(iter(sorted(media.glob("*.mp3"))), None)
+    base = tmp / "split"
+    videos = base / "data" / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(args.split_videos):
+        out = videos / f"s{i}.mp4"
+        audio = ["-ss", str(5 + i), "-i", str(track)] if track else ["-f", "lavfi", "-i", "sine=f=440"]
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+                        *audio, "-t", "6", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-c:a", "aac", "-shortest", str(out)], check=True)
+        rows.append(dict(video_id=f"s{i}", platform="local", platform_id=f"s{i}", video_path=f"videos/s{i}.mp4",
+                         category="cosmetics", status="ok"))
+    from commercial98k.manifest import write_manifest
+
+    write_manifest(rows, base / "videos.parquet", "videos")
+    import ray
+
+    from pipelines.split import SplitConfig, run_split
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300 * 1024 * 1024)
+    rates = {}
+    try:
+        for workers in (1, 2):
+            out = base / f"c98k-{workers}.parquet"
+            t = time.perf_counter()
+            counts = run_split(base / "videos.parquet", out, SplitConfig(data_root=str(base / "data")),
+                               workers=workers, engine="ray")
+            rates[workers] = args.split_videos / (time.perf_counter() - t)
+            print(f"{workers} actor(s): {rates[workers]:.3f} videos/s (actor setup included; Ray already up) {counts}")
+    finally:
+        ray.shutdown()
+    print(f"2 vs 1 actors: {rates[2] / rates[1]:.2f}x  (cores here: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f})")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:5])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--ref-rows", type=int, default=100_000)
+    ap.add_argument("--known", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--split-videos", type=int, default=6)
+    ap.add_argument("--skip-plan", action="store_true")
+    ap.add_argument("--skip-identity", action="store_true")
+    ap.add_argument("--skip-split", action="store_true")
+    ap.add_argument("--tmp", default=None, help="Work folder (default: a temporary one, removed after)")
+    args = ap.parse_args()
+    tmp = Path(args.tmp) if args.tmp else Path(tempfile.mkdtemp(prefix="c98k-scale-"))
+    try:
+        if not args.skip_plan:
+            bench_plan(args, tmp)
+        if not args.skip_identity:
+            bench_identity(args, tmp)
+        if not args.skip_split:
+            bench_split(args, tmp)
+    finally:
+        if not args.tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
