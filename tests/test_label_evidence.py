@@ -174,7 +174,7 @@ def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path) -> None:
         guess = true if i % 5 else ids[(i + 1) % 4]  # 80 % right
         page = np.full(len(ids), 0.01)
         page[ids.index(guess)] = 1.0
-        visual = rng.dirichlet(np.ones(len(ids)))
+        visual = rng.dirichlet(np.full(len(ids), 50.0))  # weak, noisy evidence
         probs, present = combine({"page_text": page, "visual": visual}, len(ids))
         rows.append({"video_id": f"v{i}", "clip_id": f"v{i}-c000", "status": "ok", "category": "food",
                      "predicted_category": ids[int(np.argmax(probs))],
@@ -189,4 +189,5 @@ def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=True).stdout
     assert "40 labelled clips" in out and "top-1 0.800" in out and "<- disagrees" in out
     cal = CategoryCalibration.load(tmp_path / "cal.json")
-    assert cal.weights["page_text"] > cal.weights["visual"] and cal.ece_after is not None
+    # the page text says ~90 % and is right 80 % of the time: its weight shrinks, the ECE drops
+    assert cal.weights["page_text"] < 1.0 and cal.ece_after < cal.ece_before
