@@ -1,9 +1,9 @@
-"""Agreement of the gems-head with human GEMS ratings on the 60 Emotify excerpts (k-fold CV).
+"""Agreement of the gems-head with human GEMS ratings on the 160 Emotify excerpts (k-fold CV).
 
 For every metric the table prints the head, the reference predictor measured in the same run
 (``mean``: the training-fold mean vote distribution, the same for every test track), a stronger
 reference (``group mean``: the training-fold mean of the test track's genre) and the ratio
-head/mean. Metrics (out-of-fold, over all 60 tracks):
+head/mean. Metrics (out-of-fold, over all 160 tracks):
 
 * ``r share <emotion>``: Pearson correlation between predicted probability and the human vote
   distribution (each emotion's share of the track's votes), per emotion and averaged;

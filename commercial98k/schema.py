@@ -111,6 +111,8 @@ LABEL_EVIDENCE_FIELDS = [
     pa.field("ocr_model", pa.string()),  # provenance of ocr_text: "name version sha12"
     pa.field("category_probs", pa.map_(pa.string(), pa.float32())),  # calibrated distribution over categories
     pa.field("category_evidence", pa.list_(pa.string())),  # evidence used: page_text, ocr, visual
+    # each evidence kind's own distribution (taxonomy order), to refit the calibration on labelled clips
+    pa.field("category_evidence_probs", pa.map_(pa.string(), pa.list_(pa.float32()))),
     pa.field("tag_sources", pa.list_(pa.string())),  # per tag (aligned with ``tags``): page, ocr or music
 ]
 # ---- end issue 11 ----

@@ -215,6 +215,7 @@ class TextParts:
     ocr_text: str | None = None
     category_probs: dict[str, float] | None = None
     category_evidence: list[str] | None = None
+    category_evidence_probs: dict[str, list[float]] | None = None
 
 
 def _text_features(rows: list[dict], models: LabelModels, frame_seqs: list[np.ndarray] | None = None,
@@ -245,7 +246,7 @@ def _text_features(rows: list[dict], models: LabelModels, frame_seqs: list[np.nd
         out.append(TextParts(ts, np.stack([tag_emb[t] for t in ts]) if ts else np.zeros((0, models.text.dim), np.float32),
                              res.predicted_category, res.category_confidence, sources, ocr[i],
                              {c: float(p) for c, p in zip(ids, res.probs, strict=True)} if res.present else None,
-                             res.present))
+                             res.present, res.evidence))
     return out
 
 
@@ -272,7 +273,7 @@ def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | 
     out["predicted_category"] = text.predicted_category
     out["category_confidence"] = text.category_confidence
     out.update(tag_sources=text.tag_sources, ocr_text=text.ocr_text, category_probs=text.category_probs,
-               category_evidence=text.category_evidence)
+               category_evidence=text.category_evidence, category_evidence_probs=text.category_evidence_probs)
     out.update(prov)
     out["status"], out["error"] = "ok", None
     return out

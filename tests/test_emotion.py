@@ -285,7 +285,7 @@ def musicnn_emotify(shared_media: Path, tmp_path_factory):
     return ds, seqs, model
 
 
-def test_bundled_head_settings_beat_mean_and_genre_mean_under_cv(musicnn_emotify) -> None:
+def test_musicnn_bundled_head_settings_beat_mean_and_genre_mean_under_cv(musicnn_emotify) -> None:
     """5-fold CV, each track in one fold: the head beats the mean distribution and the per-genre
     mean (an oracle that knows the genre) on KL and top-1, and its predictions vary across tracks."""
     ds, seqs, model = musicnn_emotify

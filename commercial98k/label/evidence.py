@@ -113,6 +113,7 @@ class CategoryResult:
     present: list[str]  # evidence kinds used
     predicted_category: str | None
     category_confidence: float | None
+    evidence: dict[str, list[float]] | None = None  # each present kind's own distribution
 
 
 def category_result(ids: list[str], evidence: dict[str, np.ndarray | None], crawl: str | None,
@@ -124,7 +125,8 @@ def category_result(ids: list[str], evidence: dict[str, np.ndarray | None], craw
         return CategoryResult(probs, present, None, None)
     pred = ids[int(np.argmax(probs))]
     conf = float(probs[ids.index(crawl)]) if crawl in ids else float(probs.max())
-    return CategoryResult(probs, present, pred, conf)
+    kept = {e: [float(x) for x in np.asarray(evidence[e], np.float64)] for e in present}
+    return CategoryResult(probs, present, pred, conf, kept)
 
 
 def text_distributions(matcher: CategoryMatcher, texts: list[str], embeddings: np.ndarray | None = None
