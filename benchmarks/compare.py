@@ -69,6 +69,18 @@ def fetch_ratio() -> tuple[float | None, str]:
 # ---------------------------------------------------------------- split
 
 
+def _copy_media(src: Path, dst: Path, rels: list[str | None]) -> None:
+    """Copy (hard-link where possible) the files a stage reads into a scratch data root."""
+    for rel in sorted({r for r in rels if r}):
+        if not (src / rel).is_file():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / rel, dst / rel)
+        except OSError:
+            shutil.copy2(src / rel, dst / rel)
+
+
 def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...]) -> dict:
     """Interleaved per video: ffmpeg null decode, then the split step in each ``--clip-files`` mode."""
     from commercial98k.manifest import read_manifest
@@ -86,7 +98,7 @@ def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...])
     cpu: dict[str, list[float]] = {"decode": [], **{m: [] for m in modes}}
     with tempfile.TemporaryDirectory(prefix="c98k-compare-") as tmp:
         root = Path(tmp)
-        (root / "videos").symlink_to((src / "videos").resolve())
+        _copy_media(src, root, [r["video_path"] for r in rows])  # paths must stay inside the data root
         steps = {m: SplitStep(SplitConfig(data_root=str(root), clip_files=m), threads=1) for m in modes}
         steps[modes[0]](rows[0])  # warm-up: imports, model
         for _ in range(repeats):
@@ -131,9 +143,7 @@ def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
     runs = []
     with tempfile.TemporaryDirectory(prefix="c98k-compare-label-") as tmp:
         root = Path(tmp)
-        for sub in ("videos", "clips", "audio"):
-            if (demo / "data" / sub).is_dir():
-                (root / sub).symlink_to((demo / "data" / sub).resolve())
+        _copy_media(demo / "data", root, [r.get(k) for r in rows for k in ("video_path", "clip_path", "audio_path")])
         store = FeatureStore(root)
         list(_local_batches(rows[:1], models, store, opts, 1))  # warm-up
         for _ in range(repeats):
@@ -166,10 +176,12 @@ def loader_ratios(shards: Path, batch_size: int, repeats: int, min_samples: int,
     """Interleaved: raw tar read, loader; then the trainer on batches in memory."""
     from train_throughput import trainer_rate
 
-    from yuyin.data import make_loader, shard_urls
+    from yuyin.data import load_index, make_loader, shard_urls
     from yuyin.train import passthrough
 
     urls = shard_urls(shards, "train")
+    n_train = int(load_index(shards)["splits"]["train"]["samples"])
+    batch_size = max(1, min(batch_size, n_train // 2))  # the trainer drops the last partial batch
     loader = make_loader(shards, "train", batch_size, num_workers=0, drop_last=False, collate_fn=passthrough)
 
     def read_loader() -> int:
@@ -193,7 +205,7 @@ def loader_ratios(shards: Path, batch_size: int, repeats: int, min_samples: int,
             n = fn()
             rates.append(n / (time.perf_counter() - t))
     train = trainer_rate(shards, batch_size, train_steps, "cpu", {"video_encoder": "transformer"}, 1, repeats)
-    return {"tar": median(tar_rates), "loader": median(loader_rates), "trainer": train}
+    return {"tar": median(tar_rates), "loader": median(loader_rates), "trainer": train, "batch": batch_size}
 
 
 # ---------------------------------------------------------------- main
@@ -220,7 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"inputs: {args.demo}  load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores  "
           f"repeats {args.repeats} (interleaved, medians)", flush=True)
-    rows: list[tuple[str, str, str, str]] = []
+    class Rows(list):
+        def append(self, row) -> None:  # show each result as soon as it is measured
+            super().append(row)
+            print("  " + "  ".join(row), flush=True)
+
+    rows: list[tuple[str, str, str, str]] = Rows()
     summary: dict[str, float | None] = dict.fromkeys(
         ("fetch_vs_ytdlp", "split_vs_decode", "label_rt_per_core", "loader_vs_tar", "loader_vs_trainer"))
 
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("loader vs raw tar", f"{summary['loader_vs_tar']:.2f}", ">= 0.8",
                      f"loader {ld['loader']:.0f}/s, tarfile {ld['tar']:.0f}/s"))
         rows.append(("loader vs trainer", f"{summary['loader_vs_trainer']:.1f}", ">= 10",
-                     f"trainer {ld['trainer']:.0f} samples/s"))
+                     f"trainer {ld['trainer']:.0f} samples/s, batch {ld['batch']}"))
 
     print(f"\n{'comparison':34s} {'ratio':>16s} {'target':>8s}  notes")
     for name, ratio, target, note in rows:
