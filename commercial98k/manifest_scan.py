@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from .manifest import ManifestError, _check_kind, dedupe_latest, parts_dir
+from .manifest import ManifestError, _check_kind, _check_types, dedupe_latest, parts_dir
 from .schema import KEYS
 
 
@@ -33,7 +33,9 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
     part_table = None
     if parts:
         for p in parts:
-            _check_kind(ds.dataset(str(p), format="parquet").schema.empty_table(), p, kind)
+            empty = ds.dataset(str(p), format="parquet").schema.empty_table()
+            _check_kind(empty, p, kind)
+            _check_types(empty, p, kind)
         tables = [_read_columns(ds.dataset(str(p), format="parquet"), cols) for p in parts]  # in name order
         part_table = dedupe_latest(pa.concat_tables(tables, promote_options="permissive"), key)
     overridden = part_table.column(key) if part_table is not None else None
@@ -43,6 +45,7 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise ManifestError(f"{path}: not a readable Parquet file ({e})") from e
         _check_kind(dataset.schema.empty_table(), path, kind)
+        _check_types(dataset.schema.empty_table(), path, kind)  # a wrong-typed column: one line naming it
         present = [c for c in cols if c in dataset.schema.names] if cols else None
         for batch in dataset.to_batches(columns=present, batch_size=batch_rows):
             batch = _add_missing(batch, cols)
