@@ -29,7 +29,11 @@ SYSTEM_ERRORS = ("WorkerCrashedError", "OutOfMemoryError", "ActorDiedError", "Ac
 SHARED_STORAGE_HINT = "put it on a filesystem every node mounts at the same path"
 
 
-class DataRootError(RuntimeError):
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run this stage as asked (its message says why and what to do)."""
+
+
+class DataRootError(ClusterError):
     """A Ray worker node cannot see the driver's data root."""
 
 
@@ -77,7 +81,7 @@ def check_gpus(gpus_per_worker: float) -> None:
 
     have = ray.cluster_resources().get("GPU", 0)
     if gpus_per_worker > have:
-        raise RuntimeError(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {have:g} GPU(s)")
+        raise ClusterError(f"--gpus-per-worker {gpus_per_worker:g}: the Ray cluster has {have:g} GPU(s)")
 
 
 def _look(path: str, token: str) -> tuple[str, bool]:

@@ -16,7 +16,8 @@ from typing import NoReturn
 import click
 
 #: Exception types whose message already says what and where (no type name prefix needed).
-_PLAIN = ("ManifestError", "ShardError", "FileNotFoundError", "MediaError", "WeightsUnavailable", "StepFailed")
+_PLAIN = ("ManifestError", "ShardError", "FileNotFoundError", "MediaError", "WeightsUnavailable", "StepFailed",
+          "DataRootError", "ClusterError")
 
 
 def one_line(e: BaseException) -> str:

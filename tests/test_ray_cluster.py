@@ -111,11 +111,13 @@ def test_split_on_the_cluster_with_a_relative_data_root_matches_local(project, c
     shutil.copytree(project, local)
     res = CliRunner().invoke(split_command, ["--videos-manifest", str(local / "manifests/videos.parquet"),
                                              "--manifest", str(local / "manifests/c98k.parquet"),
-                                             "--data-root", str(local / "data"), "--clip-seconds", "8"])
+                                             "--data-root", str(local / "data"), "--clip-seconds", "8",
+                                             "--clip-files", "encode"])
     assert res.exit_code == 0, res.output
     remote = tmp_path / "remote"
     shutil.copytree(project, remote)
-    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "split", "--engine", "ray", "--clip-seconds", "8"],
+    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "split", "--engine", "ray", "--clip-seconds", "8",
+                          "--clip-files", "encode"],
                          cwd=remote, env=ray_env(RAY_ADDRESS=cluster.address), capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
