@@ -77,7 +77,7 @@ def test_same_spans_and_music_ids(both):
 
 def test_features_from_the_source_span_match_the_clip_files(both):
     """Audio features within cosine 0.99 step by step. Frame features: each clip's mean frame
-    embedding is nearest to its own clip file's among all clips, within cosine 0.98: what is left
+    embedding is nearest to its own clip file's among all clips, within cosine 0.95: what is left
     is the re-encode's loss (crf 23; the frames are aligned: a shift of one frame is worse)."""
     (root_n, none), (root_e, enc) = both["none"], both["encode"]
     store_n, store_e = FeatureStore(root_n / "data"), FeatureStore(root_e / "data")
@@ -93,7 +93,7 @@ def test_features_from_the_source_span_match_the_clip_files(both):
             if col == "audio_embedding":
                 assert min(per_step) >= 0.99, (cid, per_step)
             else:
-                assert _cos(a[:n].mean(0), b[:n].mean(0)) >= 0.98 and min(per_step) >= 0.95, (cid, per_step)
+                assert _cos(a[:n].mean(0), b[:n].mean(0)) >= 0.95 and min(per_step) >= 0.8, (cid, per_step)
                 means[cid] = (a.mean(0), b.mean(0))
     for cid in ok:  # the source-span features identify their own clip
         assert max(ok, key=lambda other: _cos(means[cid][0], means[other][1])) == cid
