@@ -285,6 +285,7 @@ def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sa
         sw, sh = max(frame_size, round(w * scale / 2) * 2), max(frame_size, round(h * scale / 2) * 2)
         half = 0.5 / float(vs.average_rate or vs.base_rate or 25.0)  # half a source frame
         a_pos = None  # time of the next resampled audio sample
+        origin = start if start_s is not None else None  # time of frame sample 0
         v_done = False
         for packet in container.demux(*[s for s in (vs, a_s) if s is not None]):
             for frame in packet.decode():
@@ -293,8 +294,10 @@ def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sa
                     if t is None or t >= end:
                         v_done = v_done or t is not None
                         continue
+                    if origin is None:  # a whole file: sample from its first frame on, as ffmpeg's fps filter
+                        origin = t
                     img = None
-                    while start + len(frames) / frame_fps < min(end, t + half):
+                    while origin + len(frames) / frame_fps < min(end, t + half):
                         if img is None:  # the first frame within half a frame of each sample time
                             img = reformat(frame, (sw, sh), "rgb24")
                             y, x = (sh - frame_size) // 2, (sw - frame_size) // 2
