@@ -1,0 +1,94 @@
+"""yuyin.stats on toy rankers with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from yuyin.evaluate import track_gallery, v2m_ranks
+from yuyin.stats import fmt_diff, metric, paired_bootstrap, seed_summary, t_interval
+
+
+def _ranks(video: np.ndarray, music: np.ndarray, mids: list[str]) -> np.ndarray:
+    gallery, _, owner = track_gallery(music, mids)
+    return v2m_ranks(video, gallery, owner)
+
+
+def _toy(n_tracks: int = 40, per_track: int = 3, noise: float = 0.0, seed: int = 0):
+    """Clips whose video embedding is their track's music embedding plus ``noise``."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n_tracks, 16))
+    mids = [f"m{t}" for t in range(n_tracks) for _ in range(per_track)]
+    music = np.repeat(base, per_track, 0)
+    video = music + noise * rng.normal(size=music.shape)
+    norm = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    return norm(video), norm(music), mids
+
+
+def test_perfect_ranker_has_recall_one_and_median_rank_one():
+    ranks = _ranks(*_toy())
+    assert ranks.tolist() == [1] * 120
+    s = seed_summary([ranks, ranks, ranks])
+    assert s["R@1"]["mean"] == 1.0 and s["R@1"]["half"] == 0.0
+    assert s["MedR"]["mean"] == 1.0
+
+
+def test_random_ranker_is_near_chance():
+    video, music, mids = _toy()
+    rng = np.random.default_rng(1)
+    shuffled = video[rng.permutation(len(video))]
+    ranks = _ranks(shuffled, music, mids)
+    assert metric(ranks, "R@10") < 0.5  # chance is 10/40
+    assert metric(ranks, "MedR") > 8
+
+
+def test_identical_methods_interval_contains_zero():
+    ranks = [_ranks(*_toy(noise=1.2, seed=s)) for s in range(3)]
+    for name in ("R@1", "R@10", "MedR"):
+        b = paired_bootstrap(ranks, ranks, name, n_boot=300)
+        assert b["diff"] == 0 and b["low"] <= 0 <= b["high"] and not b["significant"]
+        assert b["p"] == 1.0
+
+
+def test_equally_good_methods_are_not_significant():
+    """Two rankers with the same noise level (different draws): no significant difference."""
+    a = [_ranks(*_toy(noise=1.2, seed=s)) for s in range(3)]
+    b = [_ranks(*_toy(noise=1.2, seed=10 + s)) for s in range(3)]
+    res = paired_bootstrap(a, b, "R@10", n_boot=1000, groups=[f"m{t}" for t in range(40) for _ in range(3)])
+    assert res["low"] <= 0 <= res["high"] and not res["significant"]
+
+
+def test_clearly_better_ranker_is_significant():
+    good = [_ranks(*_toy(noise=0.6, seed=s)) for s in range(3)]
+    bad = [_ranks(*_toy(noise=3.0, seed=s)) for s in range(3)]
+    groups = [f"m{t}" for t in range(40) for _ in range(3)]
+    r10 = paired_bootstrap(good, bad, "R@10", n_boot=1000, groups=groups)
+    assert r10["diff"] > 0.2 and r10["low"] > 0 and r10["significant"] and r10["p"] < 0.05
+    medr = paired_bootstrap(good, bad, "MedR", n_boot=1000, groups=groups)
+    assert medr["diff"] < 0 and medr["high"] < 0 and medr["significant"]
+    assert fmt_diff(r10).endswith(" *")
+
+
+def test_grouped_bootstrap_is_wider_for_correlated_queries():
+    """Copies of one query per track are not new evidence: resampling tracks widens the interval."""
+    a = [_ranks(*_toy(n_tracks=30, per_track=1, noise=1.0, seed=s)) for s in range(3)]
+    b = [_ranks(*_toy(n_tracks=30, per_track=1, noise=1.6, seed=s)) for s in range(3)]
+    rep = [np.repeat(r, 5) for r in a], [np.repeat(r, 5) for r in b]
+    groups = np.repeat(np.arange(30), 5)
+    plain = paired_bootstrap(*rep, "R@5", n_boot=1000)
+    grouped = paired_bootstrap(*rep, "R@5", n_boot=1000, groups=groups)
+    assert plain["diff"] == pytest.approx(grouped["diff"])
+    assert grouped["high"] - grouped["low"] > 1.5 * (plain["high"] - plain["low"])
+
+
+def test_t_interval_matches_known_value():
+    mean, low, half = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    assert low == pytest.approx(2.0 - half)
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap([np.array([1, 2])], [np.array([1, 2, 3])])
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric(np.array([1]), "MAP")
