@@ -193,11 +193,28 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
 @click.option("--methods", default=None, help="Comma-separated subset (default: all).")
 @click.option("--split", default="test", show_default=True, help="Split every method is evaluated on.")
 @click.option("--out", default="runs/benchmark", show_default=True, help="Folder for models and the table.")
-def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> None:
-    """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table."""
+@click.option("--seeds", default=None, metavar="0,1,2",
+              help="Train every method once per seed and report mean ± 95 % interval over seeds, with a paired "
+                   "bootstrap against the best baseline (stats.md); finished runs are reused.")
+@click.option("--loco-methods", default=None,
+              help="With --seeds: methods of the leave-one-category-out test "
+                   "[cbvmr,contrastive,yuyin,yuyin-no-category]; 'none' skips it.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=2000, show_default=True,
+              help="With --seeds: bootstrap resamples.")
+@click.option("--corpus-name", default="", help="With --seeds: the corpus named in the table's title.")
+def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_methods, n_boot, corpus_name,
+              **flags) -> None:
+    """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table.
+
+    With --seeds: every method and ablation over several seeds, intervals, significance and a
+    leave-one-category-out test (yuyin.bench).
+    """
     from .baselines import METHODS, run_benchmark
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
+    if seeds:
+        _stat_benchmark(cfg, out, seeds, methods, loco_methods, split, n_boot, corpus_name)
+        return
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     try:
         run_benchmark(cfg, out, chosen, split)
@@ -205,6 +222,27 @@ def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> No
         _fail(e)
     click.echo(Path(out, "benchmark.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/benchmark.md and benchmark.csv")
+
+
+def _csv_list(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def _stat_benchmark(cfg, out, seeds, methods, loco_methods, split, n_boot, corpus_name) -> None:
+    from .bench import LOCO_METHODS, STAT_METHODS, run_stat_benchmark
+
+    try:
+        seed_list = [int(x) for x in _csv_list(seeds)]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r}: use comma-separated integers, e.g. 0,1,2", param_hint="--seeds") from None
+    loco = () if loco_methods == "none" else (_csv_list(loco_methods) or LOCO_METHODS)
+    try:
+        md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
+                                corpus_name)
+    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as e:
+        _fail(e)
+    click.echo(md)
+    click.echo(f"wrote {out}/stats.md and stats.json")
 
 
 if __name__ == "__main__":
