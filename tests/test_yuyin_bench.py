@@ -61,3 +61,18 @@ def test_bad_seed_and_method_are_one_line_errors(shards, tmp_path):
     assert r.exit_code == 2 and "--seeds" in r.output
     r = _bench(shards, tmp_path / "y", "--methods", "svm", "--loco-methods", "none")
     assert r.exit_code == 1 and "unknown method" in r.output and "Traceback" not in r.output
+
+
+def test_evaluate_reports_bootstrap_intervals(shards, tmp_path):
+    ckpt = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--shards", str(shards), "--steps", "2", "--batch-size", "8",
+                                  "--checkpoint-dir", str(ckpt), *SMALL], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--shards", str(shards),
+                                  "--bootstrap", "200", "--out", str(tmp_path / "ev")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "95 % bootstrap interval over test tracks" in r.output
+    doc = json.loads((tmp_path / "ev.json").read_text())
+    iv = doc["v2m_intervals"]["R@10"]
+    assert iv["low"] <= iv["value"] == doc["v2m"]["R@10"] <= iv["high"]
+    assert len(doc["queries"]["v2m_rank"]) == doc["clips"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from yuyin.evaluate import track_gallery, v2m_ranks
-from yuyin.stats import fmt_diff, metric, paired_bootstrap, seed_summary, t_interval
+from yuyin.stats import bootstrap_intervals, fmt_diff, metric, paired_bootstrap, seed_summary, t_interval
 
 
 def _ranks(video: np.ndarray, music: np.ndarray, mids: list[str]) -> np.ndarray:
@@ -92,3 +92,13 @@ def test_bad_inputs_raise_one_line_errors():
         paired_bootstrap([np.array([1, 2])], [np.array([1, 2, 3])])
     with pytest.raises(ValueError, match="unknown metric"):
         metric(np.array([1]), "MAP")
+
+
+def test_bootstrap_intervals_of_one_model():
+    perfect = _ranks(*_toy())
+    iv = bootstrap_intervals(perfect, n_boot=200)
+    assert iv["R@1"] == {"value": 1.0, "low": 1.0, "high": 1.0} and iv["MedR"]["value"] == 1.0
+    video, music, mids = _toy(noise=1.2)
+    iv = bootstrap_intervals(_ranks(video, music, mids), n_boot=500, groups=mids)
+    assert all(v["low"] <= v["value"] <= v["high"] for v in iv.values())
+    assert 0 < iv["R@1"]["value"] < 1 and iv["R@1"]["low"] < iv["R@1"]["high"]

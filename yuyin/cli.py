@@ -143,19 +143,30 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
 @click.option("--out", default=None, help="Write <out>.json and <out>.md (default: next to the checkpoint).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-def evaluate(checkpoint, manifest, shards, split, out, device, batch_size) -> None:
+@click.option("--bootstrap", "n_boot", type=click.IntRange(0), default=2000, show_default=True,
+              help="Bootstrap resamples (of test tracks) for the 95 % intervals of v2m R@K and MedR; 0: none.")
+def evaluate(checkpoint, manifest, shards, split, out, device, batch_size, n_boot) -> None:
     """Video->music and music->video Recall@1/5/10/25/50 and ranks over unique tracks, per category."""
     from .checkpoint import find_checkpoint
     from .evaluate import evaluate_checkpoint, report_markdown, write_report
+    from .stats import METRICS, bootstrap_intervals
 
     shards_path = resolve_shards(manifest, shards)
     try:
         report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
+        q = report.get("queries")
+        if n_boot and q:
+            report["v2m_intervals"] = bootstrap_intervals(q["v2m_rank"], METRICS, n_boot, groups=q["music_id"])
         out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
         write_report(report, out)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(e)
     click.echo(report_markdown(report))
+    if report.get("v2m_intervals"):
+        click.echo("video→music, 95 % bootstrap interval over test tracks (one model; for seeds and "
+                   "significance use `yuyin benchmark --seeds`): " + ", ".join(
+                       f"{k} {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+                       for k, v in report["v2m_intervals"].items()))
     click.echo(f"wrote {out}.json and {out}.md")
 
 

@@ -121,3 +121,21 @@ def fmt_diff(b: dict[str, Any]) -> str:
     d = 1 if b["metric"] == "MedR" else 3
     star = " *" if b["significant"] else ""
     return f"{b['diff']:+.{d}f} [{b['low']:+.{d}f}, {b['high']:+.{d}f}]{star}"
+
+
+def bootstrap_intervals(ranks: np.ndarray, metrics: Sequence[str] = METRICS, n_boot: int = 2000, seed: int = 0,
+                        groups: Sequence[Any] | None = None, level: float = 0.95) -> dict[str, dict[str, float]]:
+    """One model's metrics with bootstrap percentile intervals over its test queries (or ``groups`` of them)."""
+    ranks = np.asarray(ranks)
+    members = None
+    if groups is not None:
+        inverse = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)[1]
+        members = [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)]
+    rng = np.random.default_rng(seed)
+    samples = [_resample_index(len(ranks), members, rng) for _ in range(n_boot)]
+    out = {}
+    for name in metrics:
+        boots = [metric(ranks[idx], name) for idx in samples]
+        low, high = (float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
+        out[name] = {"value": metric(ranks, name), "low": low, "high": high}
+    return out
