@@ -28,7 +28,7 @@ def _bench(shards: Path, out: Path, *extra: str):
 def test_seeded_benchmark_table_and_loco(shards, tmp_path):
     out = tmp_path / "b"
     r = _bench(shards, out, "--methods", "cca,contrastive,yuyin,yuyin-no-category",
-               "--loco-methods", "contrastive,yuyin")
+               "--loco-methods", "contrastive,yuyin", "--loco-seeds", "1")
     assert r.exit_code == 0, r.output
     md = (out / "stats.md").read_text()
     assert "Held-out tracks" in md and "Leave one category out" in md and "random (expected)" in md
@@ -45,13 +45,14 @@ def test_seeded_benchmark_table_and_loco(shards, tmp_path):
     loco = doc["settings"]["loco"]
     assert len(loco["held_out"]) >= 2 and loco["clips"] == main_["clips"]  # every test clip, once
     runs = sorted((out / "runs" / "loco" / "yuyin").glob("*.json"))
-    assert len(runs) == 2 * len(loco["held_out"])
+    assert len(runs) == len(loco["held_out"]) and all("seed1-" in p.name for p in runs)  # --loco-seeds 1
+    assert doc["loco_seeds"] == [1] and len(loco["summary"]["yuyin"]["R@1"]["per_seed"]) == 1
     full = json.loads((out / "runs" / "main" / "yuyin" / "seed0.json").read_text())["train_clips"]
     assert all(json.loads(p.read_text())["train_clips"] < full for p in runs)  # the category was left out
 
     stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
     r = _bench(shards, out, "--methods", "cca,contrastive,yuyin,yuyin-no-category",
-               "--loco-methods", "contrastive,yuyin")
+               "--loco-methods", "contrastive,yuyin", "--loco-seeds", "1")
     assert r.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")} == stamp  # finished runs reused
 

@@ -201,7 +201,8 @@ def verdict(stats: dict[str, Any]) -> str:
 
 def run_stat_benchmark(base: TrainConfig, out_dir: str | os.PathLike, seeds: list[int],
                        methods: tuple[str, ...] = STAT_METHODS, loco_methods: tuple[str, ...] = LOCO_METHODS,
-                       split: str = "test", n_boot: int = 2000, corpus: str = "") -> str:
+                       split: str = "test", n_boot: int = 2000, corpus: str = "",
+                       loco_seeds: list[int] | None = None) -> str:
     """Run ``main`` (and ``loco`` unless ``loco_methods`` is empty); write ``stats.md``/``.json``; return the Markdown."""
     from .data import load_index
 
@@ -220,14 +221,16 @@ def run_stat_benchmark(base: TrainConfig, out_dir: str | os.PathLike, seeds: lis
              f"batch {base.batch_size}. Intervals: mean ± 95 % Student-t over seeds. Differences: paired "
              f"bootstrap ({n_boot} resamples of test *tracks*, their clips together), 95 % percentile "
              "interval; `*` = significant (interval excludes 0). MedR: lower is better.\n"]
-    doc: dict[str, Any] = {"seeds": seeds, "split": split, "n_boot": n_boot, "settings": {}}
-    settings = [("main", methods, "Held-out tracks")]
+    doc: dict[str, Any] = {"seeds": seeds, "loco_seeds": loco_seeds or seeds, "split": split, "n_boot": n_boot,
+                           "settings": {}}
+    settings = [("main", methods, "Held-out tracks", seeds)]
     if loco_methods:
-        settings.append(("loco", loco_methods, "Leave one category out (category and tracks unseen)"))
-    for setting, ms, title in settings:
-        res = run_setting(base, out, ms, seeds, setting, train, test, categories)
+        settings.append(("loco", loco_methods, "Leave one category out (category and tracks unseen)",
+                         loco_seeds or seeds))
+    for setting, ms, title, ss in settings:
+        res = run_setting(base, out, ms, ss, setting, train, test, categories)
         stats = summarise(res, n_boot)
-        parts += [table_markdown(res, stats, seeds, title), verdict(stats)]
+        parts += [table_markdown(res, stats, ss, title), verdict(stats)]
         doc["settings"][setting] = {"clips": res["clips"], "tracks": res["tracks"], "held_out": res["held_out"],
                                     **stats}
     md = "\n".join(parts)

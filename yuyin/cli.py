@@ -210,11 +210,13 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
 @click.option("--loco-methods", default=None,
               help="With --seeds: methods of the leave-one-category-out test "
                    "[cbvmr,contrastive,yuyin,yuyin-no-category]; 'none' skips it.")
+@click.option("--loco-seeds", default=None, metavar="0,1,2", help="With --seeds: seeds of the leave-one-category-out "
+              "test [the same as --seeds].")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=2000, show_default=True,
               help="With --seeds: bootstrap resamples.")
 @click.option("--corpus-name", default="", help="With --seeds: the corpus named in the table's title.")
-def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_methods, n_boot, corpus_name,
-              **flags) -> None:
+def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_methods, loco_seeds, n_boot,
+              corpus_name, **flags) -> None:
     """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table.
 
     With --seeds: every method and ablation over several seeds, intervals, significance and a
@@ -224,7 +226,7 @@ def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_me
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
     if seeds:
-        _stat_benchmark(cfg, out, seeds, methods, loco_methods, split, n_boot, corpus_name)
+        _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name)
         return
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     try:
@@ -239,17 +241,21 @@ def _csv_list(text: str | None) -> tuple[str, ...]:
     return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
 
-def _stat_benchmark(cfg, out, seeds, methods, loco_methods, split, n_boot, corpus_name) -> None:
+def _seed_list(text: str | None, hint: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv_list(text)]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use comma-separated integers, e.g. 0,1,2", param_hint=hint) from None
+
+
+def _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name) -> None:
     from .bench import LOCO_METHODS, STAT_METHODS, run_stat_benchmark
 
-    try:
-        seed_list = [int(x) for x in _csv_list(seeds)]
-    except ValueError:
-        raise click.BadParameter(f"{seeds!r}: use comma-separated integers, e.g. 0,1,2", param_hint="--seeds") from None
+    seed_list, loco_list = _seed_list(seeds, "--seeds"), _seed_list(loco_seeds, "--loco-seeds")
     loco = () if loco_methods == "none" else (_csv_list(loco_methods) or LOCO_METHODS)
     try:
         md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
-                                corpus_name)
+                                corpus_name, loco_list or None)
     except (ValueError, RuntimeError, FileNotFoundError, KeyError) as e:
         _fail(e)
     click.echo(md)
