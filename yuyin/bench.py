@@ -166,7 +166,7 @@ def summarise(res: dict[str, Any], n_boot: int = 2000, primary: str = "R@10") ->
 
 def table_markdown(res: dict[str, Any], stats: dict[str, Any], seeds: list[int], title: str) -> str:
     """One Markdown table: intervals per method, then differences (``*``: 95 % interval excludes 0)."""
-    best = stats["best_baseline"]
+    best = stats["best_baseline"] or "best baseline"
     head = ["method", *METRICS, f"ΔR@1 vs {best}", f"ΔR@10 vs {best}", f"ΔMedR vs {best}", "ΔR@10 vs YuYin"]
     lines = [f"**{title}**: {res['clips']} test clips (queries), {res['tracks']} test tracks never seen in "
              f"training; seeds {', '.join(map(str, seeds))}.", "",
