@@ -63,7 +63,8 @@ BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": T
 #: The steps that build the corpus and its shards (training is ``yuyin benchmark --seeds``).
 CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "shards", "stats")
 
-#: Seconds per item on 2 free cores, measured on this machine's demo runs (see docs/notes-w15.md).
+#: Rough seconds per item on 2 otherwise idle cores (the README's 6-minute demo run). On a shared
+#: machine (load 15-20) the demo's stages ran 3-5x slower: see docs/notes-w15.md.
 RATES = {"music": 3.0, "render": 2.5, "fetch": 0.6, "split": 2.0, "label": 2.5}
 
 
