@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from yuyin.evaluate import track_gallery, v2m_ranks
-from yuyin.stats import bootstrap_intervals, fmt_diff, metric, paired_bootstrap, seed_summary, t_interval
+from yuyin.stats import (
+    boot_metric,
+    bootstrap_intervals,
+    fmt_diff,
+    metric,
+    paired_bootstrap,
+    resample_counts,
+    seed_summary,
+    t_interval,
+)
 
 
 def _ranks(video: np.ndarray, music: np.ndarray, mids: list[str]) -> np.ndarray:
@@ -102,3 +111,19 @@ def test_bootstrap_intervals_of_one_model():
     iv = bootstrap_intervals(_ranks(video, music, mids), n_boot=500, groups=mids)
     assert all(v["low"] <= v["value"] <= v["high"] for v in iv.values())
     assert 0 < iv["R@1"]["value"] < 1 and iv["R@1"]["low"] < iv["R@1"]["high"]
+
+
+def test_vectorised_bootstrap_equals_explicit_resamples():
+    """``boot_metric`` on counts gives what the metric gives on the resampled queries themselves."""
+    rng = np.random.default_rng(3)
+    ranks = rng.integers(1, 30, 41)
+    groups = rng.integers(0, 12, 41)
+    counts = resample_counts(41, groups, 50, seed=1)
+    assert counts.shape == (50, 41)
+    for name in ("R@1", "R@10", "MedR"):
+        fast = boot_metric(ranks, counts, name)
+        slow = [metric(np.repeat(ranks, c), name) for c in counts]
+        assert np.allclose(fast, slow)
+    members = {g: (groups == g).sum() for g in set(groups.tolist())}
+    for c in counts[:5]:  # whole groups: every clip of a group is drawn equally often
+        assert all(len(set(c[groups == g].tolist())) == 1 for g in members)

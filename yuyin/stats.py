@@ -63,11 +63,35 @@ def seed_summary(ranks_per_seed: Sequence[np.ndarray], metrics: Sequence[str] = 
     return out
 
 
-def _resample_index(n: int, members: list[np.ndarray] | None, rng: np.random.Generator) -> np.ndarray:
-    """Query indices of one bootstrap sample: ``n`` queries, or whole groups (``members``) drawn with replacement."""
-    if members is None:
-        return rng.integers(0, n, n)
-    return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+def resample_counts(n: int, groups: Sequence[Any] | None, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]``: how often each query is in each bootstrap sample (queries, or whole ``groups``, drawn
+    with replacement). The same ``seed`` gives the same samples, so methods are compared on the same ones."""
+    if groups is None:
+        inverse = np.arange(n)
+    else:
+        inverse = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)[1].reshape(-1)
+        if len(inverse) != n:
+            raise ValueError(f"groups has {len(inverse)} entries for {n} queries")
+    n_groups = int(inverse.max()) + 1 if n else 0
+    draws = np.random.default_rng(seed).integers(0, n_groups, (n_boot, n_groups))
+    counts = np.zeros((n_boot, n_groups), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n_boot), n_groups), draws.reshape(-1)), 1)
+    return counts[:, inverse]
+
+
+def boot_metric(ranks: np.ndarray, counts: np.ndarray, name: str) -> np.ndarray:
+    """``metric`` of every bootstrap sample ``counts`` [B, n] of ``ranks`` [n] at once: [B]."""
+    ranks = np.asarray(ranks)
+    if name.startswith("R@"):
+        return counts @ (ranks <= int(name[2:])).astype(np.float64) / counts.sum(1)
+    if name != "MedR":
+        raise ValueError(f"unknown metric {name!r}; use R@K or MedR")
+    order = np.argsort(ranks, kind="stable")
+    values, cum = ranks[order].astype(np.float64), np.cumsum(counts[:, order], axis=1)
+    total = cum[:, -1:]
+    lo = np.argmax(cum > (total - 1) // 2, axis=1)  # the sample's middle one or two ranks
+    hi = np.argmax(cum > total // 2, axis=1)
+    return (values[lo] + values[hi]) / 2
 
 
 def paired_bootstrap(ranks_a: Sequence[np.ndarray], ranks_b: Sequence[np.ndarray], name: str = "R@10",
@@ -87,27 +111,16 @@ def paired_bootstrap(ranks_a: Sequence[np.ndarray], ranks_b: Sequence[np.ndarray
     n = a.shape[1]
     if n == 0:
         raise ValueError("paired bootstrap: no queries")
-    members = None
-    if groups is not None:
-        g = np.asarray([str(x) for x in groups])
-        if len(g) != n:
-            raise ValueError(f"groups has {len(g)} entries for {n} queries")
-        inverse = np.unique(g, return_inverse=True)[1]
-        members = [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)]
-
-    def diff(idx: np.ndarray | slice) -> float:
-        return float(np.mean([metric(r[idx], name) for r in a]) - np.mean([metric(r[idx], name) for r in b]))
-
-    rng = np.random.default_rng(seed)
-    observed = diff(slice(None))
-    boots = np.array([diff(_resample_index(n, members, rng)) for _ in range(n_boot)])
+    counts = resample_counts(n, groups, n_boot, seed)
+    observed = float(np.mean([metric(r, name) for r in a]) - np.mean([metric(r, name) for r in b]))
+    boots = np.mean([boot_metric(r, counts, name) for r in a], 0) - np.mean([boot_metric(r, counts, name) for r in b], 0)
     low, high = (float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
     p = float(min(1.0, 2 * min((boots <= 0).mean(), (boots >= 0).mean())))
     if np.all(boots == 0):
         p = 1.0
     return {"metric": name, "diff": observed, "low": low, "high": high, "p": p,
             "significant": bool(low > 0 or high < 0), "n_queries": int(n), "n_boot": int(n_boot),
-            "resampled": "groups" if members is not None else "queries"}
+            "resampled": "groups" if groups is not None else "queries"}
 
 
 def fmt_interval(s: dict[str, Any], name: str) -> str:
@@ -127,15 +140,10 @@ def bootstrap_intervals(ranks: np.ndarray, metrics: Sequence[str] = METRICS, n_b
                         groups: Sequence[Any] | None = None, level: float = 0.95) -> dict[str, dict[str, float]]:
     """One model's metrics with bootstrap percentile intervals over its test queries (or ``groups`` of them)."""
     ranks = np.asarray(ranks)
-    members = None
-    if groups is not None:
-        inverse = np.unique(np.asarray([str(x) for x in groups]), return_inverse=True)[1]
-        members = [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)]
-    rng = np.random.default_rng(seed)
-    samples = [_resample_index(len(ranks), members, rng) for _ in range(n_boot)]
+    counts = resample_counts(len(ranks), groups, n_boot, seed)
     out = {}
     for name in metrics:
-        boots = [metric(ranks[idx], name) for idx in samples]
+        boots = boot_metric(ranks, counts, name)
         low, high = (float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
         out[name] = {"value": metric(ranks, name), "low": low, "high": high}
     return out
