@@ -145,12 +145,15 @@ def run_setting(base: TrainConfig, out: Path, methods: Iterable[str], seeds: Ite
 
 
 def summarise(res: dict[str, Any], n_boot: int = 2000, primary: str = "R@10") -> dict[str, Any]:
-    """Seed intervals per method, the best baseline by ``primary``, paired bootstraps against it."""
+    """Seed intervals per method, the best baseline by ``primary`` (ties: R@1, then MedR), paired bootstraps."""
     ranks = res["ranks"]
     summary = {m: seed_summary(r) for m, r in ranks.items()}
     present = [m for m in BASELINES if m in ranks]
     sign = 1 if higher_is_better(primary) else -1
-    best = max(present, key=lambda m: sign * summary[m][primary]["mean"]) if present else None
+    def score(m: str) -> tuple[float, ...]:  # ties on the primary metric (a small gallery saturates R@10): R@1, MedR
+        return (sign * summary[m][primary]["mean"], summary[m]["R@1"]["mean"], -summary[m]["MedR"]["mean"])
+
+    best = max(present, key=score) if present else None
     diffs: dict[str, dict[str, Any]] = {}
     for m in ranks:
         d: dict[str, Any] = {}
