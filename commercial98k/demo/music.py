@@ -172,7 +172,10 @@ def render_midi(midi: Path, wav: Path, soundfont: Path = SOUNDFONT) -> None:
     if not soundfont.is_file():
         raise MusicUnavailable(f"{soundfont}: no General MIDI soundfont (Debian package fluid-soundfont-gm)")
     cmd = [exe, "-ni", "-q", "-g", "0.7", "-r", str(SAMPLE_RATE), "-F", str(wav), str(soundfont), str(midi)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise MusicUnavailable(f"fluidsynth did not finish {midi.name} in 300 s") from None
     if proc.returncode != 0 or not wav.exists():
         last = (proc.stderr or proc.stdout or "").strip().splitlines()
         raise MusicUnavailable(f"fluidsynth failed on {midi.name}: {last[-1] if last else proc.returncode}")
