@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps install test test-fast lint demo demo-clean bench clean
+.PHONY: help setup system-deps install test test-fast lint demo demo-clean bench bench-yuyin clean
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline offline on the embedded mini corpus"
 	@echo "make test   - set up, then run the test suite (needs ../shared/media)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmark scripts under benchmarks/"
+	@echo "make bench-yuyin - build (or reuse) the benchmark-size corpus, then every method x 3 seeds: the table (hours; not in CI)"
 
 setup: system-deps $(STAMP)
 
@@ -47,6 +48,16 @@ demo: setup
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# The benchmark-size corpus (363 tracks, 2,040 ads; resumable, prints its time estimate) and the
+# multi-seed table with intervals and significance (yuyin.bench). Hours on 2 cores; not in CI.
+BENCH_DIR ?= bench_work
+BENCH_SEEDS ?= 0,1,2
+BENCH_STEPS ?= 300
+bench-yuyin: setup
+	$(BIN)/python -m pipelines.demo --size benchmark --work-dir $(BENCH_DIR)
+	$(BIN)/python -m yuyin.cli benchmark --shards $(BENCH_DIR)/shards --seeds $(BENCH_SEEDS) --steps $(BENCH_STEPS) \
+		--out $(BENCH_DIR)/runs/stats --corpus-name "the benchmark corpus ($(BENCH_DIR))"
 
 demo-clean:
 	rm -rf demo_work

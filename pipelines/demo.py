@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from commercial98k.demo.bench_corpus import BENCHMARK, CORPUS_STEPS, estimate
 from commercial98k.demo.corpus import DEFAULT_CATEGORIES
 from commercial98k.demo.runner import DemoConfig, run_steps
 from commercial98k.demo.steps import demo_steps
@@ -20,11 +21,14 @@ QUICK = {"categories": ("sports_outdoor", "cosmetics", "digital", "mother_baby")
 
 def make_config(work_dir: str | Path = "demo_work", categories: tuple[str, ...] = (),
                 videos_per_category: int | None = None, quick: bool = False, train_steps: int | None = None,
-                **kwargs) -> DemoConfig:
-    """The demo configuration: defaults, then ``--quick`` presets, then explicit values."""
+                size: str = "demo", **kwargs) -> DemoConfig:
+    """The demo configuration: defaults, then ``--quick`` or ``--size benchmark`` presets, then explicit values."""
     cfg = DemoConfig(work_dir=Path(work_dir), categories=DEFAULT_CATEGORIES, quick=quick, **kwargs)
     if quick:
         for key, value in QUICK.items():
+            setattr(cfg, key, value)
+    if size == "benchmark":
+        for key, value in BENCHMARK.items():
             setattr(cfg, key, value)
     if categories:
         cfg.categories = tuple(categories)
@@ -43,6 +47,16 @@ def run_demo(cfg: DemoConfig, only: set[str] | None = None, force: bool = False)
         print("\n" + summary.read_text(encoding="utf-8"))  # a re-run still shows the outcome
     print(f"results: {summary} (Recall@K), {cfg.path('report', 'stats.html')} (data set), "
           f"{cfg.path('recommend', 'recommendation.json')} (a held-out ad); start over: rm -r {cfg.root}")
+    return markers
+
+
+def run_benchmark_corpus(cfg: DemoConfig, only: set[str] | None = None, force: bool = False) -> dict[str, dict]:
+    """Build the benchmark-size corpus up to its shards (``CORPUS_STEPS``), printing the time estimate first."""
+    n_ads = len(cfg.categories) * cfg.videos_per_category
+    print(estimate(cfg.root, tuple(cfg.music_sources), n_ads), flush=True)
+    markers = run_steps(demo_steps(), cfg, only=only or set(CORPUS_STEPS), force=force)
+    print(f"benchmark corpus: shards in {cfg.path('shards')}; next: yuyin benchmark --shards {cfg.path('shards')} "
+          "--seeds 0,1,2 (or make bench-yuyin)")
     return markers
 
 

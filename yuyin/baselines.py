@@ -8,7 +8,8 @@ Methods (``METHODS``):
   bidirectional hardest-negative triplet loss, after Hong et al.'s CBVMR.
 * ``contrastive``: the YuYin encoders with InfoNCE on video-music only: no emotion, tags or category.
 * ``yuyin``: the full model; ``yuyin-no-wfm`` (audio and emotion concatenated and projected),
-  ``yuyin-no-emotion``, ``yuyin-no-tags``, ``yuyin-no-category``: one part removed each.
+  ``yuyin-no-emotion`` (audio only), ``yuyin-no-tags``, ``yuyin-no-category``, and one contrastive pair
+  removed each (``yuyin-no-video-music``, ``yuyin-no-video-tag``, ``yuyin-no-music-tag``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ NEURAL: dict[str, tuple[dict[str, Any], dict[str, float], str]] = {
     "yuyin-no-emotion": ({"use_emotion": False}, {}, "infonce"),
     "yuyin-no-tags": ({"use_tags": False}, {"video_tag": 0.0, "music_tag": 0.0}, "infonce"),
     "yuyin-no-category": ({"use_category": False}, {"category": 0.0}, "infonce"),
+    "yuyin-no-video-music": ({}, {"video_music": 0.0}, "infonce"),
+    "yuyin-no-video-tag": ({}, {"video_tag": 0.0}, "infonce"),
+    "yuyin-no-music-tag": ({}, {"music_tag": 0.0}, "infonce"),
 }
 METHODS = ("cca", *NEURAL)
 

@@ -172,20 +172,31 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
 @click.option("--out", default=None, help="Write <out>.json and <out>.md (default: next to the checkpoint).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-def evaluate(checkpoint, manifest, shards, split, out, device, batch_size) -> None:
+@click.option("--bootstrap", "n_boot", type=click.IntRange(0), default=2000, show_default=True,
+              help="Bootstrap resamples (of test tracks) for the 95 % intervals of v2m R@K and MedR; 0: none.")
+def evaluate(checkpoint, manifest, shards, split, out, device, batch_size, n_boot) -> None:
     """Video->music and music->video Recall@1/5/10/25/50 and ranks over unique tracks, per category."""
     from .checkpoint import find_checkpoint
     from .evaluate import evaluate_checkpoint, report_markdown, write_report
+    from .stats import METRICS, bootstrap_intervals
 
     shards_path = resolve_shards(manifest, shards)
     check_splits(shards_path, {split: "--split"})
     try:
         report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
+        q = report.get("queries")
+        if n_boot and q:
+            report["v2m_intervals"] = bootstrap_intervals(q["v2m_rank"], METRICS, n_boot, groups=q["music_id"])
         out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
         write_report(report, out)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(e)
     click.echo(report_markdown(report))
+    if report.get("v2m_intervals"):
+        click.echo("video→music, 95 % bootstrap interval over test tracks (one model; for seeds and "
+                   "significance use `yuyin benchmark --seeds`): " + ", ".join(
+                       f"{k} {v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+                       for k, v in report["v2m_intervals"].items()))
     click.echo(f"wrote {out}.json and {out}.md")
 
 
@@ -224,12 +235,31 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
 @click.option("--methods", default=None, help="Comma-separated subset (default: all).")
 @click.option("--split", default="test", show_default=True, help="Split every method is evaluated on.")
 @click.option("--out", default="runs/benchmark", show_default=True, help="Folder for models and the table.")
-def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> None:
-    """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table."""
+@click.option("--seeds", default=None, metavar="0,1,2",
+              help="Train every method once per seed and report mean ± 95 % interval over seeds, with a paired "
+                   "bootstrap against the best baseline (stats.md); finished runs are reused.")
+@click.option("--loco-methods", default=None,
+              help="With --seeds: methods of the leave-one-category-out test "
+                   "[cbvmr,contrastive,yuyin,yuyin-no-category]; 'none' skips it.")
+@click.option("--loco-seeds", default=None, metavar="0,1,2", help="With --seeds: seeds of the leave-one-category-out "
+              "test [the same as --seeds].")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=2000, show_default=True,
+              help="With --seeds: bootstrap resamples.")
+@click.option("--corpus-name", default="", help="With --seeds: the corpus named in the table's title.")
+def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_methods, loco_seeds, n_boot,
+              corpus_name, **flags) -> None:
+    """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table.
+
+    With --seeds: every method and ablation over several seeds, intervals, significance and a
+    leave-one-category-out test (yuyin.bench).
+    """
     from .baselines import METHODS, run_benchmark
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
     check_splits(Path(cfg.shards), {"train": "yuyin benchmark", split: "--split"})
+    if seeds:
+        _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name)
+        return
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     try:
         run_benchmark(cfg, out, chosen, split)
@@ -237,6 +267,31 @@ def benchmark(manifest, shards, config_path, methods, split, out, **flags) -> No
         _fail(e)
     click.echo(Path(out, "benchmark.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/benchmark.md and benchmark.csv")
+
+
+def _csv_list(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def _seed_list(text: str | None, hint: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv_list(text)]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use comma-separated integers, e.g. 0,1,2", param_hint=hint) from None
+
+
+def _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name) -> None:
+    from .bench import LOCO_METHODS, STAT_METHODS, run_stat_benchmark
+
+    seed_list, loco_list = _seed_list(seeds, "--seeds"), _seed_list(loco_seeds, "--loco-seeds")
+    loco = () if loco_methods == "none" else (_csv_list(loco_methods) or LOCO_METHODS)
+    try:
+        md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
+                                corpus_name, loco_list or None)
+    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as e:
+        _fail(e)
+    click.echo(md)
+    click.echo(f"wrote {out}/stats.md and stats.json")
 
 
 if __name__ == "__main__":

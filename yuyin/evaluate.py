@@ -92,6 +92,7 @@ def retrieval_metrics(video: np.ndarray, music: np.ndarray, music_ids: Sequence[
     report: dict[str, Any] = {
         "clips": int(len(video)), "tracks": len(tracks),
         "v2m": _rank_summary(vr, ks), "m2v": _rank_summary(mr, ks),
+        "queries": {"v2m_rank": vr.tolist(), "music_id": [str(m) for m in music_ids]},  # for yuyin.stats
         "random": {"v2m": random_v2m(len(tracks), ks),
                    "m2v": random_m2v(len(video), np.bincount(owner, minlength=len(tracks)).tolist(), ks)},
     }

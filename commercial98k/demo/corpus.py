@@ -278,8 +278,12 @@ def plan_video(rng: random.Random, category: str, index: int, track: Track, quic
 
 
 def plan_corpus(tracks: list[Track], categories: list[str] | tuple[str, ...] = DEFAULT_CATEGORIES,
-                videos_per_category: int = 12, seed: int = 0, quick: bool = False) -> list[VideoPlan]:
-    """Plan every video: the same arguments always give the same plans."""
+                videos_per_category: int = 12, seed: int = 0, quick: bool = False,
+                playlist_size: int | None = None) -> list[VideoPlan]:
+    """Plan every video: the same arguments always give the same plans.
+
+    ``playlist_size``: tracks per category (default two fifths of its videos, at least three).
+    """
     unknown = [c for c in categories if c not in STYLES]
     if unknown:
         raise ValueError(f"no demo style for {', '.join(unknown)}; known: {', '.join(STYLES)}")
@@ -287,7 +291,8 @@ def plan_corpus(tracks: list[Track], categories: list[str] | tuple[str, ...] = D
     taken: set[str] = set()
     for category in categories:
         rng = random.Random(f"{seed}-{category}")
-        playlist = choose_playlist(rng, tracks, STYLES[category], max(3, 2 * videos_per_category // 5), taken)
+        size = playlist_size or max(3, 2 * videos_per_category // 5)
+        playlist = choose_playlist(rng, tracks, STYLES[category], size, taken)
         taken.update(t.track_id for t in playlist)
         for i in range(videos_per_category):
             track = playlist[i % len(playlist)] if i < len(playlist) else rng.choice(playlist)

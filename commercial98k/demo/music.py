@@ -15,6 +15,8 @@ cached there and reused on the next run.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -170,17 +172,28 @@ def render_midi(midi: Path, wav: Path, soundfont: Path = SOUNDFONT) -> None:
     if not soundfont.is_file():
         raise MusicUnavailable(f"{soundfont}: no General MIDI soundfont (Debian package fluid-soundfont-gm)")
     cmd = [exe, "-ni", "-q", "-g", "0.7", "-r", str(SAMPLE_RATE), "-F", str(wav), str(soundfont), str(midi)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise MusicUnavailable(f"fluidsynth did not finish {midi.name} in 300 s") from None
     if proc.returncode != 0 or not wav.exists():
         last = (proc.stderr or proc.stdout or "").strip().splitlines()
         raise MusicUnavailable(f"fluidsynth failed on {midi.name}: {last[-1] if last else proc.returncode}")
 
 
+@functools.lru_cache(maxsize=2)
+def _parse(work: str):
+    """A parsed music21 corpus piece (cached: the benchmark arranges each piece several ways in a row)."""
+    from music21 import corpus
+
+    return corpus.parse(work)
+
+
 def arrange_score(a: Arrangement, seconds: float = TRACK_SECONDS):
     """Parse the corpus piece, keep about ``seconds`` of it at the tempo, set instruments."""
-    from music21 import bar, corpus, instrument, repeat, tempo
+    from music21 import bar, instrument, repeat, tempo
 
-    score = corpus.parse(a.work)
+    score = copy.deepcopy(_parse(a.work))
     last_measure = int(seconds * a.bpm / 60.0 / 2) + 2  # enough bars even in 2/4
     if score.parts and score.parts[0].getElementsByClass("Measure"):
         score = score.measures(0, last_measure)
@@ -242,6 +255,10 @@ def build_library(folder: str | Path, sources: tuple[str, ...] = ("immich", "mus
         jobs += [("immich", p) for p in immich_track_files()]
     if "music21" in sources:
         jobs += [("music21", a) for a in ARRANGEMENTS]
+    if "music21-bench" in sources:  # the benchmark corpus's wider library (bench_corpus.py)
+        from .bench_corpus import bench_arrangements
+
+        jobs += [("music21", a) for a in bench_arrangements()]
     tracks: list[Track] = []
     for kind, job in tqdm(jobs, desc="music library", unit="track", disable=not progress):
         if kind == "immich":

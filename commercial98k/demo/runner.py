@@ -45,6 +45,7 @@ class DemoConfig:
     split_fractions: str = "0.6,0.1,0.3"  # a test split big enough to compare methods
     baselines: tuple[str, ...] = ("cca", "cbvmr")  # yuyin benchmark's baselines (not its ablations)
     music_sources: tuple[str, ...] = ("immich", "music21")
+    playlist_size: int | None = None  # tracks per category (None: two fifths of its videos)
     progress: bool = True
 
     @property

@@ -35,7 +35,8 @@ def categories(cfg: DemoConfig) -> tuple[str, ...]:
 
 def _common(cfg: DemoConfig) -> dict:
     return {"categories": list(categories(cfg)), "videos_per_category": cfg.videos_per_category,
-            "seed": cfg.seed, "quick": cfg.quick, "plan_version": PLAN_VERSION}
+            "seed": cfg.seed, "quick": cfg.quick, "plan_version": PLAN_VERSION,
+            **({"playlist_size": cfg.playlist_size} if cfg.playlist_size else {})}
 
 
 def _music_params(cfg: DemoConfig) -> dict:
@@ -58,7 +59,7 @@ def run_corpus(cfg: DemoConfig) -> None:
     from .music import load_library
 
     tracks = load_library(cfg.path("music"))
-    plans = plan_corpus(tracks, categories(cfg), cfg.videos_per_category, cfg.seed, cfg.quick)
+    plans = plan_corpus(tracks, categories(cfg), cfg.videos_per_category, cfg.seed, cfg.quick, cfg.playlist_size)
     doc = generate_corpus(plans, cfg.path("music"), cfg.path("catalog"), workers=cfg.workers,
                           progress=cfg.progress, meta={"config": _common(cfg)})
     if doc["failed"]:

@@ -29,9 +29,12 @@ from pipelines.errors import fail
 @click.option("--step", "steps", multiple=True, type=click.Choice([s.name for s in demo_steps()]),
               help="Run only this step (repeatable); earlier steps must have run.")
 @click.option("--force", is_flag=True, help="Run the steps again even if they are done.")
+@click.option("--size", type=click.Choice(["demo", "benchmark"]), default="demo", show_default=True,
+              help="benchmark: 363 tracks, 12 categories x 170 short ads, up to the shards (hours; "
+                   "resumable; prints its estimate); then `yuyin benchmark --seeds 0,1,2` or `make bench-yuyin`.")
 def command(work_dir: str, videos_per_category: int | None, categories: str | None, quick: bool,
             train_steps: int | None, workers: int, seed: int, device: str, steps: tuple[str, ...],
-            force: bool) -> None:
+            force: bool, size: str) -> None:
     """Build a small Commercial-style corpus and run fetch, split, label, shards, stats and YuYin on it.
 
     \b
@@ -40,15 +43,18 @@ def command(work_dir: str, videos_per_category: int | None, categories: str | No
     web shop and crawled with yt-dlp. Every step leaves a marker in WORK_DIR/.steps; a re-run
     skips the steps whose inputs have not changed.
     """
-    from pipelines.demo import make_config, run_demo
+    from pipelines.demo import make_config, run_benchmark_corpus, run_demo
 
     cats = tuple(c.strip() for c in categories.split(",") if c.strip()) if categories else ()
     unknown = [c for c in cats if c not in STYLES]
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(STYLES)}", param_hint="--categories")
-    cfg = make_config(work_dir, cats, videos_per_category, quick, train_steps, workers=workers, seed=seed,
-                      device=device)
+    cfg = make_config(work_dir, cats, videos_per_category, quick, train_steps, size=size, workers=workers,
+                      seed=seed, device=device)
     try:
-        run_demo(cfg, only=set(steps) or None, force=force)
+        if size == "benchmark":
+            run_benchmark_corpus(cfg, only=set(steps) or None, force=force)
+        else:
+            run_demo(cfg, only=set(steps) or None, force=force)
     except (StepFailed, MusicUnavailable, RenderError, ManifestError, OSError) as e:
         fail(e)

@@ -1,0 +1,110 @@
+"""The benchmark-size corpus (``c98k demo --size benchmark``, ``make bench-yuyin``): hundreds of tracks, 2,000+ ads.
+
+The demo corpus (43 tracks, 84 ads) is a smoke run: its test split holds about a dozen tracks, so
+a random ranker already reaches R@10 ~0.8. This preset widens the music library and the ads:
+
+* Music: 40 more music21 corpus pieces (``BENCH_PIECES``), each arranged 8 ways (``VARIANTS``):
+  a mood with its General MIDI instruments and tempo, and a key of its own (the 8 transpositions
+  of a piece are distinct pitch classes, so no two versions of a piece share their chroma and the
+  fingerprinter keeps them apart). 320 rendered tracks + the demo's 43 = 363 tracks.
+* Ads: all 12 categories x 170 short ads (8-14 s) = 2,040 ads. Each category draws a playlist
+  of 30 tracks with the demo's rules (``corpus.STYLES``: category -> moods, sound, pace; shot
+  length from the track's energy), so a track is used by about six ads and the grouped split
+  puts about 30 % of the tracks (100+) in the test split, none of them in training.
+
+The mood of an arrangement follows from how it is played, as a library would tag it:
+fast synth leads or piano are *energetic*, bright mallets and electric piano *happy*, flute and
+guitar at a slow tempo *tender*, slow strings or pads *calm*, accordion at a walking tempo
+*nostalgic*.
+
+Every step of the demo runner is resumable (``.steps`` markers; each stage skips finished
+items), so the corpus can be built in stages (``--step music``, ``--step corpus``, ...) and a
+killed run continues where it stopped. ``estimate`` prints the expected time first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .corpus import STYLES
+from .music import ARRANGEMENTS, Arrangement
+
+#: music21 corpus pieces (public-domain scores) arranged for the benchmark library. (Monteverdi's
+#: madrigal 3.10 is left out: fluidsynth does not finish its MIDI.)
+BENCH_PIECES: tuple[str, ...] = (
+    "bach/bwv101.7", "bach/bwv113.8", "bach/bwv122.6", "bach/bwv135.6", "bach/bwv146.8", "bach/bwv156.6",
+    "bach/bwv168.6", "bach/bwv178.7", "bach/bwv19.7", "bach/bwv20.11", "bach/bwv244.15", "bach/bwv245.37",
+    "bach/bwv258", "bach/bwv267", "bach/bwv277", "bach/bwv286", "bach/bwv295", "bach/bwv303", "bach/bwv312",
+    "bach/bwv321", "bach/bwv330", "bach/bwv340", "bach/bwv350", "bach/bwv368", "bach/bwv377", "bach/bwv386",
+    "bach/bwv395", "bach/bwv401", "bach/bwv410", "bach/bwv42.7", "bach/bwv429", "bach/bwv438", "bach/bwv56.5",
+    "bach/bwv65.7", "bach/bwv79.3", "bach/bwv88.7",
+    "monteverdi/madrigal.3.1", "bach/bwv104.6", "monteverdi/madrigal.3.11", "monteverdi/madrigal.3.12",
+)
+
+#: (mood, style, GM programs per part, bpm, label): the 8 ways each piece is played.
+VARIANTS: tuple[tuple[str, str, tuple[int, ...], int, str], ...] = (
+    ("energetic", "electronic", (81, 38), 172, "synth lead and bass"),
+    ("energetic", "acoustic", (0, 0), 160, "piano"),
+    ("happy", "acoustic", (12, 12, 32), 128, "marimba"),
+    ("happy", "electronic", (4, 38), 120, "electric piano"),
+    ("tender", "acoustic", (73, 24, 24), 66, "flute and guitar"),
+    ("calm", "acoustic", (48, 48, 42), 58, "strings"),
+    ("calm", "electronic", (89, 89), 54, "warm pad"),
+    ("nostalgic", "acoustic", (21, 0, 32), 84, "accordion and piano"),
+)
+
+#: Transpositions (semitones) with distinct pitch classes: 0, 2, 4, 5, 7, 9, 11, 1 (mod 12).
+KEYS = (0, 2, 4, 5, -5, -3, -1, 1)
+
+#: Overrides of ``DemoConfig`` for ``--size benchmark``.
+BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": True, "playlist_size": 30,
+             "music_sources": ("immich", "music21", "music21-bench"), "split_fractions": "0.6,0.1,0.3"}
+
+#: The steps that build the corpus and its shards (training is ``yuyin benchmark --seeds``).
+CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "shards", "stats")
+
+#: Rough seconds per item on 2 otherwise idle cores (the README's 6-minute demo run). On a shared
+#: machine (load 15-20) the demo's stages ran 3-5x slower: see docs/notes-w15.md.
+RATES = {"music": 3.0, "render": 2.5, "fetch": 0.6, "split": 2.0, "label": 2.5}
+
+
+def bench_arrangements() -> tuple[Arrangement, ...]:
+    """Every piece x variant, each in its own key (the key rotates with the piece)."""
+    out = []
+    for p, work in enumerate(BENCH_PIECES):
+        name = work.split("/")[-1]
+        for v, (mood, style, programs, bpm, label) in enumerate(VARIANTS):
+            key = KEYS[(v + p) % len(KEYS)]
+            out.append(Arrangement(work, mood, style, programs, bpm, f"{name} ({label}, {key:+d})", key))
+    return tuple(out)
+
+
+def library_size(sources: tuple[str, ...]) -> int:
+    """Tracks a library of ``sources`` holds (immich-memories-music counted as 28)."""
+    n = 28 if "immich" in sources else 0
+    n += len(ARRANGEMENTS) if "music21" in sources else 0
+    return n + (len(bench_arrangements()) if "music21-bench" in sources else 0)
+
+
+def estimate(work_dir: str | Path, sources: tuple[str, ...], n_ads: int, rates: dict[str, float] = RATES) -> str:
+    """One line: what is left to make and how long it should take (tracks and ads already made are not counted)."""
+    work = Path(work_dir)
+    tracks_done = len(list((work / "music" / "tracks").glob("*.wav")))
+    tracks_left = max(0, library_size(sources) - tracks_done)
+    ads_done = 0
+    corpus = work / "catalog" / "corpus.json"
+    if corpus.is_file():
+        ads_done = len(json.loads(corpus.read_text(encoding="utf-8")).get("videos", []))
+    else:
+        ads_done = len(list((work / "catalog").glob("*.mp4")))
+    ads_left = max(0, n_ads - ads_done)
+    stages = {"music": tracks_left * rates["music"], "render": ads_left * rates["render"],
+              **{k: n_ads * rates[k] for k in ("fetch", "split", "label")}}
+    if (work / ".steps" / "label.completed").is_file():
+        stages.update(fetch=0.0, split=0.0, label=0.0)
+    total = sum(stages.values())
+    parts = ", ".join(f"{k} {v / 60:.0f} min" for k, v in stages.items())
+    return (f"benchmark corpus: {library_size(sources)} tracks ({tracks_left} to render), {n_ads} ads "
+            f"({ads_left} to render); estimated {total / 3600:.1f} h on 2 free cores ({parts}); "
+            "resumable: run again to continue")
