@@ -63,7 +63,9 @@ class LocalCluster:
                "--disable-usage-stats", "--dashboard-port", str(ports[1]), "--ray-client-server-port", str(ports[2]),
                "--dashboard-agent-listen-port", str(ports[3]), "--metrics-export-port", str(ports[4])]
         for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s raylet start window
-            proc = subprocess.run(cmd, cwd=self.start_dir, env=ray_env(), capture_output=True, text=True, timeout=240)
+            # the marker is inherited by every process Ray starts (agents, proxies), so stop() finds them all
+            proc = subprocess.run(cmd, cwd=self.start_dir, env=ray_env(C98K_TEST_CLUSTER=str(self.temp_dir)),
+                                  capture_output=True, text=True, timeout=240)
             if proc.returncode == 0:
                 return
             self.stop()
@@ -78,7 +80,7 @@ class LocalCluster:
             if not p.name.isdigit() or int(p.name) == os.getpid():
                 continue
             try:
-                if mark in (p / "cmdline").read_bytes():
+                if mark in (p / "cmdline").read_bytes() or b"C98K_TEST_CLUSTER=" + mark in (p / "environ").read_bytes():
                     out.append(int(p.name))
             except OSError:
                 continue

@@ -55,7 +55,7 @@ def _torchrun(shards: Path, logs: Path, *args: str, timeout: float = 60) -> tupl
 
 
 def _error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("Error: ")]
+    return [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
 
 
 def test_torchrun_rank_without_a_shard_fails_fast_on_both_ranks(corpus, tmp_path):

@@ -72,6 +72,7 @@ def plan_clips(duration_s: float, music_spans: Sequence[tuple[float, float]], sh
         for a, b in _windows(s, e, bounds, clip_seconds, min_clip_seconds):
             if fps:
                 fa, fb = int(round(a * fps)), int(round(b * fps))
+                fb = min(fb, fa + int(math.floor(clip_seconds * fps + 1e-6)))  # rounding never makes a window too long
                 if fb <= fa or (fb - fa) / fps < min_clip_seconds - 1e-6:
                     continue
                 clips.append(ClipWindow(len(clips), round(fa / fps, 6), round(fb / fps, 6), fa, fb))
