@@ -10,6 +10,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = Path(os.environ.get("C98K_SHARED_MEDIA", ROOT.parent / "shared" / "media"))
 
+# Every Ray instance the tests start or join (in-process or in subprocesses) runs without token
+# auth: a token left in ~/.ray by an earlier run would otherwise switch auth on for some of them
+# and off for others, and a driver then cannot talk to a cluster's raylet.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.pop("RAY_AUTH_TOKEN", None)
+
 
 @pytest.fixture(scope="session")
 def shared_media() -> Path:
