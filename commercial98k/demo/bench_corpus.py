@@ -65,7 +65,7 @@ BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": T
 CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "shards", "stats")
 
 #: Rough seconds per item on 2 otherwise idle cores (the README's 6-minute demo run). On a shared
-#: machine (load 15-20) the demo's stages ran 3-5x slower: see docs/notes-w15.md.
+#: machine (load 15-20) the demo's stages ran 3-5x slower: see the README, "Measuring YuYin honestly".
 RATES = {"music": 3.0, "render": 2.5, "fetch": 0.6, "split": 2.0, "label": 2.5}
 
 
