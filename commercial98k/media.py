@@ -98,6 +98,29 @@ def probe(path: str | Path) -> Probe:
     )
 
 
+def probe_container(container):
+    """(``Probe``, video stream or None, audio stream or None) of an open PyAV container
+    (the first video stream that is not cover art, the first audio stream)."""
+    import av
+
+    v = next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    a = next(iter(container.streams.audio), None)
+    duration = container.duration / av.time_base if container.duration else 0.0
+    if not duration and (v or a) is not None and (v or a).duration is not None:
+        duration = float((v or a).duration * (v or a).time_base)
+    probe = Probe(
+        duration_s=float(duration),
+        width=v.codec_context.width if v else None,
+        height=v.codec_context.height if v else None,
+        fps=float(v.average_rate or v.base_rate) if v and (v.average_rate or v.base_rate) else None,
+        has_video=v is not None,
+        has_audio=a is not None,
+        audio_sample_rate=a.codec_context.sample_rate if a else None,
+        num_frames=v.frames or None if v else None,
+    )
+    return probe, v, a
+
+
 def _probe_with_pyav(path: str) -> Probe:
     """``probe`` through PyAV, whose wheel bundles FFmpeg: for machines without Debian's ffprobe."""
     try:
@@ -106,21 +129,7 @@ def _probe_with_pyav(path: str) -> Probe:
         raise MediaError("ffprobe not found: install Debian's ffmpeg package, or `pip install av`") from e
     try:
         with av.open(path) as container:
-            v = next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
-            a = next(iter(container.streams.audio), None)
-            duration = container.duration / av.time_base if container.duration else 0.0
-            if not duration and (v or a) is not None and (v or a).duration is not None:
-                duration = float((v or a).duration * (v or a).time_base)
-            return Probe(
-                duration_s=float(duration),
-                width=v.codec_context.width if v else None,
-                height=v.codec_context.height if v else None,
-                fps=float(v.average_rate or v.base_rate) if v and (v.average_rate or v.base_rate) else None,
-                has_video=v is not None,
-                has_audio=a is not None,
-                audio_sample_rate=a.codec_context.sample_rate if a else None,
-                num_frames=v.frames or None if v else None,
-            )
+            return probe_container(container)[0]
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot read it ({e})") from e
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..media import MediaError, Probe
+from ..media import MediaError, Probe, probe_container
 
 
 @dataclass(frozen=True)
@@ -27,23 +27,8 @@ def inspect_media(path: str | Path) -> MediaCheck:
     path = str(path)
     try:
         with av.open(path) as container:
-            v = next((s for s in container.streams.video
-                      if not s.disposition & av.stream.Disposition.attached_pic), None)
-            a = next(iter(container.streams.audio), None)
-            duration = container.duration / av.time_base if container.duration else 0.0
-            if not duration and (v or a) is not None and (v or a).duration is not None:
-                duration = float((v or a).duration * (v or a).time_base)
-            ends = _stream_ends(container, [s for s in (v, a) if s is not None], float(duration))
-            probe = Probe(
-                duration_s=float(duration),
-                width=v.codec_context.width if v else None,
-                height=v.codec_context.height if v else None,
-                fps=float(v.average_rate or v.base_rate) if v and (v.average_rate or v.base_rate) else None,
-                has_video=v is not None,
-                has_audio=a is not None,
-                audio_sample_rate=a.codec_context.sample_rate if a else None,
-                num_frames=v.frames or None if v else None,
-            )
+            probe, v, a = probe_container(container)
+            ends = _stream_ends(container, [s for s in (v, a) if s is not None], probe.duration_s)
             return MediaCheck(probe, ends.get(v.index) if v else None, ends.get(a.index) if a else None)
     except (av.FFmpegError, ValueError) as e:
         raise MediaError(f"{Path(path).name}: cannot read it ({getattr(e, 'strerror', None) or e})") from e
