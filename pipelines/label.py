@@ -332,14 +332,24 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
 
     The manifest is streamed in batches (``manifest_scan``); only pending rows are kept.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from commercial98k.manifest_scan import scan_manifest
 
     pending: list[dict] = []
     counts: Counter = Counter(skipped=0, not_ok=0, failed_before=0)
     for batch in scan_manifest(manifest, "clips"):
-        rows = batch.to_pylist()
+        # only rows split may have made ok become dicts: split_status ok, or (rows written before
+        # the per-stage columns) status ok or failed; split_result decides among those
+        status = batch.column("status")
+        maybe = pc.is_in(status, pa.array(["ok", "failed"]))
+        if "split_status" in batch.schema.names:
+            split = batch.column("split_status")
+            maybe = pc.or_kleene(pc.equal(split, "ok"), pc.and_kleene(pc.is_null(split), maybe))
+        rows = batch.filter(pc.fill_null(maybe, False)).to_pylist()
         split_ok = [r for r in rows if split_result(r) == "ok"]
-        counts["not_ok"] += len(rows) - len(split_ok)
+        counts["not_ok"] += batch.num_rows - len(split_ok)
         if not retry_failed:
             counts["failed_before"] += sum(stage_result(r, "label") == "failed" for r in split_ok)
         chosen, n = select_pending(split_ok, store, provenance, has_emotion, retry_failed=retry_failed)
