@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .threads import set_worker_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -38,15 +40,6 @@ class Resources:
         return opts
 
 
-def set_worker_threads(n: int | None) -> None:
-    """Cap this worker's thread pools at ``n`` (``commercial98k.threads.set_worker_threads``);
-    called by ``Stage.setup`` with ``Stage.threads``. None leaves the libraries' defaults."""
-    if n:
-        from .threads import set_worker_threads as _set
-
-        _set(int(n))
-
-
 class Stage:
     """Base class: override ``setup`` (load models) and ``process_batch``; set ``key`` and ``resources``."""
 
@@ -60,8 +53,10 @@ class Stage:
     threads: int | None = None
 
     def setup(self) -> None:
-        """Once per worker, before any batch: thread limits, then models. Subclasses call super()."""
-        set_worker_threads(self.threads)
+        """Once per worker, before any batch: thread limits (``threads.set_worker_threads``), then
+        models. Subclasses call super()."""
+        if self.threads:
+            set_worker_threads(self.threads)
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         raise NotImplementedError

@@ -98,8 +98,7 @@ class LocalCluster:
                 pids = self.pids()
             if not pids:
                 break
-        if not os.environ.get("C98K_KEEP_RAY"):
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def connect_driver(address: str) -> dict[str, str | None]:
