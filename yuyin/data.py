@@ -170,18 +170,14 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = False, seed: int = 0,
-                 shuffle_buffer: int = 1000, max_frames: int | None = 64, max_audio: int | None = 64,
-                 max_tags: int | None = 16, with_media: bool = False,
-                 handler: Any = wds.reraise_exception) -> wds.DataPipeline:
-    """A pipeline of decoded samples of ``split``, split by node and by worker.
+def _sample_pipeline(shards_dir: str | os.PathLike, split: str, shuffle: bool, seed: int, shuffle_buffer: int,
+                     handler: Any, index: dict | None = None) -> wds.DataPipeline:
+    """Raw samples of ``split`` (``shard_reader.shard_samples``), split by node and by worker.
 
-    Stages as ``wds.WebDataset`` orders them (shard list, node split, worker split, shard
-    shuffle), then ``shard_reader.shard_samples`` reads each shard's tar directly.
-    ``shuffle``: shard order and a ``shuffle_buffer``-sample buffer are shuffled, reproducibly
-    for ``seed`` and the epoch (see ``set_epoch``).
+    Stages as ``wds.WebDataset`` orders them: shard list, node split, worker split, shard shuffle;
+    then each shard's tar is read directly, then the sample shuffle buffer.
     """
-    urls = shard_urls(shards_dir, split)
+    urls = shard_urls(shards_dir, split, index)
     if not urls:
         raise ShardError(f"{shards_dir}: split {split!r} has no shards (no clips were assigned to it); "
                          "rebuild with `c98k build-shards --split-fractions` giving it a share, or choose another split")
@@ -191,8 +187,32 @@ def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = Fals
     stages.append(wds.pipelinefilter(shard_samples)(handler))
     if shuffle:
         stages.append(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed + 1))
-    stages.append(wds.map(DecodeSample(max_frames, max_audio, max_tags, with_media), handler=handler))
     return wds.DataPipeline(*stages)
+
+
+def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = False, seed: int = 0,
+                 shuffle_buffer: int = 1000, max_frames: int | None = 64, max_audio: int | None = 64,
+                 max_tags: int | None = 16, with_media: bool = False,
+                 handler: Any = wds.reraise_exception) -> wds.DataPipeline:
+    """A pipeline of decoded samples (``DecodeSample``) of ``split``, split by node and by worker.
+
+    ``shuffle``: shard order and a ``shuffle_buffer``-sample buffer are shuffled, reproducibly
+    for ``seed`` and the epoch (see ``set_epoch``).
+    """
+    ds = _sample_pipeline(shards_dir, split, shuffle, seed, shuffle_buffer, handler)
+    ds.append(wds.map(DecodeSample(max_frames, max_audio, max_tags, with_media), handler=handler))
+    return ds
+
+
+class DecodeCollate:
+    """Raw samples -> one ``collate`` batch: samples are decoded only once their batch is kept
+    (``drop_last`` drops a partial batch before any decoding). Picklable, for loader workers."""
+
+    def __init__(self, decode: DecodeSample):
+        self.decode = decode
+
+    def __call__(self, raws: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate([self.decode(r) for r in raws])
 
 
 def set_epoch(dataset: wds.DataPipeline, epoch: int) -> None:
@@ -237,7 +257,7 @@ def make_loader(shards_dir: str | os.PathLike, split: str, batch_size: int, num_
     if 0 < n_shards < readers:
         warnings.warn(f"split {split!r} has {n_shards} shard(s) for {readers} readers (ranks x workers); "
                       "some readers get no data. Rebuild with a smaller --samples-per-shard.", stacklevel=2)
-    ds = make_dataset(shards_dir, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
-                      max_frames=max_frames, max_audio=max_audio, max_tags=max_tags, with_media=with_media)
-    ds.append(wds.batched(batch_size, collation_fn=collate, partial=not drop_last))
+    ds = _sample_pipeline(shards_dir, split, shuffle, seed, shuffle_buffer, wds.reraise_exception, index)
+    decode = DecodeSample(max_frames, max_audio, max_tags, with_media)
+    ds.append(wds.batched(batch_size, collation_fn=DecodeCollate(decode), partial=not drop_last))
     return ShardLoader(ds, num_workers=num_workers, **loader_kwargs)
