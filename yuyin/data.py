@@ -7,6 +7,10 @@ set of whole shards, and their union is the split. For every process to get data
 needs at least ``world_size * num_workers`` shards (``make_loader`` warns otherwise); build
 shards with a smaller ``--samples-per-shard`` if needed.
 
+Each shard is checked against index.json (size, sha256) when a dataset is made, then read by
+``shard_reader`` (memory-mapped, members decoded as views); samples are decoded only when their
+batch is kept, and padded into one array per field (one copy per sample, cast by torch).
+
 Batches (``collate``) are dicts::
 
     frames  float32 [B, Tv, Dv]   frames_mask bool [B, Tv]  (True = valid step)

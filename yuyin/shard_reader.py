@@ -70,6 +70,8 @@ def _plain_members(buf: memoryview, f: BinaryIO, url: str) -> Iterator[tuple[str
             if start + size > end:
                 raise ShardError(f"{url}: truncated tar member {name.decode('utf-8', 'replace')!r}; {REBUILD}")
             yield name.decode("utf-8", "surrogateescape"), buf[start:start + size]
+    if pos > end:
+        raise ShardError(f"{url}: truncated tar (the last member's padding ends at byte {pos} of {end}); {REBUILD}")
 
 
 def _tarfile_members(f: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
