@@ -17,6 +17,7 @@ import io
 import mmap
 import os
 import re
+import struct
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,8 @@ import numpy as np
 
 BLOCK = 512
 _EMPTY_BLOCK = bytes(BLOCK)
-_BLANK_CHECKSUM = b" " * 8
+# ustar header fields: name, size, checksum, type flag, magic, prefix (the rest is skipped)
+_USTAR = struct.Struct("100s24x12s12x8sB100x5s83x155s12x")
 _REGULAR = frozenset(b"07\0")  # type flags of regular files ('7': contiguous file)
 _SPECIAL = frozenset(b"xgLK")  # PAX and GNU long-name headers: tarfile reads them
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skipped metadata members
@@ -43,30 +45,29 @@ def _plain_members(buf: memoryview, f: BinaryIO, url: str) -> Iterator[tuple[str
     """(name, bytes view) of the regular files of the tar in ``buf`` (``f``: the same file, for tarfile)."""
     pos, end = 0, len(buf)
     while pos < end:
-        header = bytes(buf[pos:pos + BLOCK])
-        if len(header) < BLOCK:
+        if pos + BLOCK > end:
             raise ShardError(f"{url}: truncated tar header at byte {pos}; {REBUILD}")
-        if header == _EMPTY_BLOCK:
-            return
-        flag = header[156]
+        name, size_field, checksum_field, flag, magic, prefix = _USTAR.unpack_from(buf, pos)
+        if not name[0] and buf[pos:pos + BLOCK] == _EMPTY_BLOCK:
+            return  # end of archive
         try:
-            checksum = int(header[148:156].strip(b" \0"), 8)
-            size = int(header[124:136].strip(b" \0") or b"0", 8)
+            size = int(size_field.strip(b" \0") or b"0", 8)
+            checksum = int(checksum_field.strip(b" \0"), 8)
         except ValueError:
-            checksum = size = -1
-        # the ustar checksum is the header's byte sum with its own field as spaces; adler32 gives
-        # that sum modulo 65521 in C (Python's sum() over 512 bytes costs more than the rest)
-        if (flag in _SPECIAL or size < 0 or header[257:262] != b"ustar"
-                or zlib.adler32(header[:148] + _BLANK_CHECKSUM + header[156:]) & 0xFFFF != (1 + checksum) % 65521):
-            f.seek(pos)
+            size = checksum = -1
+        # the ustar checksum is the header's byte sum with its own field counted as spaces;
+        # adler32's low half is that sum + 1 modulo 65521, computed in C
+        if (flag in _SPECIAL or size < 0 or magic != b"ustar" or zlib.adler32(buf[pos:pos + BLOCK]) & 0xFFFF
+                != (1 + checksum + sum(checksum_field) - 8 * 32) % 65521):
+            f.seek(pos)  # PAX or GNU headers, base-256 sizes, damage: tarfile reads (or rejects) the rest
             yield from _tarfile_members(f, url)
             return
         start = pos + BLOCK
         pos = start + (size + BLOCK - 1) // BLOCK * BLOCK
         if flag in _REGULAR:
-            name = header[:100].split(b"\0", 1)[0]
-            if header[345]:
-                name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+            name = name.split(b"\0", 1)[0]
+            if prefix[0]:
+                name = prefix.split(b"\0", 1)[0] + b"/" + name
             if start + size > end:
                 raise ShardError(f"{url}: truncated tar member {name.decode('utf-8', 'replace')!r}; {REBUILD}")
             yield name.decode("utf-8", "surrogateescape"), buf[start:start + size]
@@ -100,7 +101,7 @@ def tar_samples(url: str) -> Iterator[dict[str, Any]]:
         for name, data in _plain_members(buf, f, url):
             slash = name.rfind("/")
             dot = name.find(".", slash + 1)
-            if dot <= slash + 1 or _META.match(name):
+            if dot <= slash + 1 or (name.startswith("__") and _META.match(name)):
                 continue
             key, ext = name[:dot], name[dot + 1:].lower()
             if sample is None or sample["__key__"] != key:
