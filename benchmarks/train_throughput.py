@@ -1,9 +1,12 @@
 """Is the shard loader fast enough for the YuYin trainer? Loader samples/s vs training samples/s.
 
-Both are measured in the same run on the same shards: the loader alone (decode + pad + collate,
-no model) and the trainer alone (forward, loss, backward, optimizer step on batches already in
-memory). The loader must deliver at least 10x what the trainer consumes, so that data never
-starves training. It reads real shards: ``--shards`` (default: the demo's, ``demo_work/shards``).
+Both are measured in the same process on the same shards, in interleaved rounds (trainer,
+loader, trainer, loader, ...; medians): the trainer alone (the default YuYin model's forward,
+loss, backward and optimizer step on CPU at the trainer's default batch size and torch threads,
+on batches already in memory) and the loader alone (``make_loader`` per epoch as the trainer
+calls it: tar read, decode, pad, collate; no model), which shares the trainer's thread setting as
+it does in training. The loader must deliver at least 10x what the trainer consumes, so that
+data never starves training. It reads real shards: ``--shards`` (default: the demo's, ``demo_work/shards``).
 ``--synthetic`` builds a synthetic corpus with realistic feature sizes (efficientnet-lite0 frames
 1280-d, musicnn audio 200-d, 512-d tag text) and real sequence lengths (24-64 steps) in a temp dir
 instead, as a second opinion only.
@@ -15,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from yuyin.config import TrainConfig  # noqa: E402
 from yuyin.data import load_index, make_loader  # noqa: E402
 from yuyin.train import Trainer, load_config, passthrough  # noqa: E402
 
@@ -71,7 +77,8 @@ def _put(path: Path, array) -> None:
 
 
 def loader_rate(shards: Path, batch_size: int, num_workers: int, min_samples: int = 1000) -> float:
-    """Samples/s of the training loader alone, set up as the trainer sets it up, over whole epochs."""
+    """Samples/s of the training loader alone, set up as the trainer sets it up (a new loader per
+    epoch, shuffled, last partial batch dropped), over whole epochs of at least ``min_samples``."""
     n, epoch = 0, 0
     start = time.perf_counter()
     while n < min_samples:
@@ -82,21 +89,49 @@ def loader_rate(shards: Path, batch_size: int, num_workers: int, min_samples: in
     return n / (time.perf_counter() - start)
 
 
-def trainer_rate(shards: Path, batch_size: int, steps: int, device: str, model: dict, threads: int,
-                 repeats: int = 3) -> float:
-    """Samples/s of training steps on batches held in memory (no data loading in the timed loop)."""
-    cfg = load_config(None, shards=str(shards), batch_size=batch_size, steps=steps, device=device, progress=False,
-                      model=model, threads=threads, checkpoint_dir=str(shards.parent / "throughput-run"))
-    trainer = Trainer(cfg)
-    batches = list(itertools.islice(make_loader(shards, "train", batch_size, drop_last=True), 8))
-    trainer.train_step(batches[0])  # warm-up
-    rates = []
-    for _ in range(repeats):
+class TrainerBench:
+    """Training steps of the YuYin model on batches held in memory (no data loading in the timed loop).
+
+    ``model`` overrides ``YuYinConfig`` (``{}``: the default model); ``threads`` is the trainer's
+    torch CPU thread count (``TrainConfig.threads``, default 1), which the loader then shares.
+    """
+
+    def __init__(self, shards: Path, batch_size: int, device: str = "cpu", model: dict | None = None,
+                 threads: int = TrainConfig.threads):
+        cfg = load_config(None, shards=str(shards), batch_size=batch_size, device=device, progress=False,
+                          model=model or {}, threads=threads, checkpoint_dir=str(shards.parent / "throughput-run"))
+        self.trainer = Trainer(cfg)
+        self.batch_size = batch_size
+        self.batches = list(itertools.islice(make_loader(shards, "train", batch_size, drop_last=True), 8))
+        if not self.batches:
+            raise ValueError(f"{shards}: the train split has fewer than {batch_size} samples (one batch)")
+        self.trainer.train_step(self.batches[0])  # warm-up
+
+    def rate(self, steps: int) -> float:
+        """Samples/s over ``steps`` training steps (forward, loss, backward, optimizer step)."""
         start = time.perf_counter()
         for i in range(steps):
-            trainer.train_step(batches[i % len(batches)])
-        rates.append(steps * batch_size / (time.perf_counter() - start))
-    return max(rates)
+            self.trainer.train_step(self.batches[i % len(self.batches)])
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+
+def trainer_rate(shards: Path, batch_size: int, steps: int, device: str, model: dict, threads: int,
+                 repeats: int = 3) -> float:
+    """Median samples/s of ``repeats`` runs of ``steps`` training steps on batches in memory."""
+    bench = TrainerBench(shards, batch_size, device, model, threads)
+    return median(bench.rate(steps) for _ in range(repeats))
+
+
+def interleaved(shards: Path, batch_size: int, num_workers: int, steps: int, repeats: int, device: str = "cpu",
+                model: dict | None = None, threads: int = TrainConfig.threads) -> tuple[list[float], list[float]]:
+    """(trainer samples/s, loader samples/s) of ``repeats`` rounds, each a trainer run then a loader run."""
+    bench = TrainerBench(shards, batch_size, device, model, threads)
+    loader_rate(shards, batch_size, num_workers, batch_size)  # warm-up: imports, page cache, shard check
+    train, load = [], []
+    for _ in range(repeats):
+        train.append(bench.rate(steps))
+        load.append(loader_rate(shards, batch_size, num_workers, max(1000, 5 * batch_size)))
+    return train, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="Shards folder [demo_work/shards: `python -m pipelines.demo --quick` makes it].")
     ap.add_argument("--synthetic", action="store_true", help="Build a synthetic corpus instead of --shards.")
     ap.add_argument("--clips", type=int, default=400, help="Synthetic corpus size.")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="[the trainer's default, 32]")
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20, help="Timed training steps per repeat.")
-    ap.add_argument("--repeats", type=int, default=3, help="Best of N for both rates (other load on the machine).")
+    ap.add_argument("--repeats", type=int, default=5, help="Interleaved rounds (trainer, loader); medians are reported.")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="Torch CPU threads for training (0: torch default).")
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads,
+                    help="Torch CPU threads for training, shared by the loader [the trainer's default, 1; 0: torch's].")
     ap.add_argument("--video-encoder", default="transformer", choices=["transformer", "gru", "mean"])
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -120,16 +156,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="yuyin-throughput-") as tmp:
         shards = synthetic_shards(Path(tmp), args.clips) if args.synthetic else args.shards
-        dims = load_index(shards)["dims"]
-        model = {"video_encoder": args.video_encoder}
-        train_sps = trainer_rate(shards, args.batch_size, args.steps, args.device, model, args.threads, args.repeats)
-        load_sps = max(loader_rate(shards, args.batch_size, args.num_workers, max(1000, 5 * args.batch_size))
-                       for _ in range(args.repeats))
+        index = load_index(shards)
+        model = {} if args.video_encoder == "transformer" else {"video_encoder": args.video_encoder}
+        train, load = interleaved(shards, args.batch_size, args.num_workers, args.steps, args.repeats, args.device,
+                                  model, args.threads)
+    train_sps, load_sps = median(train), median(load)
     ratio = load_sps / train_sps
-    print(f"shards: {'synthetic' if args.synthetic else args.shards}  dims: {dims}  batch {args.batch_size}  "
-          f"workers {args.num_workers}  device {args.device}  torch threads {torch.get_num_threads()}")
-    print(f"trainer: {train_sps:8.1f} samples/s  (forward + loss + backward + step, {args.video_encoder} encoders)")
-    print(f"loader:  {load_sps:8.1f} samples/s  (decode + pad + collate, shuffled)")
+    print(f"shards: {'synthetic' if args.synthetic else args.shards}  train split {index['splits']['train']['samples']} "
+          f"samples  dims: {index['dims']}")
+    print(f"batch {args.batch_size}  loader workers {args.num_workers}  device {args.device}  "
+          f"torch threads {torch.get_num_threads()}  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores  "
+          f"{args.repeats} interleaved rounds (trainer, loader), medians")
+    print(f"trainer: {train_sps:8.1f} samples/s  (YuYin model, {args.video_encoder} video encoder"
+          f"{' = the default' if not model else ''}: forward + loss + backward + optimizer step, batches in memory)"
+          f"  rounds: {' '.join(f'{x:.0f}' for x in train)}")
+    print(f"loader:  {load_sps:8.1f} samples/s  (make_loader per epoch as the trainer does: shuffled, tar read + "
+          f"decode + pad + collate, last partial batch dropped)  rounds: {' '.join(f'{x:.0f}' for x in load)}")
     print(f"ratio loader/trainer = {ratio:.1f}x  (target >= {TARGET:.0f}x): {'OK' if ratio >= TARGET else 'TOO SLOW'}")
     return 0 if ratio >= TARGET else 1
 

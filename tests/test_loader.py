@@ -121,3 +121,94 @@ def test_too_few_shards_warns_and_missing_index_errors(built, tmp_path, monkeypa
         load_index(tmp_path)
     with pytest.raises(KeyError, match="unknown split"):
         make_dataset(out, "holdout")
+
+
+def test_shard_reader_gives_webdatasets_samples(built):
+    import webdataset as wds
+
+    from yuyin.shard_reader import tar_samples
+
+    out, _, index, _ = built
+    urls = [str(out / sh["path"]) for sh in index["splits"]["train"]["shards"]]
+    ours = [s for u in urls for s in tar_samples(u)]
+    theirs = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert len(ours) == len(theirs) == index["splits"]["train"]["samples"]
+    for a, b in zip(ours, theirs, strict=True):
+        assert set(a) == set(b) - {"__local_path__"}
+        assert all(bytes(a[k]) == b[k] for k in a if not k.startswith("__"))
+        assert a["__key__"] == b["__key__"] and a["__url__"] == b["__url__"]
+
+
+def _write_tar(path: Path, members: dict[str, bytes], fmt: int) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=fmt) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("fmt", ["ustar", "pax", "gnu"])
+def test_shard_reader_reads_long_names_in_every_tar_format(tmp_path, fmt):
+    import io
+    import tarfile
+
+    from yuyin.shard_reader import npy, tar_samples
+
+    # over 100 characters: ustar splits it into its prefix and name fields, PAX and GNU add headers
+    long_key = "d" * 60 + "/" + "x" * (80 if fmt == "ustar" else 150)
+    arrays = {"a": np.arange(6, dtype=np.float16).reshape(2, 3), long_key: np.ones((0, 4), np.float32)}
+    members = {}
+    for key, arr in arrays.items():
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        members[f"{key}.frames.npy"] = buf.getvalue()
+        members[f"{key}.json"] = json.dumps({"k": key}).encode()
+    members["__meta__"] = b"skipped"
+    path = tmp_path / f"{fmt}.tar"
+    _write_tar(path, members, {"ustar": tarfile.USTAR_FORMAT, "pax": tarfile.PAX_FORMAT,
+                               "gnu": tarfile.GNU_FORMAT}[fmt])
+    samples = list(tar_samples(str(path)))
+    assert [s["__key__"] for s in samples] == list(arrays)
+    for s in samples:
+        got = npy(s["frames.npy"])
+        assert got.dtype == arrays[s["__key__"]].dtype and np.array_equal(got, arrays[s["__key__"]])
+        assert json.loads(bytes(s["json"])) == {"k": s["__key__"]}
+
+
+def test_corrupt_or_truncated_shards_raise_errors_naming_the_shard(tmp_path):
+    import tarfile
+
+    import webdataset as wds
+
+    from yuyin.shard_reader import ShardError, shard_samples
+
+    members = {f"c{i}.json": b'{"music_id": "m"}' * 40 for i in range(3)}
+    good = tmp_path / "good.tar"
+    _write_tar(good, members, tarfile.USTAR_FORMAT)
+    data = good.read_bytes()
+    cases = {"truncated.tar": data[:1500], "header.tar": data[:1536] + b"\xff" * 50 + data[1586:],  # c1's header
+             "empty.tar": b"", "notatar.tar": b"hello world" * 100}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ShardError, match=name):
+            list(shard_samples([str(tmp_path / name)], wds.reraise_exception))
+    assert [s["__key__"] for s in shard_samples([str(good)], wds.reraise_exception)] == ["c0", "c1", "c2"]
+
+
+def test_npy_views_the_member_bytes_without_copying():
+    import io
+
+    from yuyin.shard_reader import npy
+
+    for arr in (np.arange(12, dtype=np.float16).reshape(3, 4), np.array(2.5), np.arange(3, dtype=">i8"),
+                np.asfortranarray(np.arange(6.0).reshape(2, 3))):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        data = buf.getvalue()
+        got = npy(memoryview(data))
+        assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
+        if not np.isfortran(arr):
+            assert not got.flags.writeable and got.base is not None  # a view over the bytes, not a copy

@@ -7,6 +7,10 @@ set of whole shards, and their union is the split. For every process to get data
 needs at least ``world_size * num_workers`` shards (``make_loader`` warns otherwise); build
 shards with a smaller ``--samples-per-shard`` if needed.
 
+Each shard is checked against index.json (size, sha256) when a dataset is made, then read by
+``shard_reader`` (memory-mapped, members decoded as views); samples are decoded only when their
+batch is kept, and padded into one array per field (one copy per sample, cast by torch).
+
 Batches (``collate``) are dicts::
 
     frames  float32 [B, Tv, Dv]   frames_mask bool [B, Tv]  (True = valid step)
@@ -21,11 +25,9 @@ empty axis); longer than ``max_*`` they are subsampled at evenly spaced steps.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
+
+from .shard_reader import ShardError, npy, shard_samples
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,6 @@ def load_index(shards_dir: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(index, dict) or not isinstance(index.get("splits"), dict):
         raise ShardError(f"{path}: not a shard index (no 'splits'); run `c98k build-shards --out {shards_dir}` again")
     return index
-
-
-class ShardError(ValueError):
-    """A shard that does not match ``index.json`` (truncated, changed, missing), or an unusable split."""
 
 
 def shard_urls(shards_dir: str | os.PathLike, split: str, index: dict | None = None, verify: bool = True) -> list[str]:
@@ -98,25 +98,6 @@ def verify_shard(shards_dir: Path, entry: dict[str, Any]) -> None:
         _VERIFIED[key] = entry["sha256"]
 
 
-_NPY_HEADER = re.compile(r"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), *\}")
-
-
-def _npy(data: bytes) -> np.ndarray:
-    """Decode ``.npy`` bytes without copying: a read-only view over the tar member's bytes.
-
-    A fast path for the plain little headers that ``np.save`` writes. The views are only read:
-    ``collate`` copies them once, into its preallocated batch arrays.
-    """
-    if data[:6] == b"\x93NUMPY" and data[6] in (1, 2):
-        start = 10 if data[6] == 1 else 12
-        end = start + int.from_bytes(data[8:start], "little")
-        m = _NPY_HEADER.match(data[start:end].decode("latin1"))
-        if m:
-            shape = tuple(int(x) for x in m.group(2).replace(" ", "").split(",") if x)
-            return np.frombuffer(data, dtype=np.dtype(m.group(1)), offset=end).reshape(shape)
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def subsample(arr: np.ndarray, max_len: int | None) -> np.ndarray:
     """Keep at most ``max_len`` rows, evenly spaced over the sequence (all rows if shorter)."""
     if max_len is None or len(arr) <= max_len:
@@ -134,32 +115,33 @@ class DecodeSample:
         self.with_media = with_media
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
-        meta = json.loads(raw["json"])
+        meta = json.loads(bytes(raw["json"]))
         if not meta.get("music_id"):
             raise ShardError(f"{raw.get('__url__', 'a shard')}: clip {raw['__key__']} has no music_id (every track "
                              "needs one); run `c98k split` then `c98k build-shards` again")
         out: dict[str, Any] = {"clip_id": raw["__key__"], "meta": meta}
         for name in ARRAY_MEMBERS:
-            out[name] = _npy(raw[f"{name}.npy"])
+            out[name] = npy(raw[f"{name}.npy"])
         out["frames"] = subsample(out["frames"], self.max_frames)
         out["audio"] = subsample(out["audio"], self.max_audio)
         if self.max_tags is not None:
             out["tags"], out["tag_ids"] = out["tags"][: self.max_tags], out["tag_ids"][: self.max_tags]
         if self.with_media:
-            out["mp4"], out["wav"] = raw.get("mp4"), raw.get("wav")
+            out["mp4"], out["wav"] = (None if raw.get(k) is None else bytes(raw[k]) for k in ("mp4", "wav"))
         return out
 
 
 def _pad(seqs: list[np.ndarray], dim: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad ``[T_i, dim]`` arrays into ``[B, max T, dim]`` plus a validity mask.
 
-    The batch array is allocated once and each sequence is cast (float16 -> float32) straight
-    into its rows: one copy per sample, no intermediate concatenation.
+    The batch array is allocated once, in the samples' own dtype (float16 in shards), and each
+    sequence is copied straight into its rows; torch then casts the whole batch at once
+    (numpy's float16 -> float32 cast is many times slower than torch's).
     """
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     length = max(1, int(lengths.max(initial=0)))
     mask = torch.from_numpy(np.arange(length)[None, :] < lengths[:, None])
-    out = np.zeros((len(seqs), length, dim), dtype=np.float32)
+    out = np.zeros((len(seqs), length, dim), dtype=np.result_type(*seqs))
     for i, (s, n) in enumerate(zip(seqs, lengths.tolist(), strict=True)):
         if n:
             out[i, :n] = s.reshape(n, dim)
@@ -192,25 +174,49 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def _sample_pipeline(shards_dir: str | os.PathLike, split: str, shuffle: bool, seed: int, shuffle_buffer: int,
+                     handler: Any, index: dict | None = None) -> wds.DataPipeline:
+    """Raw samples of ``split`` (``shard_reader.shard_samples``), split by node and by worker.
+
+    Stages as ``wds.WebDataset`` orders them: shard list, node split, worker split, shard shuffle;
+    then each shard's tar is read directly, then the sample shuffle buffer.
+    """
+    urls = shard_urls(shards_dir, split, index)
+    if not urls:
+        raise ShardError(f"{shards_dir}: split {split!r} has no shards (no clips were assigned to it); "
+                         "rebuild with `c98k build-shards --split-fractions` giving it a share, or choose another split")
+    stages: list[Any] = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
+    if shuffle:
+        stages.append(wds.detshuffle(len(urls), seed=seed))
+    stages.append(wds.pipelinefilter(shard_samples)(handler))
+    if shuffle:
+        stages.append(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed + 1))
+    return wds.DataPipeline(*stages)
+
+
 def make_dataset(shards_dir: str | os.PathLike, split: str, shuffle: bool = False, seed: int = 0,
                  shuffle_buffer: int = 1000, max_frames: int | None = 64, max_audio: int | None = 64,
                  max_tags: int | None = 16, with_media: bool = False,
-                 handler: Any = wds.reraise_exception) -> wds.WebDataset:
-    """A ``WebDataset`` of decoded samples of ``split``, split by node and by worker.
+                 handler: Any = wds.reraise_exception) -> wds.DataPipeline:
+    """A pipeline of decoded samples (``DecodeSample``) of ``split``, split by node and by worker.
 
     ``shuffle``: shard order and a ``shuffle_buffer``-sample buffer are shuffled, reproducibly
     for ``seed`` and the epoch (see ``set_epoch``).
     """
-    urls = shard_urls(shards_dir, split)
-    if not urls:
-        raise ShardError(f"{shards_dir}: split {split!r} has no shards (no clips were assigned to it); "
-                         "rebuild with `c98k build-shards --split-fractions` giving it a share, or choose another split")
-    ds = wds.WebDataset(urls, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
-                        shardshuffle=len(urls) if shuffle else False, detshuffle=True, seed=seed,
-                        empty_check=False, handler=handler)
-    if shuffle:
-        ds = ds.compose(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed + 1))
-    return ds.map(DecodeSample(max_frames, max_audio, max_tags, with_media), handler=handler)
+    ds = _sample_pipeline(shards_dir, split, shuffle, seed, shuffle_buffer, handler)
+    ds.append(wds.map(DecodeSample(max_frames, max_audio, max_tags, with_media), handler=handler))
+    return ds
+
+
+class DecodeCollate:
+    """Raw samples -> one ``collate`` batch: samples are decoded only once their batch is kept
+    (``drop_last`` drops a partial batch before any decoding). Picklable, for loader workers."""
+
+    def __init__(self, decode: DecodeSample):
+        self.decode = decode
+
+    def __call__(self, raws: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate([self.decode(r) for r in raws])
 
 
 def set_epoch(dataset: wds.DataPipeline, epoch: int) -> None:
@@ -255,7 +261,7 @@ def make_loader(shards_dir: str | os.PathLike, split: str, batch_size: int, num_
     if 0 < n_shards < readers:
         warnings.warn(f"split {split!r} has {n_shards} shard(s) for {readers} readers (ranks x workers); "
                       "some readers get no data. Rebuild with a smaller --samples-per-shard.", stacklevel=2)
-    ds = make_dataset(shards_dir, split, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
-                      max_frames=max_frames, max_audio=max_audio, max_tags=max_tags, with_media=with_media)
-    ds = ds.batched(batch_size, collation_fn=collate, partial=not drop_last)
+    ds = _sample_pipeline(shards_dir, split, shuffle, seed, shuffle_buffer, wds.reraise_exception, index)
+    decode = DecodeSample(max_frames, max_audio, max_tags, with_media)
+    ds.append(wds.batched(batch_size, collation_fn=DecodeCollate(decode), partial=not drop_last))
     return ShardLoader(ds, num_workers=num_workers, **loader_kwargs)
