@@ -1,8 +1,9 @@
-"""The split and label stages as ``commercial98k.stage.Stage``s (one code path, local or Ray actors).
+"""The label stage as a ``commercial98k.stage.Stage``: one code path, in this process or as Ray actors.
 
-Only wiring: the per-item work stays in ``pipelines.split.SplitStep`` and
-``pipelines.label.label_rows`` / ``_local_batches``; these classes add ``setup`` (models once per
-worker, the device from Ray's GPU assignment), the batch call and the declared resources.
+``LabelStage.setup`` builds the models once per worker (the device from Ray's GPU assignment);
+a batch is labelled with ``label.batch.label_batches`` and each row records label's result
+(``label.plan.label_result``). ``label_provenance`` gives the provenance columns of a run's
+models before any clip is labelled (on Ray from one cluster task, so the driver loads no model).
 """
 
 from __future__ import annotations
@@ -10,19 +11,19 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from commercial98k.engine import error_line
-from commercial98k.label.clip_features import LabelConfig
-from commercial98k.ray_engine import assigned_device
-from commercial98k.stage import Resources, Stage
+from ..ray_engine import assigned_device
+from ..stage import Resources, Stage
+from .batch import LabelOptions
+from .clip_features import LabelConfig
 
 
 class LabelStage(Stage):
     """``c98k label``: ``setup`` builds the models once per worker; a batch is labelled with
-    ``label_rows`` (frames and texts of several clips together, media decoded by ``decode_threads``)."""
+    ``label_batches`` (frames and texts of several clips together, media decoded by ``decode_threads``)."""
 
     key, kind = "clip_id", "clips"
 
-    def __init__(self, config: LabelConfig, data_root: str | Path, options, decode_threads: int = 1,
+    def __init__(self, config: LabelConfig, data_root: str | Path, options: LabelOptions, decode_threads: int = 1,
                  gpus_per_worker: float = 0.0, threads: int | None = None):
         self.config, self.data_root, self.options = config, str(Path(data_root).resolve()), options
         self.decode_threads = max(1, decode_threads)
@@ -32,8 +33,8 @@ class LabelStage(Stage):
         self.models = None
 
     def setup(self) -> None:
-        from commercial98k.features import FeatureStore
-        from commercial98k.label.clip_features import models_for
+        from ..features import FeatureStore
+        from .clip_features import models_for
 
         super().setup()
         self.models = models_for(replace(self.config, device=assigned_device(self.config.device)))
@@ -41,10 +42,11 @@ class LabelStage(Stage):
         self.store = FeatureStore(self.data_root)
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
-        from pipelines.label import _local_batches, label_result
+        from .batch import label_batches
+        from .plan import label_result
 
-        return [label_result(r) for r in _local_batches(rows, self.models, self.store, self.options,
-                                                         self.decode_threads)]
+        return [label_result(r) for r in label_batches(rows, self.models, self.store, self.options,
+                                                        self.decode_threads)]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -53,45 +55,8 @@ class LabelStage(Stage):
         return state
 
 
-class SplitStage(Stage):
-    """``c98k split``: one video in, its clip rows (or its ``<video_id>-none`` row) out."""
-
-    key, kind = "clip_id", "clips"
-
-    def __init__(self, config, cpus_per_worker: float = 1.0, threads: int | None = None):
-        self.config = config
-        self.resources = Resources(num_cpus=cpus_per_worker)
-        self.batch_size = 1
-        self.threads = threads
-
-    def setup(self) -> None:
-        from commercial98k.split.music import get_detector
-
-        super().setup()
-        get_detector()  # YAMNet once per worker
-
-    def process_batch(self, rows: list[dict]) -> list[dict]:
-        from pipelines.split import SplitStep
-
-        step = SplitStep(self.config)
-        out: list[dict] = []
-        for item in rows:
-            try:
-                out.extend(step(item)["rows"])
-            except Exception as e:  # SplitStep catches its own errors; a bug must still not stop the run
-                out.extend(self.failed_rows(item, error_line(e)))
-        return out
-
-    def failed_rows(self, item: dict, error: str) -> list[dict]:
-        from pipelines.split import VIDEO_COLUMNS, none_clip_id
-
-        row = {k: item.get(k) for k in VIDEO_COLUMNS}
-        row.update(clip_id=none_clip_id(item["video_id"]), status="failed", error=error)
-        return [row]
-
-
 def _provenance(config: LabelConfig, frame_fps: float = 1.0) -> dict[str, str | None]:
-    from commercial98k.label.clip_features import models_for
+    from .clip_features import models_for
 
     return models_for(replace(config, device=assigned_device(config.device))).provenance(frame_fps)
 
@@ -107,7 +72,7 @@ def label_provenance(config: LabelConfig, engine: str, address: str | None = Non
         return _provenance(config, frame_fps), False
     import ray
 
-    from commercial98k.ray_engine import check_gpus, connect
+    from ..ray_engine import check_gpus, connect
 
     started = connect(address)
     if gpus_per_worker:
