@@ -4,7 +4,7 @@ cross-validate it against reference predictors, and report (table, PNG plot).
 Embeddings of each excerpt (the whole excerpt; windows are cut later from the sequence) are
 cached in ``<cache_dir>/features/audio/<audio model key>/<dataset>-<item>.npy`` (a ``FeatureStore``)
 so re-training with other hyper-parameters never decodes audio again. ``c98k emotion``
-(``pipelines/emotion.py``) composes these.
+composes these.
 """
 
 from __future__ import annotations
