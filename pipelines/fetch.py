@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from commercial98k.engine import run_steps
+from commercial98k.fsutil import DataRoot
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
@@ -109,7 +110,7 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
     taxonomy = taxonomy or load_taxonomy()
     options = options or YtdlpOptions()
     manifest = Path(manifest)
-    root = Path(data_root).resolve()
+    root = DataRoot(data_root).root  # absolute: Ray workers have other cwds
     specs = resolve_specs(category, sources, taxonomy, limit)
     known = _Known.load(manifest)  # before anything is created: a bad manifest stops the run here
     videos_dir(root).mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from commercial98k.features import FeatureStore
+from commercial98k.fsutil import DataRoot
 from commercial98k.label.batch import LabelOptions
 from commercial98k.label.clip_features import LabelConfig
 from commercial98k.label.plan import plan_label
@@ -45,7 +46,7 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
     ``not_ok``, ``failed_before``: label failures left alone without ``retry_failed``,
     ``crashed``: failed because a Ray worker crashed or was killed)."""
     config, options = config or LabelConfig(), options or LabelOptions()
-    data_root = Path(data_root).resolve()
+    data_root = DataRoot(data_root).root  # absolute: Ray workers have other cwds
     store = FeatureStore(data_root)
     if not manifest_exists(manifest):
         read_manifest(manifest, "clips")  # the usual one-line error

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from commercial98k.engine import run_steps
+from commercial98k.fsutil import DataRoot
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.split.assign import with_identities
@@ -82,7 +83,7 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
 
     ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input).
     """
-    config = replace(config, data_root=str(Path(config.data_root).resolve()))  # workers have other cwds
+    config = replace(config, data_root=str(DataRoot(config.data_root).root))  # workers have other cwds
     todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
     counts: dict[str, int] = {"skipped": skipped}
     if todo and engine == "ray":  # actors (commercial98k.split.step.SplitStage) that write their own parts

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..fsutil import DataRoot
 from ..ray_engine import assigned_device
 from ..stage import Resources, Stage
 from .batch import LabelOptions
@@ -25,7 +26,7 @@ class LabelStage(Stage):
 
     def __init__(self, config: LabelConfig, data_root: str | Path, options: LabelOptions, decode_threads: int = 1,
                  gpus_per_worker: float = 0.0, threads: int | None = None):
-        self.config, self.data_root, self.options = config, str(Path(data_root).resolve()), options
+        self.config, self.data_root, self.options = config, str(DataRoot(data_root).root), options
         self.decode_threads = max(1, decode_threads)
         self.resources = Resources(num_cpus=1.0, num_gpus=gpus_per_worker)
         self.batch_size = options.clips_per_batch * 4  # the decode of a sub-batch overlaps the previous one's models

@@ -18,7 +18,7 @@ _HASHTAG = re.compile(r"(?<![\w#&])#(?![\d_-]*(?![\w-]))(\w[\w-]{0,63})", re.UNI
 
 def videos_dir(data_root: str | Path) -> Path:
     """``<data_root>/videos``: where fetched videos live."""
-    return Path(data_root) / "videos"
+    return DataRoot(data_root).resolve("videos")
 
 
 def utc_now() -> datetime:

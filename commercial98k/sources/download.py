@@ -62,7 +62,7 @@ class YtdlpDownloader:
         return row
 
     def _download(self, ydl: Any, url: str, item: dict, first: bool = True) -> dict:
-        out = DataRoot(self.data_root).resolve("videos")
+        out = videos_dir(self.data_root)
         outtmpl = {**ydl.params.get("outtmpl", {}), "default": f"{item['video_id']}.%(ext)s"}
         with ydl_params(ydl, paths={"home": str(out), "temp": str(out / ".partial")}, outtmpl=outtmpl,
                         noplaylist=True, playlist_items="1", extract_flat=False, skip_download=False,
