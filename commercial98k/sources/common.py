@@ -76,7 +76,7 @@ def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: 
                 Path(file).unlink()
         return row
 
-    row["video_path"] = rel.as_posix()
+    row["video_path"] = rel
     size = Path(file).stat().st_size
     if size == 0:
         return fail("empty file (0 bytes)")
