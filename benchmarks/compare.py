@@ -86,8 +86,8 @@ def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...])
     from commercial98k.manifest import read_manifest
     from commercial98k.media import ffmpeg_bin, probe
     from commercial98k.split.music import get_detector
+    from commercial98k.split.step import SplitConfig, SplitStep
     from commercial98k.threads import set_worker_threads
-    from pipelines.split import SplitConfig, SplitStep
 
     set_worker_threads(1)
     rows = [r for r in read_manifest(demo / "manifests" / "videos.parquet", "videos").to_pylist()
@@ -127,10 +127,10 @@ def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...])
 def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
     """Seconds of clip labelled per CPU second with the default models (built and warmed first)."""
     from commercial98k.features import FeatureStore
+    from commercial98k.label.batch import LabelOptions, label_batches
     from commercial98k.label.clip_features import LabelConfig, models_for
     from commercial98k.manifest import read_manifest
     from commercial98k.threads import set_worker_threads
-    from pipelines.label import LabelOptions, _local_batches
 
     set_worker_threads(1)
     rows = [r for r in read_manifest(demo / "manifests" / "c98k.parquet", "clips").to_pylist()
@@ -145,10 +145,10 @@ def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
         root = Path(tmp)
         _copy_media(demo / "data", root, [r.get(k) for r in rows for k in ("video_path", "clip_path", "audio_path")])
         store = FeatureStore(root)
-        list(_local_batches(rows[:1], models, store, opts, 1))  # warm-up
+        list(label_batches(rows[:1], models, store, opts, 1))  # warm-up
         for _ in range(repeats):
             out: list = []
-            runs.append(timed(lambda out=out: out.extend(_local_batches(rows, models, store, opts, 1)))[0])
+            runs.append(timed(lambda out=out: out.extend(label_batches(rows, models, store, opts, 1)))[0])
             bad = [r for r in out if r["status"] != "ok"]
             if bad:
                 raise RuntimeError(f"label failed: {bad[0]['clip_id']}: {bad[0]['error']}")

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from commercial98k.label import emotion_training as stage  # noqa: E402
 from commercial98k.label.emotion_data import GEMS9  # noqa: E402
-from pipelines import emotion as stage  # noqa: E402
 
 
 def human_split_half(emotify: Path, reps: int = 20, seed: int = 0) -> tuple[float, float, float]:

@@ -12,7 +12,7 @@ Default run (no arguments) prints four tables, every number measured in this run
    frames of the shared videos (1 - character error rate, per language).
 3. **Emotion**: 5-fold CV grouped by track on the shared Emotify (160 tracks) with the bundled
    head's settings: KL, top-1, per-emotion r, spread, VA correlation, against the mean and the
-   per-genre mean (``pipelines.emotion``).
+   per-genre mean (``commercial98k.label.emotion_training``).
 
 ``--manifest M --truth T`` instead scores a labelled clips manifest against a csv of ``video_id``
 or ``url`` with its true ``category`` (a user's hand-labelled crawl): top-1, top-2, ECE and a
@@ -209,7 +209,7 @@ def ocr_accuracy(height_share: int = 16) -> dict[str, float]:
 # ---- 3. emotion -----------------------------------------------------------------------------
 
 def emotion_table(cache: Path) -> str:
-    from pipelines import emotion as stage
+    from commercial98k.label import emotion_training as stage
 
     ds, seqs, model = stage.prepare("emotify", SHARED / "emotify", "musicnn", cache_dir=cache, progress=False,
                                     excerpt=(20.0, 20.0))

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_write_bytes, within
+from .fsutil import DataRoot, atomic_write_bytes
 
 KINDS = ("audio", "frames", "tags")
 
 
 class FeatureStore:
-    """Read and write per-clip feature arrays under ``<data_root>/features``."""
+    """Read and write per-clip feature arrays under ``<data_root>/features`` (paths through ``DataRoot``)."""
 
-    def __init__(self, data_root: str | os.PathLike):
-        self.root = Path(data_root)
+    def __init__(self, data_root: str | os.PathLike | DataRoot):
+        self.data_root = DataRoot(data_root)
+        self.root: Path = self.data_root.root
 
     def relpath(self, kind: str, model_key: str, clip_id: str) -> str:
         if kind not in KINDS:
@@ -39,13 +40,15 @@ class FeatureStore:
         rel = self.relpath(kind, model_key, clip_id)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
-        atomic_write_bytes(within(self.root, rel), buf.getvalue())
+        atomic_write_bytes(self.data_root.resolve(rel), buf.getvalue())
         return rel
 
     def has(self, rel: str | None) -> bool:
-        return bool(rel) and within(self.root, rel).is_file()
+        """True when the manifest reference ``rel`` names an existing file."""
+        return bool(rel) and self.data_root.resolve(rel).is_file()
 
-    def get(self, rel: str, dtype: str | None = "float32") -> np.ndarray:
-        """Load a stored array by its manifest reference."""
-        arr = np.load(within(self.root, rel), allow_pickle=False)
-        return arr.astype(dtype) if dtype else arr
+    def get(self, rel: str, dtype: str | None = "float32", mmap: bool = False) -> np.ndarray:
+        """Load a stored array by its manifest reference (cast to ``dtype`` unless None; ``mmap``:
+        memory-mapped, read-only)."""
+        arr = np.load(self.data_root.resolve(rel), allow_pickle=False, mmap_mode="r" if mmap else None)
+        return arr.astype(dtype, copy=False) if dtype else arr

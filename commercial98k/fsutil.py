@@ -77,10 +77,46 @@ def safe_id(*parts: str, max_len: int = 120) -> str:
     return clean
 
 
-def within(root: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Resolve ``path`` under ``root`` and refuse anything that escapes it."""
-    root_r = Path(root).resolve()
-    p = (root_r / path).resolve()
-    if p != root_r and root_r not in p.parents:
-        raise ValueError(f"path {path!r} escapes the data root {root_r}")
-    return p
+class DataRoot:
+    """The data root: manifests hold paths relative to it, files live under its absolute path.
+
+    The one place that checks "a path under the data root". The root is resolved once; a
+    reference is normalised lexically against it (no per-call ``resolve``: shards look up
+    thousands), so ``..`` cannot leave the root while symlinks inside it (a ``videos`` folder
+    on another disk) keep working.
+    """
+
+    def __init__(self, root: str | os.PathLike | DataRoot):
+        self.root: Path = root.root if isinstance(root, DataRoot) else Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"DataRoot({str(self.root)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def _inside(self, path: str) -> bool:
+        root = str(self.root)
+        return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+    def resolve(self, relative: str | os.PathLike) -> Path:
+        """The absolute path of ``relative`` (a manifest reference, or an absolute path inside the root).
+
+        Raises ``ValueError`` naming the path when it escapes the root.
+        """
+        path = os.path.normpath(os.path.join(self.root, os.fspath(relative)))
+        if not self._inside(path):
+            raise ValueError(f"path {os.fspath(relative)!r} escapes the data root {self.root}")
+        return Path(path)
+
+    def relative(self, absolute: str | os.PathLike) -> str:
+        """The manifest reference (POSIX, relative to the root) of a path inside the root.
+
+        Raises ``ValueError`` naming the path when it lies outside the root.
+        """
+        path = os.path.abspath(absolute)
+        if not self._inside(path):
+            path = os.path.realpath(absolute)  # reached through a symlink of the root itself
+            if not self._inside(path):
+                raise ValueError(f"path {os.fspath(absolute)!r} is outside the data root {self.root}")
+        return Path(os.path.relpath(path, self.root)).as_posix()

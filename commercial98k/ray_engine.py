@@ -17,7 +17,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,12 @@ def probe_data_root(root: str | os.PathLike, timeout_s: float = 120.0) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    root = Path(root)
+    from .fsutil import DataRoot
+
+    data_root = DataRoot(root)
+    root = data_root.root
     token = uuid.uuid4().hex
-    token_path = root / ".c98k-probe" / f"{token}.txt"
+    token_path = data_root.resolve(f".c98k-probe/{token}.txt")
     token_path.parent.mkdir(parents=True, exist_ok=True)
     token_path.write_text(token, encoding="utf-8")
     try:

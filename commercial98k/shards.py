@@ -26,9 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .engine import error_line
+from .features import FeatureStore
 from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
-from .label.gems import GEMS9, emotion_classes
-from .label.gems import row_emotion_vector as emotion_vector
+from .label.gems import emotion_classes, row_emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
 from .shard_filters import check_filtered
@@ -39,7 +39,6 @@ from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-GEMS_CLASSES = GEMS9  # the one definition lives in commercial98k/label/gems.py
 MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
@@ -100,34 +99,11 @@ def _order_key(seed: int, clip_id: str) -> str:
     return sha256_bytes(f"{seed}:{clip_id}".encode())
 
 
-class DataRoot:
-    """Paths and feature arrays under a data root, for many lookups.
-
-    Like ``fsutil.within`` it refuses references that leave the root, but checks them
-    lexically against a root resolved once (``within`` resolves both paths on every call,
-    which dominated the write time).
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-
-    def path(self, rel: str) -> Path:
-        norm = os.path.normpath(rel)
-        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
-            raise ValueError(f"path {rel!r} escapes the data root {self.root}")
-        return self.root / norm
-
-    def load(self, rel: str, dtype: str | None = None, mmap: bool = False) -> np.ndarray:
-        """A feature array stored by ``FeatureStore.put`` (cast to ``dtype`` if given)."""
-        arr = np.load(self.path(rel), allow_pickle=False, mmap_mode="r" if mmap else None)
-        return arr.astype(dtype, copy=False) if dtype else arr
-
-
 @dataclass
 class _Context:
     """Everything a sample needs besides its row."""
 
-    root: DataRoot
+    store: FeatureStore
     taxonomy: Taxonomy
     vocab_index: dict[str, int]
     classes: list[str]
@@ -146,11 +122,11 @@ def sample_meta(row: dict, ctx: _Context) -> dict[str, Any]:
 
 def make_sample(row: dict, ctx: _Context) -> dict[str, Any]:
     """Load a row's features (and media) and return the WebDataset sample dict."""
-    frames = ctx.root.load(row["frame_embedding"], dtype="float16")
-    audio = ctx.root.load(row["audio_embedding"], dtype="float16")
+    frames = ctx.store.get(row["frame_embedding"], dtype="float16")
+    audio = ctx.store.get(row["audio_embedding"], dtype="float16")
     tags_list = list(row.get("tags") or [])
     if row.get("tag_embedding"):
-        tags = ctx.root.load(row["tag_embedding"], dtype="float32")
+        tags = ctx.store.get(row["tag_embedding"], dtype="float32")
     else:
         tags = np.zeros((0, ctx.dims.get("tags", 0)), dtype=np.float32)
     for name, arr in (("frames", frames), ("audio", audio), ("tags", tags)):
@@ -169,18 +145,18 @@ def make_sample(row: dict, ctx: _Context) -> dict[str, Any]:
         "__key__": row["clip_id"],
         "frames.npy": frames,
         "audio.npy": audio,
-        "emotion.npy": emotion_vector(row, ctx.classes),
+        "emotion.npy": row_emotion_vector(row, ctx.classes),  # layout: label/gems.py
         "tags.npy": tags,
         "tag_ids.npy": tag_ids,
         "json": sample_meta(row, ctx),
     }
     if ctx.with_media:
-        sample["mp4"] = ctx.root.path(row["clip_path"]).read_bytes()
-        sample["wav"] = ctx.root.path(row["audio_path"]).read_bytes()
+        sample["mp4"] = ctx.store.data_root.resolve(row["clip_path"]).read_bytes()
+        sample["wav"] = ctx.store.data_root.resolve(row["audio_path"]).read_bytes()
     return sample
 
 
-def missing_inputs(row: dict, root: DataRoot, with_media: bool, taxonomy: Taxonomy) -> str | None:
+def missing_inputs(row: dict, store: FeatureStore, with_media: bool, taxonomy: Taxonomy) -> str | None:
     """Why a row cannot become a sample (one line), or None."""
     try:
         taxonomy.index(row.get("category") or "")
@@ -198,7 +174,7 @@ def missing_inputs(row: dict, root: DataRoot, with_media: bool, taxonomy: Taxono
         refs += [("clip_path", row.get("clip_path")), ("audio_path", row.get("audio_path"))]
     for column, rel in refs:
         try:
-            if not rel or not root.path(rel).is_file():
+            if not rel or not store.data_root.resolve(rel).is_file():
                 return f"{column} file missing: {rel}"
         except ValueError as e:
             return f"{column}: {e}"
@@ -274,7 +250,7 @@ def _models(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
-def _probe_dims(rows: list[dict], root: DataRoot) -> dict[str, int]:
+def _probe_dims(rows: list[dict], store: FeatureStore) -> dict[str, int]:
     """Feature dims from the first row that has each kind (tags: prefer a non-empty array)."""
     dims: dict[str, int] = {}
     for kind, column in (("frames", "frame_embedding"), ("audio", "audio_embedding"), ("tags", "tag_embedding")):
@@ -282,7 +258,7 @@ def _probe_dims(rows: list[dict], root: DataRoot) -> dict[str, int]:
             if not r.get(column):
                 continue
             try:
-                arr = root.load(r[column], mmap=True)
+                arr = store.get(r[column], dtype=None, mmap=True)
             except (OSError, ValueError, EOFError):
                 continue  # reported when the shard is written
             if arr.ndim == 2:
@@ -310,7 +286,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
         raise ValueError("samples_per_shard and min_shards must be >= 1")
     manifest, out_dir, data_root = Path(manifest), Path(out_dir), Path(data_root)
     taxonomy = taxonomy or load_taxonomy()
-    root = DataRoot(data_root)
+    store = FeatureStore(data_root)
     table = read_manifest(manifest)
     if guess_kind(table.schema) != "clips":
         raise ManifestError(f"{manifest}: a videos manifest; build-shards needs the clips manifest "
@@ -326,14 +302,14 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
         if reason:
             filtered_out[reason] += 1
             continue
-        cause = missing_inputs(r, root, with_media, taxonomy)
+        cause = missing_inputs(r, store, with_media, taxonomy)
         if cause:
             _warn(f"warning: {r['clip_id']}: skipped: {cause}")
             skipped.append({"clip_id": r["clip_id"], "cause": cause})
         else:
             rows.append({**r, "split": split_of[r["clip_id"]]})
 
-    ctx = _Context(root, taxonomy, {}, emotion_classes(rows), with_media, _probe_dims(rows, root))
+    ctx = _Context(store, taxonomy, {}, emotion_classes(rows), with_media, _probe_dims(rows, store))
     vocab = build_tag_vocab((r for r in rows if r["split"] == "train"), min_tag_count, max_tag_vocab)
     ctx.vocab_index = {t: i for i, t in enumerate(vocab)}
 

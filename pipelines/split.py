@@ -1,6 +1,9 @@
 """The ``split`` stage: videos manifest -> clips manifest (shots, music segment, clips, identity).
 
-Per video (a picklable step run by ``engine.run_steps``, locally or on Ray): probe, shots,
+Composition only: the per-video work is ``commercial98k.split.step`` and the identities
+``commercial98k.split.assign``; this module picks the pending videos and reads/writes manifests.
+
+Per video (``SplitStep`` run by ``engine.run_steps``, or ``SplitStage`` on Ray actors): probe, shots,
 YAMNet music spans, clip windows, all from one decode of the video (``split.decode``); write
 ``audio/<clip_id>.wav`` (mono 16 kHz), fingerprint each clip and hash the keyframes, and cut
 ``clips/<clip_id>.mp4`` only with ``clip_files`` ``copy`` (stream copy) or ``encode`` (re-encode):
@@ -17,152 +20,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from commercial98k.engine import error_line, run_steps
-from commercial98k.fsutil import within
-from commercial98k.identity_index import update_music_ids
+from commercial98k.engine import run_steps
+from commercial98k.fsutil import DataRoot
 from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
 from commercial98k.ray_engine import is_system_failure
-from commercial98k.schema import VIDEO_SCHEMA
-from commercial98k.split import plan_video
-from commercial98k.split.clips import cut_clip, slice_audio, write_clip_audio
-from commercial98k.split.identity import (
-    fingerprint_audio,
-    fingerprint_file,
-    fingerprint_problem,
-    fingerprinter_info,
-    group_duplicates,
-    keyframe_times,
-    segment_links,
-    segment_of,
-    video_phash,
-)
-from commercial98k.split.music import SAMPLE_RATE, get_detector
-from commercial98k.split.shots import detector_info
-from commercial98k.split.streamcopy import copy_clip
-from commercial98k.stages import record, split_result
-from commercial98k.threads import set_worker_threads, threads_per_worker, worker_threads
+from commercial98k.split.assign import with_identities
+from commercial98k.split.music import get_detector
+from commercial98k.split.step import FINISHED, VIDEO_COLUMNS, SplitConfig, SplitStage, SplitStep, none_result
+from commercial98k.stages import split_result
+from commercial98k.threads import set_worker_threads, threads_per_worker
+
+__all__ = ["SplitConfig", "assign_identity", "pending_videos", "run_split"]
 
 log = logging.getLogger(__name__)
-
-#: Statuses after which a video is not split again on resume.
-FINISHED = ("ok", "no_audio", "no_music", "unsupported")
-VIDEO_COLUMNS = VIDEO_SCHEMA.names
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Options of the split stage (see ``c98k split --help``)."""
-
-    data_root: str = "data"
-    detector: str = "adaptive"
-    threshold: float | None = None
-    downscale: int | None = None
-    clip_seconds: float = 30.0
-    min_clip_seconds: float = 4.0
-    music_threshold: float = 0.5
-    clip_height: int | None = 480  # clips taller than this are scaled down; None keeps the source size
-    max_hamming: int = 8
-    max_ber: float = 0.15
-    clip_files: str = "none"  # none | copy | encode: whether clips/<clip_id>.mp4 is written, and how
-
-
-def none_clip_id(video_id: str) -> str:
-    """The clip_id of the single row recording a video that produced no clip."""
-    return f"{video_id}-none"
-
-
-class SplitStep:
-    """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable."""
-
-    def __init__(self, config: SplitConfig, threads: int = 1):
-        self.config = config
-        self.threads = threads  # per worker: cores // workers
-
-    def __call__(self, item: dict) -> dict:
-        if worker_threads(0) != self.threads:  # once per worker process, before YAMNet loads
-            set_worker_threads(self.threads)
-        cfg = self.config
-        root = Path(cfg.data_root)
-        video_id = item["video_id"]
-        base = {k: item.get(k) for k in VIDEO_COLUMNS}
-        base["fetch_status"] = item.get("fetch_status") or item.get("status")
-        base["fetch_error"] = item.get("fetch_error")
-        base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
-        try:
-            if not item.get("video_path"):
-                raise ValueError("the videos manifest row has no video_path")
-            path = within(root, item["video_path"])
-            s = plan_video(path, detector=cfg.detector, threshold=cfg.threshold, downscale=cfg.downscale,
-                           clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
-                           music_threshold=cfg.music_threshold)
-        except Exception as e:
-            return _none_result(base, video_id, "failed", error_line(e))
-        p = s.probe
-        base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
-                    has_audio=p.has_audio, duration_s=p.duration_s)
-        if s.shots is not None:
-            base["shots"] = [{"start_s": min(x.start_s, p.duration_s), "end_s": min(x.end_s, p.duration_s)}
-                             for x in s.shots.shots]
-        if s.music is not None:
-            base["music_detector"] = get_detector().info.tag()
-            base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
-            main = s.music.main_span()
-            base.update(has_music=main is not None, music_start_s=main[0] if main else None,
-                        music_end_s=main[1] if main else None)
-        if s.status != "ok":
-            if s.status == "no_music":
-                base["has_music"] = False  # has_music agrees with the status
-            return _none_result(base, video_id, s.status, s.error)
-        try:
-            rows = self._clip_rows(base, path, s, root)
-        except Exception as e:
-            return _none_result(base, video_id, "failed", error_line(e))
-        return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
-
-    def _clip_rows(self, base: dict, path: Path, s, root: Path) -> list[dict]:
-        shots = [(x.start_s, x.end_s) for x in s.shots.shots] if s.shots else []
-        times = keyframe_times(shots, s.duration_s)
-        phash = s.scan.keyframe_phash(times) if s.scan is not None else video_phash(path, times)
-        fp_info = fingerprinter_info().tag()
-        rows = []
-        for w in s.clips:
-            clip_id = f"{base['video_id']}-c{w.index:03d}"
-            clip_rel, audio_rel = f"clips/{clip_id}.mp4", f"audio/{clip_id}.wav"
-            height = self.config.clip_height
-            height = height if height and s.probe.height and s.probe.height > height else None
-            if self.config.clip_files == "encode":
-                cut_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
-            elif self.config.clip_files == "copy":
-                copy_clip(path, root / clip_rel, w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
-            else:
-                clip_rel = None
-            audio = slice_audio(s.audio, SAMPLE_RATE, w.start_s, w.end_s)
-            write_clip_audio(root / audio_rel, audio, SAMPLE_RATE)
-            try:
-                fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
-            except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
-                fingerprint = fingerprint_file(root / audio_rel)
-            segment = segment_of(w.start_s, w.end_s, s.music.spans) if s.music is not None else None
-            rows.append(record(dict(
-                base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,
-                clip_start_frame=w.start_frame, clip_end_frame=w.end_frame,
-                music_ratio=s.music.music_ratio(w.start_s, w.end_s, self.config.music_threshold), fingerprint=fingerprint,
-                video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
-                music_start_s=segment[0] if segment else None, music_end_s=segment[1] if segment else None,
-                has_music=segment is not None), "split", "ok", None))
-        return rows
-
-
-def _none_result(base: dict, video_id: str, status: str, error: str | None) -> dict:
-    """The one ``<video_id>-none`` row of a video that yields no clip, with split's status."""
-    row = record(dict(base, clip_id=none_clip_id(video_id)), "split", status, error)
-    return {"video_id": video_id, "status": status, "error": error, "rows": [row]}
 
 
 def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
@@ -193,59 +69,10 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
 
 
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
-    """``music_id`` of new fingerprinted clips from the persisted index (``identity_index``: new clips
-    are matched against the known tracks, not all clips against each other); ``dup_group`` over all videos.
-
-    Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the
-    manifest atomically and returns the new table.
-    """
-    table = read_manifest(clips_manifest, "clips")
-    cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
-    rows = table.select(["clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
-    cols["status"] = [split_result(r) for r in rows]  # split's own result: a label failure keeps its music_id
-    with_clips = {v for v, s, c in zip(cols["video_id"], cols["status"], cols["clip_id"], strict=True)
-                  if s == "ok" and not c.endswith("-none")}
-    keep = [not (c == none_clip_id(v) and v in with_clips) for c, v in zip(cols["clip_id"], cols["video_id"], strict=True)]
-    fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
-           if f and s == "ok" and k}
-    spans = table.select(["clip_id", "video_id", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s"])
-    linked = segment_links(tuple(r.values()) for r in spans.to_pylist())
-    current = dict(zip(cols["clip_id"], table.column("music_id").to_pylist(), strict=True))
-    # only new clips are matched (against the persisted index and each other)
-    music = update_music_ids(clips_manifest, fps, current, max_ber=max_ber, linked=linked)
-    phashes: dict[str, str] = {}
-    for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
-        if h and v not in phashes:
-            phashes[v] = h
-    dups = group_duplicates(phashes, max_hamming=max_hamming)
-    table = table.set_column(table.schema.get_field_index("music_id"), "music_id",
-                             pa.array([music.get(c) for c in cols["clip_id"]], pa.string()))
-    table = table.set_column(table.schema.get_field_index("dup_group"), "dup_group",
-                             pa.array([dups.get(v) for v in cols["video_id"]], pa.string()))
-    table = without_music_identity(table.filter(pa.array(keep)))
+    """Give the clips manifest its identities (``split.assign.with_identities``); rewrite it atomically
+    and return the new table."""
+    table = with_identities(read_manifest(clips_manifest, "clips"), clips_manifest, max_ber, max_hamming)
     write_manifest(table, clips_manifest, "clips")
-    return table
-
-
-def without_music_identity(table: pa.Table) -> pa.Table:
-    """Make every split-``ok`` clip without a ``music_id`` ``no_music`` with the reason (has_music False).
-
-    After this every ``ok`` clip has a ``music_id``: a clip whose fingerprint is empty or too
-    short cannot be told apart from other tracks, so it never reaches the shards as a track.
-    """
-    rows = table.select(["clip_id", "status", "error", "split_status", "split_error", "label_status", "label_error",
-                         "fetch_status", "fetch_error", "music_id", "fingerprint", "has_music"]).to_pylist()
-    changed = False
-    for r in rows:
-        if split_result(r) == "ok" and not r["music_id"]:
-            why = fingerprint_problem(r["fingerprint"]) or "no music identity (fingerprint matched nothing)"
-            r.update(record(r, "split", "no_music", why), has_music=False)
-            changed = True
-    if not changed:
-        return table
-    for name in ("status", "error", "split_status", "split_error", "has_music"):
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, table.schema.field(i), pa.array([r[name] for r in rows], table.schema.field(i).type))
     return table
 
 
@@ -256,10 +83,10 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
 
     ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input).
     """
-    config = replace(config, data_root=str(Path(config.data_root).resolve()))  # workers have other cwds
+    config = replace(config, data_root=str(DataRoot(config.data_root).root))  # workers have other cwds
     todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
     counts: dict[str, int] = {"skipped": skipped}
-    if todo and engine == "ray":  # actors (pipelines.stages.SplitStage) that write their own parts
+    if todo and engine == "ray":  # actors (commercial98k.split.step.SplitStage) that write their own parts
         counts.update(_split_on_actors(todo, clips_manifest, config, workers, address))
     elif todo:
         threads = threads_per_worker(workers or 1)
@@ -284,7 +111,6 @@ def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: Split
     """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
     from commercial98k.manifest import compact
     from commercial98k.stage_runner import run_stage
-    from pipelines.stages import SplitStage
 
     status: dict[str, str] = {}
     crashed = 0
@@ -309,5 +135,5 @@ def _results(step: SplitStep, todo: list[dict], workers: int | None, engine: str
             vid = result.get("video_id") or "?"
             row = {k: result.get(k) for k in VIDEO_COLUMNS}
             row.update(fetch_status=row.get("fetch_status") or row.get("status"))
-            result = _none_result(row, vid, "failed", result.get("error"))
+            result = none_result(row, vid, "failed", result.get("error"))
         yield result

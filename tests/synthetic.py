@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from commercial98k.features import FeatureStore
+from commercial98k.label.gems import GEMS9
 from commercial98k.manifest import write_manifest
 from commercial98k.models.registry import ModelInfo
 from commercial98k.taxonomy import load_taxonomy
 
-GEMS = ("amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power",
-        "joyful_activation", "tension", "sadness")
+GEMS = GEMS9
 DEFAULT_DIMS = {"frames": 32, "audio": 24, "tags": 16, "latent": 8}
 
 AUDIO_INFO = ModelInfo("synth-audio", "0.1", "a" * 64)

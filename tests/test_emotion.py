@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from commercial98k.fsutil import sha256_file
+from commercial98k.label import emotion_training as stage
 from commercial98k.label.emotion_data import (
     GEMS9,
     EmotionDataError,
@@ -21,7 +22,6 @@ from commercial98k.label.emotion_data import (
 )
 from commercial98k.models.emotion import BUNDLED, GEMS_VA, EmotionHeadError, GemsHead, train_head, va_of_gems
 from commercial98k.models.registry import AUDIO, EMOTION, ModelInfo
-from pipelines import emotion as stage
 
 # ---- loaders -------------------------------------------------------------------------------
 

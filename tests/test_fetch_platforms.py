@@ -14,11 +14,12 @@ from click.testing import CliRunner
 
 from commercial98k.manifest import read_manifest
 from commercial98k.sources import AdFilter, YtdlpOptions, classify_error, js_runtime_info
+from commercial98k.sources.plan import resolve_specs, runtime_warning
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params
 from commercial98k.taxonomy import load_taxonomy
 from commercial98k.testing.catalog_server import CatalogServer, VideoMeta, default_meta
 from pipelines.commands.fetch import command
-from pipelines.fetch import fetch, resolve_specs, runtime_warning
+from pipelines.fetch import fetch
 
 FAST = YtdlpOptions(retries=0, retry_backoff_s=0.01)
 VIDEOS = ("big_buck_bunny_0_30.webm", "videollava_sample_demo_22.mp4", "big_buck_bunny_trailer_480p.mkv",

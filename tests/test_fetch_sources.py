@@ -22,11 +22,12 @@ from commercial98k.sources import (
     parse_source,
     search_url,
 )
+from commercial98k.sources.plan import resolve_specs
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
 from commercial98k.testing.catalog_server import CatalogServer
 from pipelines.commands.fetch import command
-from pipelines.fetch import fetch, resolve_specs
+from pipelines.fetch import fetch
 
 FAST = YtdlpOptions(retries=0, retry_backoff_s=0.01)
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from commercial98k.engine import run_steps
-from commercial98k.fsutil import atomic_path, safe_id, within
+from commercial98k.fsutil import DataRoot, atomic_path, safe_id
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
 
 
@@ -39,7 +39,7 @@ def test_safe_id_never_escapes(raw, tmp_path):
     sid = safe_id("youtube", raw)
     assert set(sid) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
     assert len(sid) <= 120
-    assert within(tmp_path, f"videos/{sid}.mp4").parent == (tmp_path / "videos").resolve()
+    assert DataRoot(tmp_path).resolve(f"videos/{sid}.mp4").parent == (tmp_path / "videos").resolve()
 
 
 def test_safe_id_keeps_distinct_inputs_distinct():
@@ -47,9 +47,20 @@ def test_safe_id_keeps_distinct_inputs_distinct():
     assert safe_id("yt", "abc") == "yt-abc"
 
 
-def test_within_rejects_escapes(tmp_path):
-    with pytest.raises(ValueError, match="escapes the data root"):
-        within(tmp_path, "../outside.mp4")
+def test_data_root_rejects_escapes_and_round_trips(tmp_path):
+    root = DataRoot(tmp_path)
+    for bad in ("../outside.mp4", "videos/../../outside.mp4", "/etc/passwd"):
+        with pytest.raises(ValueError, match=r"escapes the data root") as err:
+            root.resolve(bad)
+        assert repr(bad) in str(err.value)  # the message names the path
+    with pytest.raises(ValueError, match="outside the data root"):
+        root.relative(tmp_path.parent / "other.mp4")
+    path = root.resolve("videos/./a.mp4")
+    assert path == tmp_path.resolve() / "videos" / "a.mp4" and root.relative(path) == "videos/a.mp4"
+    assert root.resolve(path) == path  # an absolute path inside the root is accepted as is
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")  # a symlinked root reaches the same files
+    assert DataRoot(tmp_path / "link").relative(tmp_path / "link" / "x.npy") == "x.npy"
 
 
 def test_atomic_path_leaves_old_content_on_failure(tmp_path):

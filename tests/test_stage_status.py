@@ -246,7 +246,7 @@ def test_the_trainer_and_evaluator_refuse_a_clip_without_music_id():
 
 def test_split_twice_gives_identical_clips_each_with_its_own_segment_and_has_music_agrees(shared_media, tmp_path):
     """Big Buck Bunny's first 30 s has two music segments (about 3.1-19.9 s and 24.7-30 s)."""
-    from pipelines.split import SplitConfig, SplitStep
+    from commercial98k.split.step import SplitConfig, SplitStep
 
     results = []
     for run in ("a", "b"):

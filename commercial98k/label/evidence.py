@@ -152,18 +152,19 @@ def clip_ocr(row: dict, models, data_root) -> str | None:
     model = models.ocr
     if model is None or data_root is None:
         return None
-    from ..fsutil import within
+    from ..fsutil import DataRoot
     from ..models.ocr import ocr_clip
 
+    root = DataRoot(data_root)
     try:
-        if row.get("clip_path") and within(data_root, row["clip_path"]).is_file():
-            video, start, end = within(data_root, row["clip_path"]), 0.0, None
+        if row.get("clip_path") and root.resolve(row["clip_path"]).is_file():
+            video, start, end = root.resolve(row["clip_path"]), 0.0, None
             offset = float(row.get("clip_start_s") or 0.0)
             shots = [{"start_s": s["start_s"] - offset, "end_s": s["end_s"] - offset} for s in row.get("shots") or []]
             if row.get("clip_end_s") is not None:
                 end = float(row["clip_end_s"]) - offset
         else:
-            video, start, end = within(data_root, row["video_path"]), row.get("clip_start_s"), row.get("clip_end_s")
+            video, start, end = root.resolve(row["video_path"]), row.get("clip_start_s"), row.get("clip_end_s")
             shots = row.get("shots")
         return ocr_clip(model, video, start, end, shots, row.get("width"), row.get("height"),
                         models.config.ocr_frames)

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..fsutil import sha256_file, within
+from ..fsutil import DataRoot, sha256_file
 from ..media import MediaError
 
 #: Extensions a folder source imports (lower case, with the dot).
@@ -18,7 +18,7 @@ _HASHTAG = re.compile(r"(?<![\w#&])#(?![\d_-]*(?![\w-]))(\w[\w-]{0,63})", re.UNI
 
 def videos_dir(data_root: str | Path) -> Path:
     """``<data_root>/videos``: where fetched videos live."""
-    return Path(data_root) / "videos"
+    return DataRoot(data_root).resolve("videos")
 
 
 def utc_now() -> datetime:
@@ -67,9 +67,7 @@ def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: 
     """
     from .inspect import inspect_media, truncation
 
-    root = Path(data_root)
-    rel = Path(file).resolve().relative_to(root.resolve())
-    within(root, rel)  # raises if the file escaped the data root
+    rel = DataRoot(data_root).relative(file)  # raises if the file escaped the data root
 
     def fail(error: str) -> dict:
         row.update(status="failed", error=one_line(error), video_path=None)
@@ -78,7 +76,7 @@ def finish_row(row: dict, file: Path, data_root: str | Path, remove_unreadable: 
                 Path(file).unlink()
         return row
 
-    row["video_path"] = rel.as_posix()
+    row["video_path"] = rel
     size = Path(file).stat().st_size
     if size == 0:
         return fail("empty file (0 bytes)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import DataRoot
 from .common import finish_row, iso_date, merge_tags, utc_now, videos_dir
 from .filters import Breaker, platform_key
 from .ytdlp import (
@@ -61,7 +62,7 @@ class YtdlpDownloader:
         return row
 
     def _download(self, ydl: Any, url: str, item: dict, first: bool = True) -> dict:
-        out = videos_dir(self.data_root).resolve()
+        out = videos_dir(self.data_root)
         outtmpl = {**ydl.params.get("outtmpl", {}), "default": f"{item['video_id']}.%(ext)s"}
         with ydl_params(ydl, paths={"home": str(out), "temp": str(out / ".partial")}, outtmpl=outtmpl,
                         noplaylist=True, playlist_items="1", extract_flat=False, skip_download=False,
@@ -87,7 +88,11 @@ class YtdlpDownloader:
             row.update(status="skipped", error=reason, duration_s=duration, title=info.get("title") or row["title"])
             return row
         path = Path(path)
-        if path.resolve().parent != videos_dir(self.data_root).resolve():  # never, with our outtmpl
+        try:
+            inside = DataRoot(self.data_root).relative(path) == f"videos/{path.name}"
+        except ValueError:
+            inside = False
+        if not inside:  # never, with our outtmpl
             row.update(status="failed", error=f"ValueError: {path} is outside {videos_dir(self.data_root)}")
             return row
         if not row.get("platform") and info.get("extractor_key") and info.get("id"):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..fsutil import atomic_path, safe_id, within
-from .common import VIDEO_EXTENSIONS, finish_row, merge_tags, utc_now, videos_dir
+from ..fsutil import DataRoot, atomic_path, safe_id
+from .common import VIDEO_EXTENSIONS, finish_row, merge_tags, utc_now
 
 _QUICK = 64 * 1024
 
@@ -86,8 +86,9 @@ class LocalImporter:
             "title": title, "platform_tags": merge_tags([], title), "crawled_at": utc_now(),
             "fetcher": f"commercial98k-local {__version__}", "status": "pending", "error": None,
         }
-        dest = within(self.data_root, Path("videos") / f"{item['video_id']}{src.suffix.lower()}")
-        if dest.parent != videos_dir(self.data_root).resolve():
+        root = DataRoot(self.data_root)
+        dest = root.resolve(f"videos/{item['video_id']}{src.suffix.lower()}")
+        if dest.parent != root.resolve("videos"):
             row.update(status="failed", error=f"ValueError: {dest} is not in the videos folder")
             return row
         if not dest.exists():

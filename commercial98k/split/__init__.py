@@ -6,7 +6,7 @@ For one new video (e.g. ``yuyin recommend``)::
     s = plan_video("ad.mp4")                 # probe + shots + music spans + clip windows
     s.status, s.clips, s.music.spans, s.shots.shots, s.audio   # audio: 16 kHz mono float32
 
-The ``c98k split`` stage (``pipelines/split.py``) runs this per video, cuts the clips, writes
+The ``c98k split`` stage (``split.step.SplitStep``) runs this per video, cuts the clips, writes
 their audio and fingerprints, then groups clips into ``music_id`` and videos into ``dup_group``.
 
 The video is decoded once (``decode.scan_video``): the same small frames serve the shot

@@ -1,4 +1,4 @@
-"""``c98k emotion``: train and cross-validate the music-emotion head (flags only; see ``pipelines.emotion``)."""
+"""``c98k emotion``: train and cross-validate the music-emotion head (flags only; see ``pipelines.emotion``, ``commercial98k.label.emotion_training``)."""
 
 from __future__ import annotations
 

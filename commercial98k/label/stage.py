@@ -1,0 +1,93 @@
+"""The label stage as a ``commercial98k.stage.Stage``: one code path, in this process or as Ray actors.
+
+``LabelStage.setup`` builds the models once per worker (the device from Ray's GPU assignment);
+a batch is labelled with ``label.batch.label_batches`` and each row records label's result
+(``label.plan.label_result``). ``label_provenance`` gives the provenance columns of a run's
+models before any clip is labelled (on Ray from one cluster task, so the driver loads no model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..fsutil import DataRoot
+from ..ray_engine import assigned_device
+from ..stage import Resources, Stage
+from .batch import LabelOptions
+from .clip_features import LabelConfig
+
+
+class LabelStage(Stage):
+    """``c98k label``: ``setup`` builds the models once per worker; a batch is labelled with
+    ``label_batches`` (frames and texts of several clips together, media decoded by ``decode_threads``)."""
+
+    key, kind = "clip_id", "clips"
+
+    def __init__(self, config: LabelConfig, data_root: str | Path, options: LabelOptions, decode_threads: int = 1,
+                 gpus_per_worker: float = 0.0, threads: int | None = None):
+        self.config, self.data_root, self.options = config, str(DataRoot(data_root).root), options
+        self.decode_threads = max(1, decode_threads)
+        self.resources = Resources(num_cpus=1.0, num_gpus=gpus_per_worker)
+        self.batch_size = options.clips_per_batch * 4  # the decode of a sub-batch overlaps the previous one's models
+        self.threads = threads
+        self.models = None
+
+    def setup(self) -> None:
+        from ..features import FeatureStore
+        from .clip_features import models_for
+
+        super().setup()
+        self.models = models_for(replace(self.config, device=assigned_device(self.config.device)))
+        self.models.provenance(self.options.frame_fps)  # builds every model now, not inside the first batch
+        self.store = FeatureStore(self.data_root)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        from .batch import label_batches
+        from .plan import label_result
+
+        return [label_result(r) for r in label_batches(rows, self.models, self.store, self.options,
+                                                        self.decode_threads)]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("models", None)  # built in each worker's setup, never shipped
+        state.pop("store", None)
+        return state
+
+
+def _provenance(config: LabelConfig, frame_fps: float = 1.0) -> dict[str, str | None]:
+    from .clip_features import models_for
+
+    return models_for(replace(config, device=assigned_device(config.device))).provenance(frame_fps)
+
+
+def label_provenance(config: LabelConfig, engine: str, address: str | None = None,
+                     gpus_per_worker: float = 0.0, frame_fps: float = 1.0) -> tuple[dict[str, str | None], bool]:
+    """(the provenance columns of this run's models, whether Ray was started here).
+
+    Locally the models are built in this process (the worker). On Ray they are built by one task
+    on the cluster, so the driver loads no model; a model error comes back as its own exception.
+    """
+    if engine != "ray":
+        return _provenance(config, frame_fps), False
+    import ray
+
+    from ..ray_engine import check_gpus, connect
+
+    started = connect(address)
+    if gpus_per_worker:
+        try:
+            check_gpus(gpus_per_worker)
+        except RuntimeError:
+            if started:
+                ray.shutdown()
+            raise
+    task = ray.remote(_provenance).options(num_cpus=1, num_gpus=gpus_per_worker, max_retries=1)
+    try:
+        return ray.get(task.remote(config, frame_fps)), started
+    except ray.exceptions.RayTaskError as e:
+        if started:
+            ray.shutdown()
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, Exception) else e) from None

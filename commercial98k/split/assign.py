@@ -1,0 +1,75 @@
+"""Music identity and re-upload groups over a clips manifest table (the last step of ``c98k split``).
+
+``with_identities`` gives new clips their ``music_id`` from the persisted fingerprint index
+(``<manifest>.identity/``) and every video its ``dup_group``; ``without_music_identity`` makes
+a split-``ok`` clip that got no ``music_id`` ``no_music`` with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..identity_index import update_music_ids
+from ..stages import record, split_result
+from .identity import fingerprint_problem, group_duplicates, segment_links
+from .step import none_clip_id
+
+
+def with_identities(table: pa.Table, clips_manifest: str | Path, max_ber: float = 0.15,
+                    max_hamming: int = 8) -> pa.Table:
+    """``table`` (a clips manifest) with ``music_id`` of new fingerprinted clips from the persisted index
+    next to ``clips_manifest`` (``identity_index``: new clips are matched against the known tracks, not
+    all clips against each other) and ``dup_group`` over all videos.
+
+    Also drops a stale ``<video_id>-none`` row of a video that now has clips, and makes an ``ok``
+    clip left without a ``music_id`` ``no_music`` (``without_music_identity``).
+    """
+    cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
+    rows = table.select(["clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
+    cols["status"] = [split_result(r) for r in rows]  # split's own result: a label failure keeps its music_id
+    with_clips = {v for v, s, c in zip(cols["video_id"], cols["status"], cols["clip_id"], strict=True)
+                  if s == "ok" and not c.endswith("-none")}
+    keep = [not (c == none_clip_id(v) and v in with_clips) for c, v in zip(cols["clip_id"], cols["video_id"], strict=True)]
+    fps = {c: f for c, f, s, k in zip(cols["clip_id"], cols["fingerprint"], cols["status"], keep, strict=True)
+           if f and s == "ok" and k}
+    spans = table.select(["clip_id", "video_id", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s"])
+    linked = segment_links(tuple(r.values()) for r in spans.to_pylist())
+    current = dict(zip(cols["clip_id"], table.column("music_id").to_pylist(), strict=True))
+    # only new clips are matched (against the persisted index and each other)
+    music = update_music_ids(clips_manifest, fps, current, max_ber=max_ber, linked=linked)
+    phashes: dict[str, str] = {}
+    for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
+        if h and v not in phashes:
+            phashes[v] = h
+    dups = group_duplicates(phashes, max_hamming=max_hamming)
+    table = table.set_column(table.schema.get_field_index("music_id"), "music_id",
+                             pa.array([music.get(c) for c in cols["clip_id"]], pa.string()))
+    table = table.set_column(table.schema.get_field_index("dup_group"), "dup_group",
+                             pa.array([dups.get(v) for v in cols["video_id"]], pa.string()))
+    return without_music_identity(table.filter(pa.array(keep)))
+
+
+
+
+def without_music_identity(table: pa.Table) -> pa.Table:
+    """Make every split-``ok`` clip without a ``music_id`` ``no_music`` with the reason (has_music False).
+
+    After this every ``ok`` clip has a ``music_id``: a clip whose fingerprint is empty or too
+    short cannot be told apart from other tracks, so it never reaches the shards as a track.
+    """
+    rows = table.select(["clip_id", "status", "error", "split_status", "split_error", "label_status", "label_error",
+                         "fetch_status", "fetch_error", "music_id", "fingerprint", "has_music"]).to_pylist()
+    changed = False
+    for r in rows:
+        if split_result(r) == "ok" and not r["music_id"]:
+            why = fingerprint_problem(r["fingerprint"]) or "no music identity (fingerprint matched nothing)"
+            r.update(record(r, "split", "no_music", why), has_music=False)
+            changed = True
+    if not changed:
+        return table
+    for name in ("status", "error", "split_status", "split_error", "has_music"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pa.array([r[name] for r in rows], table.schema.field(i).type))
+    return table

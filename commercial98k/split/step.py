@@ -1,0 +1,179 @@
+"""The per-video work of ``c98k split``: one video row in, its clip rows (or one ``-none`` row) out.
+
+``SplitStep`` (a picklable ``engine.Step``) plans the video (``plan_video``: probe, shots, YAMNet
+music spans, clip windows from one decode), writes ``audio/<clip_id>.wav`` (mono 16 kHz),
+fingerprints each clip and hashes the keyframes, and cuts ``clips/<clip_id>.mp4`` only with
+``clip_files`` ``copy`` or ``encode``. A video without audio, without music or that fails gets
+one ``<video_id>-none`` row with split's status and cause. ``SplitStage`` is the same work as a
+``commercial98k.stage.Stage`` (Ray actors that write their own manifest parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import error_line
+from ..fsutil import DataRoot
+from ..schema import VIDEO_SCHEMA
+from ..stage import Resources, Stage
+from ..stages import record
+from ..threads import set_worker_threads, worker_threads
+from . import plan_video
+from .clips import cut_clip, slice_audio, write_clip_audio
+from .identity import (
+    fingerprint_audio,
+    fingerprint_file,
+    fingerprinter_info,
+    keyframe_times,
+    segment_of,
+    video_phash,
+)
+from .music import SAMPLE_RATE, get_detector
+from .shots import detector_info
+from .streamcopy import copy_clip
+
+#: Statuses after which a video is not split again on resume.
+FINISHED = ("ok", "no_audio", "no_music", "unsupported")
+VIDEO_COLUMNS = VIDEO_SCHEMA.names
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Options of the split stage (see ``c98k split --help``)."""
+
+    data_root: str = "data"
+    detector: str = "adaptive"
+    threshold: float | None = None
+    downscale: int | None = None
+    clip_seconds: float = 30.0
+    min_clip_seconds: float = 4.0
+    music_threshold: float = 0.5
+    clip_height: int | None = 480  # clips taller than this are scaled down; None keeps the source size
+    max_hamming: int = 8
+    max_ber: float = 0.15
+    clip_files: str = "none"  # none | copy | encode: whether clips/<clip_id>.mp4 is written, and how
+
+
+def none_clip_id(video_id: str) -> str:
+    """The clip_id of the single row recording a video that produced no clip."""
+    return f"{video_id}-none"
+
+
+class SplitStep:
+    """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable."""
+
+    def __init__(self, config: SplitConfig, threads: int = 1):
+        self.config = config
+        self.threads = threads  # per worker: cores // workers
+
+    def __call__(self, item: dict) -> dict:
+        if worker_threads(0) != self.threads:  # once per worker process, before YAMNet loads
+            set_worker_threads(self.threads)
+        cfg = self.config
+        root = DataRoot(cfg.data_root)
+        video_id = item["video_id"]
+        base = {k: item.get(k) for k in VIDEO_COLUMNS}
+        base["fetch_status"] = item.get("fetch_status") or item.get("status")
+        base["fetch_error"] = item.get("fetch_error")
+        base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
+        try:
+            if not item.get("video_path"):
+                raise ValueError("the videos manifest row has no video_path")
+            path = root.resolve(item["video_path"])
+            s = plan_video(path, detector=cfg.detector, threshold=cfg.threshold, downscale=cfg.downscale,
+                           clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
+                           music_threshold=cfg.music_threshold)
+        except Exception as e:
+            return none_result(base, video_id, "failed", error_line(e))
+        p = s.probe
+        base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
+                    has_audio=p.has_audio, duration_s=p.duration_s)
+        if s.shots is not None:
+            base["shots"] = [{"start_s": min(x.start_s, p.duration_s), "end_s": min(x.end_s, p.duration_s)}
+                             for x in s.shots.shots]
+        if s.music is not None:
+            base["music_detector"] = get_detector().info.tag()
+            base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
+            main = s.music.main_span()
+            base.update(has_music=main is not None, music_start_s=main[0] if main else None,
+                        music_end_s=main[1] if main else None)
+        if s.status != "ok":
+            if s.status == "no_music":
+                base["has_music"] = False  # has_music agrees with the status
+            return none_result(base, video_id, s.status, s.error)
+        try:
+            rows = self._clip_rows(base, path, s, root)
+        except Exception as e:
+            return none_result(base, video_id, "failed", error_line(e))
+        return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
+
+    def _clip_rows(self, base: dict, path: Path, s, root: DataRoot) -> list[dict]:
+        shots = [(x.start_s, x.end_s) for x in s.shots.shots] if s.shots else []
+        times = keyframe_times(shots, s.duration_s)
+        phash = s.scan.keyframe_phash(times) if s.scan is not None else video_phash(path, times)
+        fp_info = fingerprinter_info().tag()
+        rows = []
+        for w in s.clips:
+            clip_id = f"{base['video_id']}-c{w.index:03d}"
+            clip_rel, audio_rel = f"clips/{clip_id}.mp4", f"audio/{clip_id}.wav"
+            height = self.config.clip_height
+            height = height if height and s.probe.height and s.probe.height > height else None
+            if self.config.clip_files == "encode":
+                cut_clip(path, root.resolve(clip_rel), w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            elif self.config.clip_files == "copy":
+                copy_clip(path, root.resolve(clip_rel), w.start_s, w.end_s, with_audio=s.probe.has_audio, height=height)
+            else:
+                clip_rel = None
+            audio = slice_audio(s.audio, SAMPLE_RATE, w.start_s, w.end_s)
+            write_clip_audio(root.resolve(audio_rel), audio, SAMPLE_RATE)
+            try:
+                fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
+            except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
+                fingerprint = fingerprint_file(root.resolve(audio_rel))
+            segment = segment_of(w.start_s, w.end_s, s.music.spans) if s.music is not None else None
+            rows.append(record(dict(
+                base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,
+                clip_start_frame=w.start_frame, clip_end_frame=w.end_frame,
+                music_ratio=s.music.music_ratio(w.start_s, w.end_s, self.config.music_threshold), fingerprint=fingerprint,
+                video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
+                music_start_s=segment[0] if segment else None, music_end_s=segment[1] if segment else None,
+                has_music=segment is not None), "split", "ok", None))
+        return rows
+
+
+def none_result(base: dict, video_id: str, status: str, error: str | None) -> dict:
+    """The one ``<video_id>-none`` row of a video that yields no clip, with split's status."""
+    row = record(dict(base, clip_id=none_clip_id(video_id)), "split", status, error)
+    return {"video_id": video_id, "status": status, "error": error, "rows": [row]}
+
+
+class SplitStage(Stage):
+    """``c98k split``: one video in, its clip rows (or its ``<video_id>-none`` row) out."""
+
+    key, kind = "clip_id", "clips"
+
+    def __init__(self, config: SplitConfig, cpus_per_worker: float = 1.0, threads: int | None = None):
+        self.config = config
+        self.resources = Resources(num_cpus=cpus_per_worker)
+        self.batch_size = 1
+        self.threads = threads
+
+    def setup(self) -> None:
+        super().setup()
+        get_detector()  # YAMNet once per worker
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        step = SplitStep(self.config)
+        out: list[dict] = []
+        for item in rows:
+            try:
+                out.extend(step(item)["rows"])
+            except Exception as e:  # SplitStep catches its own errors; a bug must still not stop the run
+                out.extend(self.failed_rows(item, error_line(e)))
+        return out
+
+    def failed_rows(self, item: dict, error: str) -> list[dict]:
+        row = {k: item.get(k) for k in VIDEO_COLUMNS}
+        row.update(clip_id=none_clip_id(item["video_id"]), status="failed", error=error)
+        return [row]
