@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import within
-from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
+from commercial98k.manifest import ManifestWriter
+from commercial98k.manifest_scan import finished, stage_results
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import (
     DEFAULT_SEARCH_COUNT,
@@ -42,7 +43,6 @@ from commercial98k.sources import (
     default_sources,
     expand_source,
     fetcher_tag,
-    is_retryable,
     js_runtime_info,
     parse_source,
     platform_key,
@@ -126,17 +126,16 @@ class _Known:
     @classmethod
     def load(cls, manifest: Path) -> _Known:
         known = cls()
-        if not manifest_exists(manifest):  # a first run; a corrupt or wrong-kind manifest raises
-            return known
-        rows = read_manifest(manifest, "videos").select(
-            ["video_id", "platform", "platform_id", "url", "content_sha256", "status", "error", "duration_s"]).to_pylist()
-        for r in rows:
-            known.add(r)
+        # the one done-keys reader (streamed; absent: a first run; corrupt or wrong kind: raises)
+        for rows in stage_results(manifest, "videos", "fetch",
+                                  ("platform", "platform_id", "url", "content_sha256", "duration_s")):
+            for r in rows:
+                known.add(r)
         return known
 
     def add(self, r: dict) -> None:
-        self.ids[r["video_id"]] = r["status"]
-        self.errors[r["video_id"]] = r.get("error")
+        self.ids[r["video_id"]] = r.get("result", r["status"])
+        self.errors[r["video_id"]] = r.get("result_error", r.get("error"))
         self.durations[r["video_id"]] = r.get("duration_s")
         if r.get("platform") and r.get("platform_id"):
             self.keys[(r["platform"], r["platform_id"])] = r["video_id"]
@@ -231,8 +230,7 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
             old_id = known.known_id(item)
             old = known.ids.get(old_id) if old_id is not None else None
             if old is not None:
-                rerun = (is_retryable(old, known.errors[old_id]) or (retry_failed and old == "failed")) \
-                    and old_id not in attempted
+                rerun = not finished(old, known.errors[old_id], retry_failed) and old_id not in attempted
                 # skipped for its length under other --min/--max-duration: fetch it now
                 refilter = (old == "skipped" and is_filter_reason(known.errors[old_id])
                             and not ad({"duration": known.durations[old_id]}))

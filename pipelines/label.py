@@ -48,6 +48,7 @@ from commercial98k.label.evidence import (
 )
 from commercial98k.label.tags import music_tags
 from commercial98k.manifest import compact, manifest_exists, read_manifest
+from commercial98k.manifest_scan import row_finished
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.stage_runner import run_stage
 from commercial98k.stages import record, split_result, stage_result
@@ -106,8 +107,8 @@ def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, 
     """
     pending, done = [], 0
     for r in rows:
-        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and not retry_failed):
-            continue
+        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and row_finished(r, "label", retry_failed)):
+            continue  # done keys: the one reader's rule (manifest_scan.row_finished)
         if is_labelled(r, store, provenance, has_emotion):
             done += 1
         else:

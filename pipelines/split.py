@@ -10,7 +10,7 @@ music or that fails gets one ``<video_id>-none`` row with the status and cause, 
 skips it (failed videos are retried). Then the new clips get their ``music_id`` from the
 persisted fingerprint index next to the manifest (``<manifest>.identity/``; new clips are
 matched against the known tracks, not every clip against every other) and every video its
-``dup_group`` (re-uploads); the manifest is rewritten atomically.
+``dup_group`` (re-uploads); only the rows that changed are written, as one manifest part.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pyarrow as pa
 from commercial98k.engine import error_line, run_steps
 from commercial98k.fsutil import within
 from commercial98k.identity_index import update_music_ids
-from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
+from commercial98k.manifest import ManifestWriter, compact, manifest_exists, read_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.schema import VIDEO_SCHEMA
 from commercial98k.split import plan_video
@@ -50,8 +50,6 @@ from commercial98k.threads import set_worker_threads, threads_per_worker, worker
 
 log = logging.getLogger(__name__)
 
-#: Statuses after which a video is not split again on resume.
-FINISHED = ("ok", "no_audio", "no_music", "unsupported")
 VIDEO_COLUMNS = VIDEO_SCHEMA.names
 
 
@@ -174,14 +172,10 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     """
     import pyarrow.compute as pc
 
-    from commercial98k.manifest_scan import scan_manifest
+    from commercial98k.manifest_scan import done_keys, scan_manifest
 
-    done: set[str] = set()
-    finished = FINISHED if retry_failed else (*FINISHED, "failed")
-    if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
-        for b in scan_manifest(clips_manifest, "clips",
-                               ["video_id", "status", "fetch_status", "split_status", "label_status"]):
-            done.update(r["video_id"] for r in b.to_pylist() if split_result(r) in finished)
+    # the one done-keys reader: videos with a clips row split has finished (failed: unless retry_failed)
+    done = done_keys(clips_manifest, "clips", "split", retry_failed, key="video_id")
     if not manifest_exists(videos_manifest):
         read_manifest(videos_manifest, "videos")  # the usual one-line error
     todo, total = [], 0
@@ -192,14 +186,29 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     return todo, total - len(todo)
 
 
+#: the columns the identity pass reads (never the whole rows, except of the rows it changes)
+IDENTITY_COLUMNS = ["clip_id", "video_id", "status", "error", "fetch_status", "fetch_error", "split_status",
+                    "split_error", "label_status", "label_error", "fingerprint", "video_phash", "clip_start_s",
+                    "clip_end_s", "music_start_s", "music_end_s", "music_id", "dup_group", "has_music"]
+#: the columns the identity pass may change
+IDENTITY_CHANGES = ["music_id", "dup_group", "status", "error", "split_status", "split_error", "has_music"]
+
+
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
     """``music_id`` of new fingerprinted clips from the persisted index (``identity_index``: new clips
     are matched against the known tracks, not all clips against each other); ``dup_group`` over all videos.
 
-    Also drops a stale ``<video_id>-none`` row of a video that now has clips. Rewrites the
-    manifest atomically and returns the new table.
+    Also drops a stale ``<video_id>-none`` row of a video that now has clips (a tombstone). Reads
+    only ``IDENTITY_COLUMNS``, writes only the rows that changed as one manifest part (never the
+    whole manifest), and returns those columns of every row after the pass.
     """
-    table = read_manifest(clips_manifest, "clips")
+    from commercial98k.manifest_scan import scan_manifest
+
+    batches = [pa.Table.from_batches([b]) for b in scan_manifest(clips_manifest, "clips", IDENTITY_COLUMNS)]
+    if not batches:
+        return read_manifest(clips_manifest, "clips").select(IDENTITY_COLUMNS)
+    table = pa.concat_tables(batches, promote_options="permissive")
+    before = table
     cols = {n: table.column(n).to_pylist() for n in ("clip_id", "video_id", "status", "fingerprint", "video_phash")}
     rows = table.select(["clip_id", "status", "fetch_status", "split_status", "label_status"]).to_pylist()
     cols["status"] = [split_result(r) for r in rows]  # split's own result: a label failure keeps its music_id
@@ -223,8 +232,30 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     table = table.set_column(table.schema.get_field_index("dup_group"), "dup_group",
                              pa.array([dups.get(v) for v in cols["video_id"]], pa.string()))
     table = without_music_identity(table.filter(pa.array(keep)))
-    write_manifest(table, clips_manifest, "clips")
+    _write_identity_changes(clips_manifest, before, table,
+                            [(c, v) for c, v, k in zip(cols["clip_id"], cols["video_id"], keep, strict=True) if not k])
     return table
+
+
+def _write_identity_changes(clips_manifest: str | Path, before: pa.Table, after: pa.Table,
+                            dropped: list[tuple[str, str]]) -> None:
+    """One part with the whole rows whose ``IDENTITY_CHANGES`` differ, and tombstones for ``dropped``."""
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest import TOMBSTONE, write_rows_part
+    from commercial98k.manifest_scan import scan_manifest
+
+    old = dict(zip(before.column("clip_id").to_pylist(), before.select(IDENTITY_CHANGES).to_pylist(), strict=True))
+    new = dict(zip(after.column("clip_id").to_pylist(), after.select(IDENTITY_CHANGES).to_pylist(), strict=True))
+    changed = {c: v for c, v in new.items() if old.get(c) != v}
+    out: list[dict] = []
+    if changed:
+        wanted = pa.array(list(changed), pa.string())
+        for batch in scan_manifest(clips_manifest, "clips"):
+            picked = batch.filter(pc.is_in(batch.column("clip_id"), value_set=wanted))
+            out += [dict(r, **changed[r["clip_id"]]) for r in picked.to_pylist()]
+    out += [{"clip_id": c, "video_id": v, "status": TOMBSTONE} for c, v in dropped]
+    write_rows_part(clips_manifest, "clips", out)
 
 
 def without_music_identity(table: pa.Table) -> pa.Table:
@@ -273,6 +304,7 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
+        compact(clips_manifest, "clips")  # incremental: the base is rewritten only when parts outweigh it
         ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
         counts["clips"] = int(ok.sum())
         counts["music_ids"] = len({m for m, o in zip(table.column("music_id").to_pylist(), ok, strict=True) if o and m})
@@ -282,7 +314,6 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
 def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
                      address: str | None) -> dict[str, int]:
     """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
-    from commercial98k.manifest import compact
     from commercial98k.stage_runner import run_stage
     from pipelines.stages import SplitStage
 
