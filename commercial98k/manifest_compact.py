@@ -15,6 +15,7 @@ newest-wins gives the same rows, and the next compaction removes the duplicates.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -35,22 +36,28 @@ from .manifest import (
     parts_dir,
     read_manifest,
 )
-from .schema import KEYS, conform, guess_kind
+from .schema import KEYS, conform, guess_kind, schema_for
 
 #: parts merged together once this many adjacent ones share a size tier
-FANOUT = 4
+FANOUT = 8
 #: the parts are folded into the base once they hold this fraction of its rows
 FOLD_RATIO = 0.5
 #: with more parts than this (tiers interleaved), all parts are merged into one
-MAX_PARTS = 48
+MAX_PARTS = 64
 
 
 def part_rows(part: Path) -> int:
-    """Rows in a part (from its Parquet footer)."""
+    """Rows in a part (from its Parquet footer; a part never changes once written, so footers are cached)."""
     try:
-        return pq.read_metadata(part).num_rows
+        st = part.stat()
+        return _footer_rows(str(part), st.st_mtime_ns, st.st_size)
     except Exception as e:  # a corrupt part: one line naming it
         raise ManifestError(f"{part}: not a readable Parquet file ({e})") from e
+
+
+@functools.lru_cache(maxsize=4096)
+def _footer_rows(path: str, mtime_ns: int, size: int) -> int:
+    return pq.read_metadata(path).num_rows
 
 
 def _tier(rows: int) -> int:
@@ -90,9 +97,11 @@ def merge_run(path: Path, run: list[Path], kind: str | None) -> Path | None:
     for p in run:
         t = _read_file(p)
         kind = kind or guess_kind(t.schema)
-        _check_kind(t, p, kind)
-        _check_types(t, p, kind)
-        tables.append(conform(t, kind))
+        if not t.schema.equals(schema_for(kind)):  # a writer's part already has the schema: skip the checks
+            _check_kind(t, p, kind)
+            _check_types(t, p, kind)
+            t = conform(t, kind)
+        tables.append(t)
     merged = dedupe_latest(pa.concat_tables(tables, promote_options="permissive"), KEYS[kind])  # keeps tombstones
     name, gen = part_order(run[-1])
     out = parts_dir(path) / f"{name}@{gen + 1}.parquet"
@@ -114,15 +123,11 @@ def merge_parts(path: str | os.PathLike, kind: str | None = None) -> int:
     """Merge same-tier runs of parts until none is left; returns how many merges ran."""
     path = Path(path)
     merges = 0
-    rows: dict[Path, int] = {}
     while True:
         parts = list_parts(path)
         if len(parts) < FANOUT:
             return merges
-        for p in parts:
-            if p not in rows:
-                rows[p] = part_rows(p)
-        run = _find_run(parts, [rows[p] for p in parts])
+        run = _find_run(parts, [part_rows(p) for p in parts])
         if run is None or merge_run(path, parts[run[0]:run[1]], kind) is None:
             return merges
         merges += 1

@@ -19,6 +19,7 @@ from commercial98k.manifest import (
 )
 from commercial98k.manifest_compact import merge_run, part_rows
 from commercial98k.manifest_scan import scan_manifest
+from commercial98k.stage import write_part
 
 
 def rows(start: int, n: int, status: str = "ok", **over) -> list[dict]:
@@ -69,8 +70,8 @@ def test_a_crash_between_merge_steps_loses_nothing(tmp_path, monkeypatch):
     newest-wins resolves to the same rows, and the next compaction cleans them up."""
     path = tmp_path / "videos.parquet"
     write_manifest(rows(0, 50), path, "videos")
-    for k in range(5):  # five parts, each overriding the one before for v00000
-        write_rows_part(path, "videos", rows(0, 1, title=f"gen{k}") + rows(100 + k * 3, 3))
+    for k in range(5):  # five parts (five writers' names), each overriding the one before for v00000
+        write_part(path, "videos", rows(0, 1, title=f"gen{k}") + rows(100 + k * 3, 3), f"20260101T00000{k}-w-000000")
     want = read_manifest(path, "videos").to_pylist()
     parts = list_parts(path)
 
@@ -126,8 +127,8 @@ def test_a_tombstone_deletes_its_key_and_a_later_row_brings_it_back(tmp_path):
 
 def test_parts_written_in_the_same_second_keep_their_order(tmp_path):
     path = tmp_path / "videos.parquet"
-    for k in range(6):  # same second: later parts are named after the newest one (part_order)
+    for k in range(9):  # same second: later parts are named after the newest one (part_order)
         write_rows_part(path, "videos", rows(0, 1, title=f"gen{k}"))
-    assert read_manifest(path, "videos").column("title").to_pylist() == ["gen5"]
+    assert read_manifest(path, "videos").column("title").to_pylist() == ["gen8"]
     manifest_compact.merge_parts(path, "videos")
-    assert len(list_parts(path)) < 6 and read_manifest(path, "videos").column("title").to_pylist() == ["gen5"]
+    assert len(list_parts(path)) < 9 and read_manifest(path, "videos").column("title").to_pylist() == ["gen8"]
