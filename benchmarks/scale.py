@@ -100,6 +100,35 @@ def plan_reference(manifest: str, data_root: str) -> int:
                                                            or not (root / (r.get("audio_embedding") or "x")).is_file()))
 
 
+def split_child(data_root: str, start: str, stop: str) -> None:
+    """Control for the split bench, no Ray: split videos s<start>..s<stop-1> in this process (1 thread)."""
+    from commercial98k.split.music import get_detector
+    from commercial98k.threads import set_worker_threads
+
+    set_worker_threads(1)
+    get_detector()
+    from pipelines.split import SplitConfig, SplitStep
+
+    step = SplitStep(SplitConfig(data_root=data_root), 1)
+    t = time.perf_counter()
+    for i in range(int(start), int(stop)):
+        step({"video_id": f"s{i}", "video_path": f"videos/s{i}.mp4", "status": "ok"})
+    print(json.dumps({"seconds": time.perf_counter() - t}))
+
+
+def split_control(data_root: Path, n: int) -> dict[int, float]:
+    """videos/s of 1 plain process over ``n`` videos and of 2 concurrent ones over half each (steady state)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    rates = {}
+    for procs in (1, 2):
+        bounds = [(k * n // procs, (k + 1) * n // procs) for k in range(procs)]
+        running = [subprocess.Popen([sys.executable, __file__, "--split-child", str(data_root), str(a), str(b)],
+                                    stdout=subprocess.PIPE, text=True, env=env) for a, b in bounds]
+        secs = [json.loads(p.communicate()[0].strip().splitlines()[-1])["seconds"] for p in running]
+        rates[procs] = n / max(secs)
+    return rates
+
+
 def child(kind: str, manifest: str, data_root: str) -> None:
     t = time.perf_counter()
     n = (plan_streamed if kind == "streamed" else plan_reference)(manifest, data_root)
@@ -263,6 +292,9 @@ def bench_split(args, tmp: Path) -> None:
             disconnect_driver(old)
     finally:
         cluster.stop()
+    control = split_control(base / "data", args.split_videos)
+    print(f"control without Ray (1 vs 2 plain processes, 1 thread each, same videos): {control[1]:.3f} vs "
+          f"{control[2]:.3f} videos/s = {control[2] / control[1]:.2f}x: what this machine gives two processes now")
     best = {w: max(r) for w, r in rates.items()}  # the least-disturbed run of each
     print(f"2 vs 1 actors (steady state, best of {args.split_rounds}): {best[2] / best[1]:.2f}x  (target >= 1.7x; "
           f"cores here: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}: other processes share these cores)")
@@ -271,6 +303,9 @@ def bench_split(args, tmp: Path) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:5])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--split-child":
+        split_child(*sys.argv[2:5])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
