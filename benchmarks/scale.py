@@ -276,6 +276,8 @@ def bench_split(args, tmp: Path) -> None:
             for rnd in range(args.split_rounds):  # alternate, so a change of the machine's load hits both
                 for workers in (1, 2):
                     out = base / f"c98k-{rnd}-{workers}.parquet"
+                    for stale in (out, out.with_name(out.stem + ".parts"), out.with_name(out.stem + ".identity")):
+                        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
                     todo, _ = pending_videos(base / "videos.parquet", out)
                     stats: dict = {}
                     t = time.perf_counter()
