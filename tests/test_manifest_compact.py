@@ -132,3 +132,15 @@ def test_parts_written_in_the_same_second_keep_their_order(tmp_path):
     assert read_manifest(path, "videos").column("title").to_pylist() == ["gen8"]
     manifest_compact.merge_parts(path, "videos")
     assert len(list_parts(path)) < 9 and read_manifest(path, "videos").column("title").to_pylist() == ["gen8"]
+
+
+def test_a_merge_never_overwrites_the_output_of_an_interrupted_merge(tmp_path):
+    """Inputs left beside their merged part (a crash) are not merged into a part of the same name."""
+    path = tmp_path / "videos.parquet"
+    write_part(path, "videos", rows(0, 3), "20260101T000000-w-000000")
+    write_part(path, "videos", rows(0, 3, title="merged"), "20260101T000000-w-000000@1")
+    before = read_manifest(path, "videos").to_pylist()
+    first = list_parts(path)[0]
+    assert merge_run(path, [first], "videos") is None  # its output name is taken: nothing changes
+    assert len(list_parts(path)) == 2 and read_manifest(path, "videos").to_pylist() == before
+    assert [r["title"] for r in before] == ["merged"] * 3
