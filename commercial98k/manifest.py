@@ -1,9 +1,15 @@
-"""Reading and writing Parquet manifests: parts written atomically, then compacted to one file.
+"""Reading and writing Parquet manifests: a base file plus parts, compacted incrementally (LSM-like).
 
-A manifest at ``manifests/c98k.parquet`` may have a sibling folder ``manifests/c98k.parts/``
-holding parts that a running (or killed) stage has flushed. Readers merge the compacted file
-and the parts, the newest row per key winning, so a killed run loses at most the rows it had
-not yet flushed; ``compact`` folds the parts into the file with an atomic rename.
+A manifest at ``manifests/c98k.parquet`` (the base) may have a sibling folder
+``manifests/c98k.parts/`` holding parts that stages flush. Readers merge the base and the parts
+in part order (``part_order``), the newest row per key winning, so a killed run loses at most
+the rows it had not yet flushed. A part row whose ``status`` is ``TOMBSTONE`` deletes its key.
+
+Compaction never rewrites the base per flush (``manifest_compact``): parts of similar size are
+merged into one larger part (size-tiered); the base is rewritten only when the parts outweigh
+it (amortised: each row is rewritten O(log n) times) or on ``compact(..., full=True)``. Every
+step writes its output atomically before it deletes its inputs, and a merged part sorts right
+after its newest input, so a crash between steps leaves duplicates that newest-wins resolves.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .fsutil import atomic_path
@@ -26,9 +33,32 @@ class ManifestError(ValueError):
     """A manifest that cannot be read or does not validate."""
 
 
+#: ``status`` of a part row that deletes its key (dropped by readers and by a full compaction).
+TOMBSTONE = "__deleted__"
+
+
 def parts_dir(path: str | os.PathLike) -> Path:
+    """``<name>.parts/`` beside the manifest file."""
     path = Path(path)
     return path.with_name(path.stem + ".parts")
+
+
+def part_order(part: Path) -> tuple[str, int]:
+    """Sort key of a part: its name without a merge generation, then the generation.
+
+    Plain parts (``part-<time>-<writer>-<seq>.parquet``) sort by name, as always; a merged part
+    ``part-<newest input>@<gen>.parquet`` sorts right after its newest input and before any part
+    that sorted after it, so merging keeps newest-wins.
+    """
+    stem = part.name.removesuffix(".parquet")
+    base, _, gen = stem.partition("@")
+    return base, int(gen) if gen.isdigit() else 0
+
+
+def list_parts(path: str | os.PathLike) -> list[Path]:
+    """The manifest's parts, oldest first (``part_order``)."""
+    pdir = parts_dir(path)
+    return sorted(pdir.glob("part-*.parquet"), key=part_order) if pdir.is_dir() else []
 
 
 def _read_file(path: Path) -> pa.Table:
@@ -110,17 +140,16 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None, with_parts: 
     sources: list[tuple[Path, pa.Table]] = []
     if path.exists():
         sources.append((path, _read_file(path)))
-    pdir = parts_dir(path)
-    if with_parts and pdir.is_dir():
-        sources += [(p, _read_file(p)) for p in sorted(pdir.glob("part-*.parquet"))]
+    if with_parts:
+        sources += [(p, _read_file(p)) for p in list_parts(path)]
     if not sources:
         raise ManifestError(f"{path}: no such manifest (run the stage that writes it first)")
     kind = kind or guess_kind(sources[0][1].schema)
     for source, table in sources:
         _check_kind(table, source, kind)
         _check_types(table, source, kind)
-    merged = dedupe_latest(pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive"),
-                           KEYS[kind])
+    merged = without_tombstones(dedupe_latest(
+        pa.concat_tables([conform(t, kind) for _, t in sources], promote_options="permissive"), KEYS[kind]))
     if validate:
         problems = validate_table(merged, kind, max_problems=2)
         if problems:
@@ -144,10 +173,21 @@ def dedupe_latest(table: pa.Table, key: str) -> pa.Table:
     return table.take(pa.array(order, pa.int64()))
 
 
+def without_tombstones(table: pa.Table) -> pa.Table:
+    """``table`` without rows that delete their key (``TOMBSTONE``)."""
+    if "status" not in table.column_names or not table.num_rows:
+        return table
+    status = table.column("status")
+    if not pc.any(pc.fill_null(pc.equal(status, TOMBSTONE), False)).as_py():
+        return table
+    return table.filter(pc.fill_null(pc.not_equal(status, TOMBSTONE), True))
+
+
 def write_manifest(table: pa.Table | list[dict], path: str | os.PathLike, kind: str | None = None,
                    validate: bool = True) -> Path:
-    """Write a whole manifest atomically (temp file, then rename) and drop its parts folder."""
+    """Write a whole manifest atomically (temp file, then rename), then drop the parts it replaces."""
     path = Path(path)
+    stale = list_parts(path)
     if isinstance(table, list):
         if kind is None:
             raise ValueError("kind is required when writing rows")
@@ -161,23 +201,44 @@ def write_manifest(table: pa.Table | list[dict], path: str | os.PathLike, kind: 
                                 + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
+    drop_parts(path, stale)
     return path
 
 
-def compact(path: str | os.PathLike, kind: str | None = None) -> Path:
-    """Fold pending parts into the manifest file atomically, then delete the parts."""
-    path = Path(path)
-    pdir = parts_dir(path)
-    parts = sorted(pdir.glob("part-*.parquet")) if pdir.is_dir() else []
-    if not parts:
-        return path
-    table = read_manifest(path, kind, validate=False)
-    write_manifest(table, path, kind, validate=False)
+def drop_parts(path: str | os.PathLike, parts: Iterable[Path]) -> None:
+    """Delete ``parts`` (already folded elsewhere), and the parts folder once it is empty."""
     for p in parts:
         p.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        pdir.rmdir()
-    return path
+        parts_dir(path).rmdir()
+
+
+def compact(path: str | os.PathLike, kind: str | None = None, full: bool = False) -> Path:
+    """Compact incrementally: merge similar-size parts, fold them into the base only when they
+    outweigh it (or ``full``). Never rewrites the base for a few new rows."""
+    from .manifest_compact import compact_parts
+
+    compact_parts(Path(path), kind, full=full)
+    return Path(path)
+
+
+def write_rows_part(path: str | os.PathLike, kind: str, rows: list[dict]) -> Path | None:
+    """Write ``rows`` as one atomic part that sorts after every existing part (so its rows win).
+
+    Named by time, like a writer's parts; when the clock does not put it last (same second, or a
+    skewed clock), it is named after the newest part with the next generation (``part_order``).
+    """
+    if not rows:
+        return None
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-000000"
+    parts = list_parts(path)
+    if parts and part_order(Path(name + ".parquet")) <= part_order(parts[-1]):
+        last, gen = part_order(parts[-1])
+        name = f"{last}@{gen + 1}"
+    part = parts_dir(path) / f"{name}.parquet"
+    with atomic_path(part, suffix=".parquet") as tmp:
+        pq.write_table(rows_to_table(rows, kind), tmp, compression="zstd")
+    return part
 
 
 def problems_in(path: str | os.PathLike, kind: str | None = None) -> list[Problem]:
@@ -189,7 +250,8 @@ def problems_in(path: str | os.PathLike, kind: str | None = None) -> list[Proble
 class ManifestWriter:
     """Appends rows to a manifest as parts, flushed every ``flush_every`` rows or seconds.
 
-    Use as a context manager; on exit the parts are compacted into the manifest file.
+    Use as a context manager; each flush merges similar-size parts, and a clean exit runs
+    ``compact`` (the base is rewritten only when the parts outweigh it).
     Rows with an existing key replace the old row (newest wins).
     """
 
@@ -213,7 +275,7 @@ class ManifestWriter:
             self.add(r)
 
     def flush(self) -> None:
-        """Write buffered rows as one part file (atomic)."""
+        """Write buffered rows as one part file (atomic), then merge similar-size parts."""
         self._last_flush = time.monotonic()
         if not self._rows:
             return
@@ -223,6 +285,9 @@ class ManifestWriter:
             pq.write_table(table, tmp, compression="zstd")
         self._seq += 1
         self._rows = []
+        from .manifest_compact import merge_parts
+
+        merge_parts(self.path, self.kind)
 
     def close(self) -> None:
         self.flush()
@@ -237,17 +302,3 @@ class ManifestWriter:
         if exc_type is None:
             compact(self.path, self.kind)
 
-
-def existing_keys(path: str | os.PathLike, kind: str, statuses: Iterable[str] | None = None) -> set[str]:
-    """Keys already recorded in a manifest (optionally only rows with one of ``statuses``).
-
-    An absent manifest has none; an unreadable one or one of the other kind raises ``ManifestError``.
-    """
-    if not manifest_exists(path):
-        return set()
-    table = read_manifest(path, kind)
-    keys = table.column(KEYS[kind]).to_pylist()
-    if statuses is None:
-        return set(keys)
-    wanted = set(statuses)
-    return {k for k, s in zip(keys, table.column("status").to_pylist(), strict=True) if s in wanted}

@@ -1,8 +1,9 @@
 """Stream a manifest in record batches (``pyarrow.dataset``) instead of materialising every row.
 
-``scan_manifest`` reads the compacted file batch by batch plus the pending parts
-(``<name>.parts/``), newest row per key winning: the parts (one run's flushes: small) are read
-whole first, and rows of the compacted file whose key a part overrides are dropped on the fly.
+``scan_manifest`` reads the base file batch by batch plus the parts (``<name>.parts/``, in
+``part_order``), newest row per key winning: the parts (at most ``FOLD_RATIO`` of the base before
+compaction folds them) are read whole first, and rows of the base whose key a part overrides
+(or deletes: ``TOMBSTONE``) are dropped on the fly.
 ``iter_pending`` turns only the rows a planner selects into dicts, so a stage can plan a
 million-row manifest with a driver of a few hundred MB.
 """
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from .manifest import ManifestError, _check_kind, _check_types, dedupe_latest, parts_dir
+from .manifest import TOMBSTONE, ManifestError, _check_kind, _check_types, dedupe_latest, list_parts
 from .schema import KEYS
 
 
@@ -27,7 +28,7 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
     path = Path(path)
     key = KEYS[kind]
     cols = list(dict.fromkeys([key, *columns])) if columns else None
-    parts = sorted(parts_dir(path).glob("part-*.parquet")) if parts_dir(path).is_dir() else []
+    parts = list_parts(path)
     if not path.exists() and not parts:
         raise ManifestError(f"{path}: no such manifest (run the stage that writes it first)")
     part_table = None
@@ -36,7 +37,8 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
             empty = ds.dataset(str(p), format="parquet").schema.empty_table()
             _check_kind(empty, p, kind)
             _check_types(empty, p, kind)
-        tables = [_read_columns(ds.dataset(str(p), format="parquet"), cols) for p in parts]  # in name order
+        read_cols = list(dict.fromkeys([*cols, "status"])) if cols else None
+        tables = [_read_columns(ds.dataset(str(p), format="parquet"), read_cols) for p in parts]  # oldest first
         part_table = dedupe_latest(pa.concat_tables(tables, promote_options="permissive"), key)
     overridden = part_table.column(key) if part_table is not None else None
     if path.exists():
@@ -54,7 +56,8 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
             if batch.num_rows:
                 yield batch
     if part_table is not None:
-        yield from part_table.to_batches(max_chunksize=batch_rows)
+        live = part_table.filter(pc.fill_null(pc.not_equal(part_table.column("status"), TOMBSTONE), True))
+        yield from (live.select(cols) if cols else live).to_batches(max_chunksize=batch_rows)
 
 
 def _add_missing(batch: pa.RecordBatch, cols: list[str] | None) -> pa.RecordBatch:
@@ -80,3 +83,63 @@ def iter_pending(path: str | os.PathLike, kind: str, columns: list[str],
         picked = batch.filter(select(batch))
         if picked.num_rows:
             yield picked.to_pylist()
+
+
+# ---- done keys: the one reader of "which keys has a stage finished" (issue 17) ----------------
+
+#: the columns a stage's result is read from (per-stage pair, else the derived pair of old rows)
+_RESULT_COLUMNS = ("clip_id", "status", "error", "fetch_status", "fetch_error", "split_status", "split_error",
+                   "label_status", "label_error")
+
+
+def finished(status: str | None, error: str | None, retry_failed: bool = False) -> bool:
+    """Whether a stage's recorded result means its key is done (a rerun does not work on it again).
+
+    Not done: no result yet; ``blocked`` and the retryable failures (``truncated (...)``,
+    ``empty file (...)``: ``sources.common.is_retryable``), always; other failures with ``retry_failed``.
+    """
+    from .sources.common import is_retryable
+
+    if status is None or is_retryable(status, error):
+        return False
+    return not (retry_failed and status == "failed")
+
+
+def stage_error(row: dict, stage: str) -> str | None:
+    """The stage's own error of a row (``error`` for a row written before per-stage columns)."""
+    return row.get(f"{stage}_error") if row.get(f"{stage}_status") is not None else row.get("error")
+
+
+def row_finished(row: dict, stage: str, retry_failed: bool = False) -> bool:
+    """``finished`` applied to ``stage``'s own result of a manifest row (``stages.stage_result``)."""
+    from .stages import stage_result
+
+    return finished(stage_result(row, stage), stage_error(row, stage), retry_failed)
+
+
+def stage_results(path: str | os.PathLike, kind: str, stage: str, columns: tuple[str, ...] = (),
+                  batch_rows: int = 65_536) -> Iterator[list[dict]]:
+    """Rows of the manifest, streamed in lists, each with its key, ``columns`` and ``result``/
+    ``result_error`` (``stage``'s own status and error). An absent manifest yields nothing; an
+    unreadable one or one of the other kind raises ``ManifestError``."""
+    from .manifest import manifest_exists
+    from .stages import stage_result
+
+    if not manifest_exists(path):
+        return
+    cols = list(dict.fromkeys([KEYS[kind], *columns, *(c for c in _RESULT_COLUMNS if c != "clip_id" or
+                                                          kind == "clips")]))
+    for batch in scan_manifest(path, kind, cols, batch_rows):
+        rows = batch.to_pylist()
+        for r in rows:
+            r["result"], r["result_error"] = stage_result(r, stage), stage_error(r, stage)
+        yield rows
+
+
+def done_keys(path: str | os.PathLike, kind: str, stage: str, retry_failed: bool = False,
+              key: str | None = None) -> set[str]:
+    """Values of ``key`` (default: the kind's key) of the rows ``stage`` has finished (``finished``):
+    what a rerun of ``stage`` skips. An absent manifest has none."""
+    key = key or KEYS[kind]
+    return {r[key] for rows in stage_results(path, kind, stage, (key,))
+            for r in rows if finished(r["result"], r["result_error"], retry_failed)}

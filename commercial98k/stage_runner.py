@@ -11,6 +11,7 @@ that item's ``failed`` rows with the cause (``WorkerCrashedError``/``ActorDiedEr
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import itertools
 import logging
 import os
@@ -24,6 +25,9 @@ from .engine import Progress, error_line
 from .stage import Stage, StageWorker, write_part
 
 log = logging.getLogger(__name__)
+
+#: with worker-written parts, the driver merges similar-size parts every this many rows
+MERGE_EVERY = 256
 
 
 def batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -42,23 +46,32 @@ def _summaries(stage: Stage, out: list, manifest: str | None) -> list[dict]:
 def run_stage(stage: Stage, items: Iterable[dict], *, engine: str = "local", workers: int | None = None,
               address: str | None = None, manifest: str | os.PathLike | None = None,
               data_root: str | os.PathLike | None = None, desc: str = "", total: int | None = None,
-              progress: bool | None = None, max_retries: int = 1) -> Iterator[dict]:
+              progress: bool | None = None, max_retries: int = 1, stats: dict | None = None) -> Iterator[dict]:
     """Yield one dict per output row: the row itself, or ``{key, status, error}`` when the workers
-    write the rows into ``manifest``'s parts (compact the manifest afterwards)."""
+    write the rows into ``manifest``'s parts (compact the manifest afterwards).
+
+    On Ray, each actor's torch/BLAS/onnxruntime threads are capped to the CPUs it reserves (a
+    stage without its own ``threads``), so N actors never oversubscribe N cores. With ``stats``
+    (benchmarks) the run first waits until every actor has run ``setup`` and records
+    ``setup_s`` (actor start-up and model load) and ``run_s`` (from then to the last row)."""
     manifest = str(Path(manifest).resolve()) if manifest is not None else None
     bar = Progress(total, desc, disable=None if progress is None else not progress)
     try:
         if engine == "local":
             results = _run_local(stage, items, workers or 1, manifest)
         elif engine == "ray":
-            results = _run_ray(stage, items, workers, address, manifest, data_root, max_retries)
+            results = _run_ray(stage, items, workers, address, manifest, data_root, max_retries, stats)
         else:
             from .engine import ENGINES
 
             raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-        for row in results:
+        for n, row in enumerate(results, 1):
             bar.update(row)
             yield row
+            if manifest is not None and n % MERGE_EVERY == 0:  # keep the workers' parts few (size-tiered)
+                from .manifest_compact import merge_parts
+
+                merge_parts(manifest, stage.kind)
     finally:
         bar.close()
 
@@ -86,7 +99,8 @@ def _run_local(stage: Stage, items: Iterable[dict], workers: int, manifest: str 
 
 
 def _run_ray(stage: Stage, items: Iterable[dict], workers: int | None, address: str | None,
-             manifest: str | None, data_root: str | os.PathLike | None, max_retries: int) -> Iterator[dict]:
+             manifest: str | None, data_root: str | os.PathLike | None, max_retries: int,
+             stats: dict | None = None) -> Iterator[dict]:
     import ray
 
     from . import ray_engine
@@ -99,12 +113,22 @@ def _run_ray(stage: Stage, items: Iterable[dict], workers: int | None, address: 
         if res.num_gpus:
             ray_engine.check_gpus(res.num_gpus)
         n = workers or ray_engine.default_workers(res.num_gpus, res.num_cpus)
+        if stage.threads is None:  # an actor's model threads = the CPUs Ray reserved for it
+            stage = copy.copy(stage)
+            stage.threads = max(1, int(res.num_cpus or 1))
         actor_cls = ray.remote(StageWorker).options(**res.ray_options(), max_restarts=max_retries,
                                                     max_task_retries=max_retries)
         stage_ref = ray.put(stage)
+        t0 = time.perf_counter()
         actors = [actor_cls.remote(stage_ref, manifest) for _ in range(n)]
+        if stats is not None:  # measure start-up apart from throughput
+            ray.wait([a.info.remote() for a in actors], num_returns=len(actors))
+            stats.update(actors=n, setup_s=time.perf_counter() - t0)
+            t0 = time.perf_counter()
         yield from _drive(stage, actors, batches(items, stage.batch_size),
                           lambda: actor_cls.remote(stage_ref, manifest), manifest)
+        if stats is not None:
+            stats["run_s"] = time.perf_counter() - t0
     finally:
         if started_here:
             ray.shutdown()

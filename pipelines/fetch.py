@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import DataRoot
-from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest
+from commercial98k.manifest import ManifestWriter
+from commercial98k.manifest_scan import stage_results
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
 from commercial98k.sources.plan import (
@@ -67,17 +68,16 @@ class _Known:
     @classmethod
     def load(cls, manifest: Path) -> _Known:
         known = cls()
-        if not manifest_exists(manifest):  # a first run; a corrupt or wrong-kind manifest raises
-            return known
-        rows = read_manifest(manifest, "videos").select(
-            ["video_id", "platform", "platform_id", "url", "content_sha256", "status", "error", "duration_s"]).to_pylist()
-        for r in rows:
-            known.add(r)
+        # the one done-keys reader (streamed; absent: a first run; corrupt or wrong kind: raises)
+        for rows in stage_results(manifest, "videos", "fetch",
+                                  ("platform", "platform_id", "url", "content_sha256", "duration_s")):
+            for r in rows:
+                known.add(r)
         return known
 
     def add(self, r: dict) -> None:
-        self.ids[r["video_id"]] = r["status"]
-        self.errors[r["video_id"]] = r.get("error")
+        self.ids[r["video_id"]] = r.get("result", r["status"])
+        self.errors[r["video_id"]] = r.get("result_error", r.get("error"))
         self.durations[r["video_id"]] = r.get("duration_s")
         if r.get("platform") and r.get("platform_id"):
             self.keys[(r["platform"], r["platform_id"])] = r["video_id"]

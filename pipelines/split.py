@@ -13,7 +13,7 @@ music or that fails gets one ``<video_id>-none`` row with the status and cause, 
 skips it (failed videos are retried). Then the new clips get their ``music_id`` from the
 persisted fingerprint index next to the manifest (``<manifest>.identity/``; new clips are
 matched against the known tracks, not every clip against every other) and every video its
-``dup_group`` (re-uploads); the manifest is rewritten atomically.
+``dup_group`` (re-uploads); only the rows that changed are written, as one manifest part.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ import pyarrow as pa
 
 from commercial98k.engine import run_steps
 from commercial98k.fsutil import DataRoot
-from commercial98k.manifest import ManifestWriter, manifest_exists, read_manifest, write_manifest
+from commercial98k.manifest import ManifestWriter, compact, manifest_exists, read_manifest
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.split.assign import with_identities
 from commercial98k.split.music import get_detector
-from commercial98k.split.step import FINISHED, VIDEO_COLUMNS, SplitConfig, SplitStage, SplitStep, none_result
-from commercial98k.stages import split_result
+from commercial98k.split.step import VIDEO_COLUMNS, SplitConfig, SplitStage, SplitStep, none_result
 from commercial98k.threads import set_worker_threads, threads_per_worker
 
 __all__ = ["SplitConfig", "assign_identity", "pending_videos", "run_split"]
@@ -50,14 +49,10 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     """
     import pyarrow.compute as pc
 
-    from commercial98k.manifest_scan import scan_manifest
+    from commercial98k.manifest_scan import done_keys, scan_manifest
 
-    done: set[str] = set()
-    finished = FINISHED if retry_failed else (*FINISHED, "failed")
-    if manifest_exists(clips_manifest):  # a first run; a corrupt or wrong-kind manifest raises
-        for b in scan_manifest(clips_manifest, "clips",
-                               ["video_id", "status", "fetch_status", "split_status", "label_status"]):
-            done.update(r["video_id"] for r in b.to_pylist() if split_result(r) in finished)
+    # the one done-keys reader: videos with a clips row split has finished (failed: unless retry_failed)
+    done = done_keys(clips_manifest, "clips", "split", retry_failed, key="video_id")
     if not manifest_exists(videos_manifest):
         read_manifest(videos_manifest, "videos")  # the usual one-line error
     todo, total = [], 0
@@ -68,12 +63,54 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     return todo, total - len(todo)
 
 
+#: the columns the identity pass reads (never the whole rows, except of the rows it changes)
+IDENTITY_COLUMNS = ["clip_id", "video_id", "status", "error", "fetch_status", "fetch_error", "split_status",
+                    "split_error", "label_status", "label_error", "fingerprint", "video_phash", "clip_start_s",
+                    "clip_end_s", "music_start_s", "music_end_s", "music_id", "dup_group", "has_music"]
+#: the columns the identity pass may change
+IDENTITY_CHANGES = ["music_id", "dup_group", "status", "error", "split_status", "split_error", "has_music"]
+
+
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8) -> pa.Table:
-    """Give the clips manifest its identities (``split.assign.with_identities``); rewrite it atomically
-    and return the new table."""
-    table = with_identities(read_manifest(clips_manifest, "clips"), clips_manifest, max_ber, max_hamming)
-    write_manifest(table, clips_manifest, "clips")
-    return table
+    """Give the clips manifest its identities (``split.assign.with_identities``).
+
+    Reads only ``IDENTITY_COLUMNS``, writes only the rows that changed as one manifest part (never
+    the whole manifest; a stale ``<video_id>-none`` row gets a tombstone), and returns those
+    columns of every row after the pass.
+    """
+    from commercial98k.manifest_scan import scan_manifest
+
+    batches = [pa.Table.from_batches([b]) for b in scan_manifest(clips_manifest, "clips", IDENTITY_COLUMNS)]
+    if not batches:
+        return read_manifest(clips_manifest, "clips").select(IDENTITY_COLUMNS)
+    before = pa.concat_tables(batches, promote_options="permissive")
+    after = with_identities(before, clips_manifest, max_ber, max_hamming)
+    kept = set(after.column("clip_id").to_pylist())
+    dropped = [(c, v) for c, v in zip(before.column("clip_id").to_pylist(), before.column("video_id").to_pylist(),
+                                      strict=True) if c not in kept]
+    _write_identity_changes(clips_manifest, before, after, dropped)
+    return after
+
+
+def _write_identity_changes(clips_manifest: str | Path, before: pa.Table, after: pa.Table,
+                            dropped: list[tuple[str, str]]) -> None:
+    """One part with the whole rows whose ``IDENTITY_CHANGES`` differ, and tombstones for ``dropped``."""
+    import pyarrow.compute as pc
+
+    from commercial98k.manifest import TOMBSTONE, write_rows_part
+    from commercial98k.manifest_scan import scan_manifest
+
+    old = dict(zip(before.column("clip_id").to_pylist(), before.select(IDENTITY_CHANGES).to_pylist(), strict=True))
+    new = dict(zip(after.column("clip_id").to_pylist(), after.select(IDENTITY_CHANGES).to_pylist(), strict=True))
+    changed = {c: v for c, v in new.items() if old.get(c) != v}
+    out: list[dict] = []
+    if changed:
+        wanted = pa.array(list(changed), pa.string())
+        for batch in scan_manifest(clips_manifest, "clips"):
+            picked = batch.filter(pc.is_in(batch.column("clip_id"), value_set=wanted))
+            out += [dict(r, **changed[r["clip_id"]]) for r in picked.to_pylist()]
+    out += [{"clip_id": c, "video_id": v, "status": TOMBSTONE} for c, v in dropped]
+    write_rows_part(clips_manifest, "clips", out)
 
 
 def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
@@ -100,6 +137,7 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming)
+        compact(clips_manifest, "clips")  # incremental: the base is rewritten only when parts outweigh it
         ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
         counts["clips"] = int(ok.sum())
         counts["music_ids"] = len({m for m, o in zip(table.column("music_id").to_pylist(), ok, strict=True) if o and m})
@@ -109,7 +147,6 @@ def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: S
 def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
                      address: str | None) -> dict[str, int]:
     """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
-    from commercial98k.manifest import compact
     from commercial98k.stage_runner import run_stage
 
     status: dict[str, str] = {}

@@ -63,11 +63,13 @@ def test_torchrun_rank_without_a_shard_fails_fast_on_both_ranks(corpus, tmp_path
     shards = tmp_path / "one"
     index = build_shards(manifest, shards, data_root, samples_per_shard=10_000, progress=False)
     assert len(index["splits"]["train"]["shards"]) == 1
-    code, errs = _torchrun(shards, tmp_path / "logs", "--steps", "3", "--batch-size", "4", timeout=120)
+    # both ranks refuse before torch loads (refuse_at_start); 30 s bounds torchrun's own start-up too
+    code, errs = _torchrun(shards, tmp_path / "logs", "--steps", "3", "--batch-size", "4", timeout=30)
     assert code != 0
     lines = [_error_lines(e) for e in errs]
     assert lines[0] == lines[1] and len(lines[0]) == 1, errs
     assert "split 'train' has 1 shard(s) for world size 2" in lines[0][0]
+    assert all("Traceback" not in e for e in errs)
     assert all("Traceback" not in e for e in errs)
 
 

@@ -14,12 +14,12 @@ import pytest
 from commercial98k.manifest import (
     ManifestError,
     ManifestWriter,
-    existing_keys,
     manifest_exists,
     parts_dir,
     read_manifest,
     write_manifest,
 )
+from commercial98k.manifest_scan import done_keys
 
 
 def video(i: int, status: str = "ok", **over) -> dict:
@@ -50,7 +50,7 @@ def test_newest_row_wins_and_order_is_kept(tmp_path):
     assert table.column("video_id").to_pylist() == ["vid0", "vid1", "vid2", "vid3"]
     assert table.column("status").to_pylist() == ["ok"] * 4
     assert table.column("title").to_pylist()[1] == "retried"
-    assert existing_keys(path, "videos", statuses=["ok"]) == {"vid0", "vid1", "vid2", "vid3"}
+    assert done_keys(path, "videos", "fetch") == {"vid0", "vid1", "vid2", "vid3"}
 
 
 def test_write_refuses_an_invalid_manifest_and_keeps_the_old_file(tmp_path):
@@ -96,18 +96,18 @@ def test_a_manifest_of_the_other_kind_or_without_status_is_refused(tmp_path):
         read_manifest(no_status)
 
 
-def test_existing_keys_only_treats_an_absent_manifest_as_empty(tmp_path):
+def test_done_keys_only_treats_an_absent_manifest_as_empty(tmp_path):
     path = tmp_path / "videos.parquet"
-    assert not manifest_exists(path) and existing_keys(path, "videos") == set()
+    assert not manifest_exists(path) and done_keys(path, "videos", "fetch") == set()
     path.write_bytes(b"PAR1 truncated")
     assert manifest_exists(path)
     with pytest.raises(ManifestError, match="not a readable Parquet file"):
-        existing_keys(path, "videos")
+        done_keys(path, "videos", "fetch")
     path.unlink()
     with ManifestWriter(path, "videos", flush_every=1) as w:
         w.add(video(0))
         assert manifest_exists(path) and not path.exists()  # only a flushed part so far
-        assert existing_keys(path, "videos") == {"vid0"}
+        assert done_keys(path, "videos", "fetch") == {"vid0"}
 
 
 def test_killed_writer_keeps_every_flushed_row(tmp_path):

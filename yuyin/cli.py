@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,32 @@ import click
 from pipelines.errors import CliGroup
 
 DEFAULT_MANIFEST = "manifests/c98k.parquet"
+
+#: seconds a torchrun rank that refuses the run at start waits before it exits (see ``train``)
+PEER_GRACE_S = 2.0
+#: SIGTERMs held back while a torchrun rank runs its start check (``_hold_sigterm``)
+_held: list[int] = []
+
+
+def _hold_sigterm() -> None:
+    """Under torchrun (``WORLD_SIZE`` > 1) hold SIGTERM until ``yuyin train``'s start check has run.
+
+    When one rank refuses the run, torchrun stops the others at once; a rank still starting
+    would die silently. Held, it finishes the same check (about a second, no torch) and prints
+    the same one-line error, then exits."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        signal.signal(signal.SIGTERM, lambda signum, frame: _held.append(signum))
+
+
+def _release_sigterm() -> None:
+    """Back to the default SIGTERM; exit now if one arrived while held."""
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _held:
+        raise SystemExit(128 + signal.SIGTERM)
+
+
+_hold_sigterm()
 
 
 def resolve_shards(manifest: str | None, shards: str | None) -> Path:
@@ -77,7 +105,8 @@ def _fail(e: Exception) -> None:
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="commercial98k")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """YuYin: recommend background music for e-commerce video ads.
 
     \b
@@ -89,6 +118,8 @@ def main(verbose: int) -> None:
     Multi-process: torchrun --nproc_per_node 2 -m yuyin.cli train ...
     """
     logging.basicConfig(level=logging.WARNING - 10 * verbose, format="%(levelname)s %(name)s: %(message)s")
+    if ctx.invoked_subcommand != "train":
+        _release_sigterm()
 
 
 def _train_options(f):
@@ -124,7 +155,7 @@ def _train_options(f):
 
 
 def _config(config_path, shards_path, **flags) -> Any:
-    from .train import load_config
+    from .config import load_config  # torch-free: `yuyin train` refuses bad shard counts before torch loads
 
     weights = {"video_music": flags.pop("w_video_music"), "video_tag": flags.pop("w_video_tag"),
                "music_tag": flags.pop("w_music_tag"), "category": flags.pop("w_category")}
@@ -145,16 +176,25 @@ def _config(config_path, shards_path, **flags) -> Any:
               help="Continue from a checkpoint: alone, the last one in --checkpoint-dir.")
 def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_every, resume, **flags) -> None:
     """Train YuYin on the shards of a manifest (exactly resumable; DDP under torchrun)."""
-    from .train import train as run
-
     cfg = _config(config_path, resolve_shards(manifest, shards), checkpoint_dir=checkpoint_dir,
                   checkpoint_every=checkpoint_every, eval_every=eval_every, **flags)
+    from .ddp_guard import refuse_at_start
+
+    try:
+        refuse_at_start(cfg.shards, cfg.num_workers)  # every rank, before torch and the process group
+    except ValueError:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            time.sleep(PEER_GRACE_S)  # let a rank that started later reach the same check before torchrun stops it
+        raise
+    _release_sigterm()
     needed = {"train": "yuyin train"}
     if cfg.eval_every:
         needed[cfg.eval_split] = "--eval-every (pass --eval-every 0 to train without validation)"
     check_splits(Path(cfg.shards), needed, show_table=True)
     if resume == "last":
         resume = cfg.checkpoint_dir
+    from .train import train as run
+
     try:
         summary = run(cfg, resume=resume)
     except (ValueError, RuntimeError, FileNotFoundError) as e:

@@ -9,9 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .losses import LossWeights
-
 AMP_MODES = ("off", "auto", "bf16", "fp16")
+
+
+@dataclass
+class LossWeights:
+    """Weight of each task; 0 switches a task off."""
+
+    video_music: float = 1.0
+    video_tag: float = 0.5
+    music_tag: float = 0.5
+    category: float = 0.2
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Three rules (issue 14):
 
 * at start, every rank checks ``world_size * loader_workers <= shards`` of the training split
-  from ``index.json`` alone (no communication, so all ranks raise the same error);
+  from ``index.json`` and ``WORLD_SIZE`` alone (``refuse_at_start``: no communication, and before
+  torch is imported or the process group is joined, so every rank exits with the same line in
+  about a second instead of waiting for imports and the rendezvous);
 * before the first step, ranks all-reduce "I have a batch": if any has none, every rank raises
   the same one-line ``NoDataError`` naming the split, its shard count and the world size;
 * after an error no collective runs (``abort_distributed`` only tears the group down), so the
@@ -12,12 +14,15 @@ Three rules (issue 14):
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:  # torch loads only when a collective is needed: the start check stays fast
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,18 @@ def check_readers(index: dict[str, Any], split: str, world: int, num_workers: in
                           f"loader worker(s) = {readers} readers; every reader needs a shard: {_advice(n, readers)}")
 
 
+def refuse_at_start(shards: str | os.PathLike, num_workers: int, split: str = "train") -> None:
+    """``check_readers`` from ``<shards>/index.json`` and torchrun's ``WORLD_SIZE``, without torch or
+    any communication: call it first thing, so a rank that would get no shard exits at once.
+    A missing or unreadable index is left to the later checks (which name it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    try:
+        index = json.loads((Path(shards) / "index.json").read_text())
+    except (OSError, ValueError):
+        return
+    check_readers(index, split, world, num_workers)
+
+
 OK, EMPTY, BROKEN = 0, 1, 2
 
 
@@ -58,6 +75,9 @@ def agree_on_data(state: int, rank: int, world: int, split: str, n_shards: int, 
     """
     states = [state]
     if world > 1:
+        import torch
+        import torch.distributed as dist
+
         t = torch.zeros(world, dtype=torch.int64, device=device)
         t[rank] = state
         dist.all_reduce(t)
@@ -100,6 +120,8 @@ def agreed_batches(batches: Iterator[dict], rank: int, world: int, split: str, n
 
 def abort_distributed() -> None:
     """Leave the process group after an error without any collective (no barrier)."""
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         try:
             dist.destroy_process_group()
@@ -109,6 +131,8 @@ def abort_distributed() -> None:
 
 def close_distributed() -> None:
     """Normal end of a run: wait for every rank, then leave the group."""
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

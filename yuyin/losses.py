@@ -13,11 +13,12 @@ equal local batch sizes the gradients equal those of one process on the whole ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .config import LossWeights  # noqa: F401 - defined torch-free in config (yuyin train refuses before torch loads)
 
 
 def same_key_mask(keys: Sequence, device: torch.device | str | None = None,
@@ -132,16 +133,6 @@ def triplet_loss(a: Tensor, b: Tensor, pos: Tensor, margin: float = 0.2, hardest
         return hinge.sum(1).div(n.sum(1).clamp_min(1)).mean()
 
     return (one_way(sim, diag, neg) + one_way(sim.t(), diag, neg.t())) / 2
-
-
-@dataclass
-class LossWeights:
-    """Weight of each task; 0 switches a task off."""
-
-    video_music: float = 1.0
-    video_tag: float = 0.5
-    music_tag: float = 0.5
-    category: float = 0.2
 
 
 def yuyin_loss(out: dict, batch: dict, weights: LossWeights, kind: str = "infonce",

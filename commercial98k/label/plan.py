@@ -12,6 +12,7 @@ import os
 from collections import Counter
 
 from ..features import FeatureStore
+from ..manifest_scan import row_finished
 from ..stages import record, split_result, stage_result
 
 FEATURE_COLUMNS = {"audio": "audio_embedding", "frames": "frame_embedding", "tags": "tag_embedding"}
@@ -33,12 +34,12 @@ def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, 
                    limit: int | None = None, retry_failed: bool = False) -> tuple[list[dict], int]:
     """(rows split made ``ok`` still to label, number already labelled by these models).
 
-    A row whose labelling failed is retried only with ``retry_failed``.
+    A row whose labelling failed is retried only with ``retry_failed`` (or when the failure is retryable).
     """
     pending, done = [], 0
     for r in rows:
-        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and not retry_failed):
-            continue
+        if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and row_finished(r, "label", retry_failed)):
+            continue  # done keys: the one reader's rule (manifest_scan.row_finished)
         if is_labelled(r, store, provenance, has_emotion):
             done += 1
         else:

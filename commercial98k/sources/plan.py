@@ -19,6 +19,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from ..fsutil import DataRoot
+from ..manifest_scan import finished
 from ..taxonomy import Taxonomy
 from . import (
     DEFAULT_SEARCH_COUNT,
@@ -29,7 +30,6 @@ from . import (
     default_sources,
     expand_source,
     fetcher_tag,
-    is_retryable,
     js_runtime_info,
     parse_source,
 )
@@ -179,8 +179,7 @@ def plan(specs: Iterable[SourceSpec], options: YtdlpOptions, limit: int | None, 
             old_id = known.known_id(item)
             old = known.ids.get(old_id) if old_id is not None else None
             if old is not None:
-                rerun = (is_retryable(old, known.errors[old_id]) or (retry_failed and old == "failed")) \
-                    and old_id not in attempted
+                rerun = not finished(old, known.errors[old_id], retry_failed) and old_id not in attempted
                 # skipped for its length under other --min/--max-duration: fetch it now
                 refilter = (old == "skipped" and is_filter_reason(known.errors[old_id])
                             and not ad({"duration": known.durations[old_id]}))

@@ -33,8 +33,6 @@ from .music import SAMPLE_RATE, get_detector
 from .shots import detector_info
 from .streamcopy import copy_clip
 
-#: Statuses after which a video is not split again on resume.
-FINISHED = ("ok", "no_audio", "no_music", "unsupported")
 VIDEO_COLUMNS = VIDEO_SCHEMA.names
 
 
