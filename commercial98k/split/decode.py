@@ -285,8 +285,7 @@ def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sa
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = worker_threads()
         if start > 0:
-            # on the video stream: its index (a container-level seek lands at 0 in some MKVs)
-            container.seek(int(max(0.0, start - 0.5) / vs.time_base), stream=vs, backward=True, any_frame=False)
+            container.seek(int(max(0.0, start - 0.5) / av.time_base), backward=True, any_frame=False)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if a_s is not None else None
         w, h = vs.codec_context.width, vs.codec_context.height
         scale = frame_size / min(w, h)
