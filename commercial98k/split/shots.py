@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -68,14 +69,13 @@ class _FastScore:
         return sum(c * x for c, x in zip(parts, w, strict=True)) / sum(abs(x) for x in w)
 
 
-def _fast_classes():
+@functools.cache
+def fast_detector_classes() -> tuple[type, type]:
+    """PySceneDetect's ContentDetector and AdaptiveDetector with the cheaper, equal frame score."""
     import scenedetect as sd
 
-    global _FAST
-    if "_FAST" not in globals():
-        _FAST = (type("FastContentDetector", (_FastScore, sd.ContentDetector), {}),
-                 type("FastAdaptiveDetector", (_FastScore, sd.AdaptiveDetector), {}))
-    return _FAST
+    return (type("FastContentDetector", (_FastScore, sd.ContentDetector), {}),
+            type("FastAdaptiveDetector", (_FastScore, sd.AdaptiveDetector), {}))
 
 
 def make_detector(detector: str = "adaptive", threshold: float | None = None, min_scene_len: int = 15,
@@ -87,7 +87,7 @@ def make_detector(detector: str = "adaptive", threshold: float | None = None, mi
     import scenedetect as sd
 
     kw = {"min_scene_len": min_scene_len, **options}
-    content, adaptive = _fast_classes()
+    content, adaptive = fast_detector_classes()
     if detector == "adaptive":
         return adaptive(adaptive_threshold=threshold if threshold is not None else 3.0, **kw)
     if detector == "content":
