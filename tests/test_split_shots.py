@@ -73,3 +73,23 @@ def test_undecodable_file_raises_media_error(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(MediaError):
         detect_shots(bad)
+
+
+def test_fast_frame_score_equals_pyscenedetects(shared_media):
+    """The detectors ``make_detector`` builds score every frame exactly as PySceneDetect's own
+    ContentDetector / AdaptiveDetector do (so they cut at the same frames)."""
+    import scenedetect as sd
+
+    from commercial98k.split.shots import fast_detector_classes
+
+    frames = load_frames(shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv", 25.0, (160, 90))[:300]
+    content, adaptive = fast_detector_classes()
+    pairs = [(sd.ContentDetector(), content()), (sd.AdaptiveDetector(), adaptive()),
+             (sd.ContentDetector(luma_only=True), content(luma_only=True))]
+    for i, rgb in enumerate(frames):
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        for ref, fast in pairs:
+            tc = sd.FrameTimecode(i, 25.0)
+            assert fast.process_frame(tc, bgr) == ref.process_frame(tc, bgr)
+            assert fast._frame_score == pytest.approx(ref._frame_score, abs=1e-9), i
+    assert max(ref._frame_score for ref, _ in pairs) > 0

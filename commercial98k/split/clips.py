@@ -15,6 +15,12 @@ from ..media import MediaError, ffmpeg_bin, ffmpeg_error_tail, write_wav
 
 DEFAULT_CLIP_SECONDS = 30.0
 DEFAULT_MIN_CLIP_SECONDS = 4.0
+#: x264 quality of re-encoded clips. Measured (a 320 px ad span, EfficientNet-Lite0 at 1 fps):
+#: the clip file's frame features against the source span's, mean-embedding cosine 0.984 at
+#: crf 23, 0.994 at 18, 0.998 at 12 (every frame >= 0.989), 1.000 lossless; the file is then
+#: about the source's own bitrate. The sampled frames themselves are pixel-identical at crf 0,
+#: so what crf 23 left was only the re-encode's loss.
+CLIP_CRF = 12
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,11 @@ def plan_clips(duration_s: float, music_spans: Sequence[tuple[float, float]], sh
 
 
 def cut_clip(video_path: str | Path, out_path: str | Path, start_s: float, end_s: float, *,
-             with_audio: bool = True, height: int | None = None, crf: int = 23, preset: str = "veryfast") -> Path:
+             with_audio: bool = True, height: int | None = None, crf: int = CLIP_CRF, preset: str = "veryfast") -> Path:
     """Re-encode ``[start_s, end_s)`` of a video to H.264/AAC MP4 (frame-accurate), atomically.
 
     ``height`` scales the picture to that height (width keeps the aspect ratio); None keeps it.
+    ``crf`` 12 (``CLIP_CRF``) keeps the clip's features within cosine 0.99 of the source span's.
     """
     out_path = Path(out_path)
     inp = ffmpeg.input(str(video_path), ss=f"{start_s:.6f}")

@@ -3,8 +3,8 @@
 ``scan_video`` demuxes the source once. Each video frame is scaled once to the shot-detection
 size (about ``SCAN_WIDTH`` = 160 px wide) and fed to the PySceneDetect detector's
 ``process_frame``; every ``PHASH_FPS`` (2 fps) sample of the same small frames is reduced to its
-64-bit pHash on the spot (so keyframe hashes need no second decode and only 8 bytes per sample
-are kept). The audio is resampled once to 16 kHz mono and streamed through YAMNet in chunks of
+32x32 grey thumbnail on the spot (so keyframe hashes need no second decode; 1 KB per sample
+is kept and only the keyframes are hashed). The audio is resampled once to 16 kHz mono and streamed through YAMNet in chunks of
 ``chunk_patches`` patches (exactly the patches ``music.patches`` would make of the whole track),
 so no log-mel of the whole track is ever held. What grows with the video's length is the 16 kHz
 track itself (64 KB per second, kept for the clips' WAV and fingerprints) and a few numbers
@@ -112,31 +112,38 @@ class ScanResult:
     shots: ShotList | None
     probs: object | None  # music.FrameProbs
     audio: np.ndarray | None = field(default=None, repr=False)
-    phashes: list[int | None] = field(default_factory=list, repr=False)  # per PHASH_FPS sample; None: blank
+    #: per PHASH_FPS sample: its 32x32 grey thumbnail (1 KB; hashed only when asked), None if blank
+    thumbs: list[np.ndarray | None] = field(default_factory=list, repr=False)
 
     def keyframe_phash(self, times: list[float]) -> str:
         """Comma-separated hex pHashes of the samples nearest ``times`` (blank frames skipped)."""
-        if not self.phashes:
+        if not self.thumbs:
             return ""
         out = []
         for t in times:
-            i = min(len(self.phashes) - 1, max(0, int(round(t * PHASH_FPS - 0.5))))
-            if self.phashes[i] is not None:
-                out.append(f"{self.phashes[i]:016x}")
+            i = min(len(self.thumbs) - 1, max(0, int(round(t * PHASH_FPS - 0.5))))
+            if self.thumbs[i] is not None:
+                out.append(f"{phash_thumb(self.thumbs[i]):016x}")
         return ",".join(dict.fromkeys(out))
 
 
-def _phash(small_bgr: np.ndarray) -> int | None:
-    """imagehash's 64-bit DCT pHash of a frame scaled to 128x128 (as ``identity.video_phash``); None if blank."""
+def _thumb(small_bgr: np.ndarray) -> np.ndarray | None:
+    """The 32x32 grey picture pHash is computed from; None for a blank frame (pixel std < 4, as
+    ``identity.video_phash``: black or white frames match any video)."""
     import cv2
-    import imagehash
-    from PIL import Image
 
-    rgb = cv2.resize(small_bgr, (128, 128), interpolation=cv2.INTER_AREA)[:, :, ::-1]
-    if rgb.std() < 4.0:  # blank (black, white) frames match any video
+    mean, std = cv2.meanStdDev(small_bgr)  # per channel; pooled below = std over all values
+    if float(np.sqrt(np.mean(std ** 2 + (mean - mean.mean()) ** 2))) < 4.0:
         return None
-    bits = imagehash.phash(Image.fromarray(np.ascontiguousarray(rgb))).hash.flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
+    return cv2.resize(cv2.cvtColor(small_bgr, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+
+
+def phash_thumb(grey32: np.ndarray) -> int:
+    """imagehash's 64-bit pHash of a 32x32 grey picture: the 8x8 lowest DCT-II frequencies above their median."""
+    from scipy.fft import dct
+
+    low = dct(dct(grey32.astype(np.float64), axis=0), axis=1)[:8, :8]
+    return int.from_bytes(np.packbits(low > np.median(low)).tobytes(), "big")
 
 
 _REFORMATTERS = threading.local()
@@ -212,7 +219,7 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
         det = make_detector(detector, threshold) if shots else None
         stream = MusicStream(music_detector, chunk_patches, keep_audio) if a_s is not None else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if a_s is not None else None
-        phashes: list[int | None] = []
+        thumbs: list[np.ndarray | None] = []
         cuts: list = []
         n = 0
         try:
@@ -222,8 +229,8 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
                         img = reformat(frame, size, "bgr24")
                         if det is not None:
                             cuts += det.process_frame(FrameTimecode(n, rate), img)
-                        while len(phashes) / PHASH_FPS <= (n + 0.5) / rate:
-                            phashes.append(_phash(img))
+                        while len(thumbs) / PHASH_FPS <= (n + 0.5) / rate:
+                            thumbs.append(_thumb(img))
                         n += 1
                     else:
                         for out in resampler.resample(frame):
@@ -244,7 +251,7 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
     if stream is not None and stream.total:
         probs = stream.finish()
         audio = stream.audio() if keep_audio else None
-    return ScanResult(shot_list, probs, audio, phashes)
+    return ScanResult(shot_list, probs, audio, thumbs)
 
 
 def _shot_list(cuts: list[int], n: int, fps: float) -> ShotList:
