@@ -1,8 +1,9 @@
 """Run a demo step in this process as a new ``python -m`` process would see it.
 
 The demo's steps used to be subprocesses of the CLIs, which kept each stage's global state to
-itself. ``fresh_state`` keeps that: before the step the global RNGs are seeded (``random`` and
-numpy with the demo's seed, torch with the seed a new process starts with); after it the
+itself. ``fresh_state`` keeps that: before the step the global RNGs (``random``, numpy, torch)
+are seeded with the demo's seed (a new process would have drawn fresh ones; the stages seed what
+they use themselves, as ``yuyin train --seed`` does); after it the
 environment, the working folder, every thread limit (``threads.restored_thread_limits``),
 torch's grad mode, the root logger and the RNG states are put back, a Ray the step started is
 shut down and progress bars it left open are closed.
@@ -21,9 +22,6 @@ import numpy as np
 
 from commercial98k.threads import restored_thread_limits
 
-#: ``torch.initial_seed()`` of a process that never seeded torch.
-TORCH_DEFAULT_SEED = 67280421310721
-
 
 def _open_bars() -> set:
     from tqdm import tqdm
@@ -33,23 +31,20 @@ def _open_bars() -> set:
 
 @contextlib.contextmanager
 def _rng_state(seed: int) -> Iterator[None]:
-    torch = sys.modules.get("torch")
+    import torch  # seeded now, not at whatever first import a step makes
+
     saved = (random.getstate(), np.random.get_state(),
-             torch.get_rng_state() if torch is not None else None,
-             torch.is_grad_enabled() if torch is not None else None)
+             torch.get_rng_state(), torch.is_grad_enabled())
     random.seed(seed)
     np.random.seed(seed)
-    if torch is not None:
-        torch.manual_seed(TORCH_DEFAULT_SEED)
+    torch.manual_seed(seed)
     try:
         yield
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
-        torch = sys.modules.get("torch")
-        if torch is not None and saved[2] is not None:
-            torch.set_rng_state(saved[2])
-            torch.set_grad_enabled(saved[3])
+        torch.set_rng_state(saved[2])
+        torch.set_grad_enabled(saved[3])
 
 
 @contextlib.contextmanager
@@ -62,7 +57,7 @@ def fresh_state(seed: int) -> Iterator[None]:
     ray = sys.modules.get("ray")
     ray_before = ray is not None and ray.is_initialized()
     try:
-        with restored_thread_limits(), _rng_state(seed):
+        with _rng_state(seed), restored_thread_limits():
             yield
     finally:
         for bar in _open_bars() - bars:
