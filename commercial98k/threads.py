@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from collections.abc import Iterator
 
 #: Environment variables read by OpenMP/BLAS pools (and by child processes).
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -91,3 +93,43 @@ def ort_session_options(threads: int | None = None):
     opts.intra_op_num_threads = threads or worker_threads()
     opts.inter_op_num_threads = 1
     return opts
+
+
+@contextlib.contextmanager
+def restored_thread_limits() -> Iterator[None]:
+    """Undo, on exit, every limit ``set_worker_threads`` (or torch/OpenCV/BLAS calls) set inside the block.
+
+    Restores the ``THREAD_ENV`` variables, ``worker_threads()``, torch's intra-op threads,
+    OpenCV's threads and the BLAS/OpenMP pools (threadpoolctl), so work that used to run in its
+    own process can run in this one without leaving its limits behind.
+    """
+    global _current
+    saved_env = {var: os.environ.get(var) for var in THREAD_ENV}
+    saved_current = _current
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    cv2 = sys.modules.get("cv2")
+    cv2_threads = cv2.getNumThreads() if cv2 is not None else None
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        threadpool_info = threadpool_limits = None
+    pools = threadpool_info() if threadpool_info is not None else None
+    try:
+        yield
+    finally:
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        _current = saved_current
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            omp = saved_env["OMP_NUM_THREADS"] or ""  # a new process's torch default
+            torch.set_num_threads(torch_threads or (int(omp) if omp.isdigit() and int(omp) > 0 else cores()))
+        cv2 = sys.modules.get("cv2")
+        if cv2 is not None and cv2_threads is not None:
+            cv2.setNumThreads(cv2_threads)
+        if threadpool_limits is not None and pools is not None:
+            threadpool_limits(limits=pools)

@@ -202,7 +202,7 @@ def test_plan_round_trips_through_the_corpus_manifest(rendered) -> None:
 
 
 def test_runner_skips_done_steps_and_reruns_changed_ones(tmp_path: Path, capsys) -> None:
-    from commercial98k.demo.runner import DemoConfig, Step, StepFailed, read_marker, run_steps
+    from pipelines.demo.runner import DemoConfig, Step, StepFailed, read_marker, run_steps
 
     calls: list[str] = []
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from commercial98k.demo.render import load_corpus
-from commercial98k.demo.runner import marker_path
-from commercial98k.demo.steps import demo_steps, split_clip_ids
 from commercial98k.manifest import problems_in, read_manifest
+from pipelines.demo.model_steps import split_clip_ids
+from pipelines.demo.runner import marker_path
+from pipelines.demo.steps import demo_steps
 
 TOOLS = ("ffmpeg", "ffprobe", "fpcalc", "fluidsynth", "espeak-ng")
 pytestmark = [pytest.mark.slow,

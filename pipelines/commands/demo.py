@@ -7,9 +7,8 @@ import click
 from commercial98k.demo.corpus import STYLES
 from commercial98k.demo.music import MusicUnavailable
 from commercial98k.demo.render import RenderError
-from commercial98k.demo.runner import StepFailed
-from commercial98k.demo.steps import demo_steps
 from commercial98k.manifest import ManifestError
+from pipelines.demo import StepFailed, demo_steps, make_config, run_benchmark_corpus, run_demo
 from pipelines.errors import fail
 
 
@@ -43,8 +42,6 @@ def command(work_dir: str, videos_per_category: int | None, categories: str | No
     web shop and crawled with yt-dlp. Every step leaves a marker in WORK_DIR/.steps; a re-run
     skips the steps whose inputs have not changed.
     """
-    from pipelines.demo import make_config, run_benchmark_corpus, run_demo
-
     cats = tuple(c.strip() for c in categories.split(",") if c.strip()) if categories else ()
     unknown = [c for c in cats if c not in STYLES]
     if unknown:

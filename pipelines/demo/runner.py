@@ -1,59 +1,33 @@
-"""Run the offline demo end to end with resumable steps.
+"""Named steps with lhotse-style ``<work>/.steps/<name>.completed`` markers (the demo's step runner).
 
-Each step leaves ``<work>/.steps/<name>.completed`` (lhotse-style) holding a fingerprint of its
-inputs: the step's parameters and the fingerprints of the steps it depends on. On a re-run a
-step is skipped when its marker matches and its outputs still exist; otherwise it runs again
-(and the stage itself skips the items it already finished). Stages run as they would for a
-user, ``python -m pipelines.cli <stage>`` / ``python -m yuyin.cli <command>`` with argument
-lists (never a shell), so their own tqdm bars show.
+A thin wrapper: each marker holds a fingerprint of the step's inputs (its parameters and the
+fingerprints of the steps it depends on). On a re-run a step is skipped when its marker matches
+and its outputs still exist; otherwise it runs again (and the stage itself skips the items it
+already finished). Error capture is ``commercial98k.engine.safe_call``'s (one ``Type: message``
+line; the traceback under ``-vv`` logging); progress is each stage's own bar. A step runs in
+this process inside ``isolation.fresh_state``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fsutil import atomic_write_json
+from commercial98k.engine import safe_call
+from commercial98k.fsutil import atomic_write_json
+
+from .config import DemoConfig
+from .isolation import fresh_state
 
 STEPS_DIR = ".steps"
 
 
 class StepFailed(RuntimeError):
     """A demo step that did not finish (the message names the step and the cause)."""
-
-
-@dataclass
-class DemoConfig:
-    """What the demo builds and how much it trains."""
-
-    work_dir: Path = Path("demo_work")
-    categories: tuple[str, ...] = ()
-    videos_per_category: int = 14
-    seed: int = 0
-    quick: bool = False
-    workers: int = 2
-    train_steps: int = 300
-    batch_size: int = 32
-    device: str = "cpu"
-    split_fractions: str = "0.6,0.1,0.3"  # a test split big enough to compare methods
-    baselines: tuple[str, ...] = ("cca", "cbvmr")  # yuyin benchmark's baselines (not its ablations)
-    music_sources: tuple[str, ...] = ("immich", "music21")
-    playlist_size: int | None = None  # tracks per category (None: two fifths of its videos)
-    progress: bool = True
-
-    @property
-    def root(self) -> Path:
-        return Path(self.work_dir)
-
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
 
 
 @dataclass
@@ -74,14 +48,14 @@ def _fingerprint(step: Step, cfg: DemoConfig, done: dict[str, str]) -> str:
 
 
 def marker_path(cfg: DemoConfig, name: str) -> Path:
+    """``<work>/.steps/<name>.completed``."""
     return cfg.path(STEPS_DIR, f"{name}.completed")
 
 
 def read_marker(cfg: DemoConfig, name: str) -> dict | None:
     """The marker of a finished step, or None."""
-    p = marker_path(cfg, name)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(marker_path(cfg, name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -90,35 +64,17 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _python(module: str, args: list) -> list[str]:
-    """The command line of ``python -m module args`` with this interpreter; echoes it."""
-    args = [str(a) for a in args]
-    _say("  $ " + " ".join(["python", "-m", module, *args]))
-    return [sys.executable, "-m", module, *args]
+def run_step(step: Step, cfg: DemoConfig) -> None:
+    """Run one step in this process (fresh RNG, thread and cwd state); ``StepFailed`` with the one-line cause."""
 
+    def call(item: dict) -> dict:
+        with fresh_state(cfg.seed):
+            step.run(cfg)
+        return {**item, "status": "ok", "error": None}
 
-def _env() -> dict[str, str]:
-    """This environment with the repository on ``PYTHONPATH`` (works without an editable install)."""
-    repo = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def run_python_module(module: str, args: list) -> None:
-    """Run ``python -m module args`` (no shell; its progress bars show); ``StepFailed`` on failure."""
-    proc = subprocess.run(_python(module, args), env=_env(), check=False)
-    if proc.returncode != 0:
-        raise StepFailed(f"`{module} {args[0] if args else ''}` exited with status {proc.returncode}")
-
-
-def capture_python_module(module: str, args: list) -> str:
-    """Like ``run_python_module`` but returns stdout (stderr, with the progress bars, still shows)."""
-    proc = subprocess.run(_python(module, args), env=_env(), stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        sys.stdout.write(proc.stdout)
-        raise StepFailed(f"`{module} {args[0] if args else ''}` exited with status {proc.returncode}")
-    return proc.stdout
+    row = safe_call(call, {"step": step.name})
+    if row["status"] != "ok":
+        raise StepFailed(f"step {step.name!r} failed: {row['error']}")
 
 
 def run_steps(steps: list[Step], cfg: DemoConfig, only: set[str] | None = None, force: bool = False) -> dict[str, dict]:
@@ -132,7 +88,6 @@ def run_steps(steps: list[Step], cfg: DemoConfig, only: set[str] | None = None, 
         fp = _fingerprint(step, cfg, fingerprints)
         fingerprints[step.name] = fp
         old = read_marker(cfg, step.name)
-        outputs_ok = all(p.exists() for p in step.outputs(cfg))
         header = f"[{i}/{total}] {step.title}"
         if only is not None and step.name not in only:
             if old is not None:
@@ -144,14 +99,14 @@ def run_steps(steps: list[Step], cfg: DemoConfig, only: set[str] | None = None, 
         missing_deps = [a for a in step.after if a not in fingerprints]
         if missing_deps:
             raise StepFailed(f"step {step.name!r} needs {', '.join(missing_deps)} to have run first")
-        if not force and old and old.get("fingerprint") == fp and outputs_ok:
+        if not force and old and old.get("fingerprint") == fp and all(p.exists() for p in step.outputs(cfg)):
             _say(f"{header}: done already ({old.get('seconds', 0):.0f} s on {old.get('finished', '?')}), skipped")
             markers[step.name] = {**old, "skipped": True}
             continue
         _say(f"\n{'=' * 78}\n{header}\n{'=' * 78}")
         marker_path(cfg, step.name).unlink(missing_ok=True)
         t0 = time.monotonic()
-        step.run(cfg)
+        run_step(step, cfg)
         missing = [str(p) for p in step.outputs(cfg) if not p.exists()]
         if missing:
             raise StepFailed(f"step {step.name!r} finished without writing {', '.join(missing)}")

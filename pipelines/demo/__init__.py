@@ -1,8 +1,10 @@
-"""The offline demo stage: build the embedded mini corpus and take it through every stage.
+"""The offline demo: build the generated mini corpus and take it through every stage, in this process.
 
 ``python -m pipelines.demo`` (what ``make demo`` runs) and ``c98k demo`` parse the same flags
-(``pipelines/commands/demo.py``) and call ``run_demo``. Steps and their resumability live in
-``commercial98k.demo``.
+(``pipelines/commands/demo.py``) and call ``run_demo``. The steps (``steps``, ``stage_steps``,
+``model_steps``) call the stages' library functions; ``runner`` skips finished steps by their
+``.steps/<step>.completed`` markers. The data (music, ads, the loopback shop) comes from
+``commercial98k.demo``, which never imports this package.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ from pathlib import Path
 
 from commercial98k.demo.bench_corpus import BENCHMARK, CORPUS_STEPS, estimate
 from commercial98k.demo.corpus import DEFAULT_CATEGORIES
-from commercial98k.demo.runner import DemoConfig, run_steps
-from commercial98k.demo.steps import demo_steps
+
+from .config import DemoConfig
+from .runner import StepFailed, run_steps
+from .steps import demo_steps
+
+__all__ = ["QUICK", "DemoConfig", "StepFailed", "demo_steps", "make_config", "run_benchmark_corpus", "run_demo"]
 
 #: ``--quick``: a reduced run for CI (4 categories x 6 short videos, a few training steps).
 QUICK = {"categories": ("sports_outdoor", "cosmetics", "digital", "mother_baby"), "videos_per_category": 6,
@@ -59,13 +65,3 @@ def run_benchmark_corpus(cfg: DemoConfig, only: set[str] | None = None, force: b
           "--seeds 0,1,2 (or make bench-yuyin)")
     return markers
 
-
-def main() -> None:
-    """Entry point of ``python -m pipelines.demo``."""
-    from pipelines.commands.demo import command
-
-    command(prog_name="python -m pipelines.demo")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,72 @@
+"""Run a demo step in this process as a new ``python -m`` process would see it.
+
+The demo's steps used to be subprocesses of the CLIs, which kept each stage's global state to
+itself. ``fresh_state`` keeps that: before the step the global RNGs (``random``, numpy, torch)
+are seeded with the demo's seed (a new process would have drawn fresh ones; the stages seed what
+they use themselves, as ``yuyin train --seed`` does); after it the
+environment, the working folder, every thread limit (``threads.restored_thread_limits``),
+torch's grad mode, the root logger and the RNG states are put back, a Ray the step started is
+shut down and progress bars it left open are closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from commercial98k.threads import restored_thread_limits
+
+
+def _open_bars() -> set:
+    from tqdm import tqdm
+
+    return set(getattr(tqdm, "_instances", ()))
+
+
+@contextlib.contextmanager
+def _rng_state(seed: int) -> Iterator[None]:
+    import torch  # seeded now, not at whatever first import a step makes
+
+    saved = (random.getstate(), np.random.get_state(),
+             torch.get_rng_state(), torch.is_grad_enabled())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+        torch.set_grad_enabled(saved[3])
+
+
+@contextlib.contextmanager
+def fresh_state(seed: int) -> Iterator[None]:
+    """Seed the global RNGs for a step, then undo whatever global state the step changed."""
+    env, cwd = dict(os.environ), os.getcwd()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    bars = _open_bars()
+    ray = sys.modules.get("ray")
+    ray_before = ray is not None and ray.is_initialized()
+    try:
+        with _rng_state(seed), restored_thread_limits():
+            yield
+    finally:
+        for bar in _open_bars() - bars:
+            bar.close()
+        ray = sys.modules.get("ray")
+        if ray is not None and not ray_before and ray.is_initialized():
+            ray.shutdown()
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)

@@ -1,0 +1,129 @@
+"""The demo's ``c98k`` stages, in this process: emotion train, fetch, split, label, build-shards, stats.
+
+Every call passes the values that ``c98k <stage>`` with the demo's flags passes (the flags are
+named in each docstring), so the results equal a command-line run.
+"""
+
+from __future__ import annotations
+
+from commercial98k.demo.catalog import catalog_pages, sources_csv
+from commercial98k.demo.render import load_corpus
+from commercial98k.fsutil import atomic_write_bytes
+
+from .config import DemoConfig
+from .runner import StepFailed
+
+
+def _say(command: str) -> None:
+    print(f"  > {command} (in-process)", flush=True)
+
+
+def _crashed(what: str, n: int) -> None:
+    if n:
+        raise StepFailed(f"{n} {what} failed because their worker crashed or was killed; run again to retry them")
+
+
+def run_emotion(cfg: DemoConfig) -> None:
+    """``c98k emotion train --dataset emotify --path music/emotion_set --out models/emotion_head.npz
+    --cache-dir emotion_cache --seconds 10 --device D --seed S``."""
+    from pipelines import emotion
+
+    _say("c98k emotion train")
+    out = cfg.path("models", "emotion_head.npz")
+    head = emotion.train("emotify", str(cfg.path("music", "emotion_set")), "musicnn", str(out), 10.0, cfg.device,
+                         str(cfg.path("emotion_cache")), cfg.seed, None)
+    m = head.meta
+    print(f"{out}: {head.info.tag()} trained on {m['items']} emotify items ({m['windows']} windows) "
+          f"with {head.audio_model}; classes: {', '.join(head.classes)}")
+
+
+def run_fetch(cfg: DemoConfig) -> None:
+    """Serve the catalog on loopback and crawl every category page, as ``c98k fetch --source sources.csv
+    --limit N --data-root data --manifest manifests/videos.parquet --workers W --retries 2`` does."""
+    from commercial98k.sources import YtdlpOptions
+    from commercial98k.testing.catalog_server import CatalogServer
+    from pipelines.fetch import fetch
+
+    doc = load_corpus(cfg.path("catalog"))
+    pages, meta = catalog_pages(doc)
+    with CatalogServer(cfg.path("catalog"), pages, meta=meta, site_name="C98K Demo Shop") as shop:
+        print(f"  catalog served at {shop.base_url}/")
+        sources = cfg.path("catalog", "sources.csv")  # this run's URLs (the port changes per run)
+        atomic_write_bytes(sources, sources_csv({c: shop.category_url(c) for c in pages}))
+        _say("c98k fetch")
+        # the command's defaults: --max-height 480, --min/--max-duration 5/180, --block-limit 5, --sleep 0
+        options = YtdlpOptions(max_height=480, format=None, sleep_s=0.0, retries=2, cookies=None,
+                               min_duration_s=5.0, max_duration_s=180.0, block_limit=5)
+        result = fetch(None, (str(sources),), manifest=str(cfg.path("manifests", "videos.parquet")),
+                       data_root=str(cfg.path("data")), limit=max(len(v) for v in pages.values()),
+                       options=options, workers=cfg.workers, engine="local", address=None, retry_failed=False)
+    if result.no_source_read:
+        raise StepFailed(result.failure_line())
+    print(result.summary())
+    _crashed("video(s)", result.crashed)
+
+
+def run_split(cfg: DemoConfig) -> None:
+    """``c98k split --videos-manifest manifests/videos.parquet --manifest manifests/c98k.parquet
+    --data-root data --workers W`` (the other flags at their defaults)."""
+    from pipelines.split import SplitConfig
+    from pipelines.split import run_split as split
+
+    _say("c98k split")
+    manifest = str(cfg.path("manifests", "c98k.parquet"))
+    config = SplitConfig(data_root=str(cfg.path("data")), detector="adaptive", threshold=None, clip_seconds=30.0,
+                         min_clip_seconds=4.0, music_threshold=0.5, clip_height=480, clip_files="none")
+    counts = split(str(cfg.path("manifests", "videos.parquet")), manifest, config, workers=cfg.workers,
+                   engine="local", address=None, retry_failed=False)
+    print(f"{manifest}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _crashed("video(s)", counts.get("crashed", 0))
+
+
+def run_label(cfg: DemoConfig) -> None:
+    """``c98k label --manifest manifests/c98k.parquet --data-root data --workers W --device D
+    --emotion-model gems-head --weights emotion=models/emotion_head.npz`` (the other flags at their defaults)."""
+    from commercial98k.label.clip_features import LabelConfig
+    from commercial98k.models.registry import check_device
+    from pipelines.label import LabelOptions
+    from pipelines.label import run_label as label
+
+    _say("c98k label")
+    manifest = str(cfg.path("manifests", "c98k.parquet"))
+    config = LabelConfig(audio_model="musicnn", frame_model="efficientnet-lite0", text_model="use-multilingual",
+                         emotion_model="gems-head", device=check_device(cfg.device), batch_size=None,
+                         weights=(("emotion", str(cfg.path("models", "emotion_head.npz"))),), ocr=True,
+                         ocr_frames=3, visual_evidence="table", category_calibration=None)
+    options = LabelOptions(frame_fps=1.0, music_tag_threshold=0.1, clips_per_batch=8)
+    counts = label(manifest, str(cfg.path("data")), config, options, workers=cfg.workers, engine="local",
+                   address=None, limit=None, retry_failed=False, gpus_per_worker=0.0)
+    print(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
+          f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}")
+    _crashed("clip(s)", counts["crashed"])
+
+
+def run_shards(cfg: DemoConfig) -> None:
+    """``c98k build-shards --manifest manifests/c98k.parquet --out shards --data-root data --seed S
+    --split-fractions F`` (the other flags at their defaults)."""
+    from commercial98k.shard_report import empty_split_warnings
+    from commercial98k.shards import ShardFilters
+    from pipelines import shards
+
+    _say("c98k build-shards")
+    out = str(cfg.path("shards"))
+    filters = ShardFilters(categories=(), min_duration=None, has_music=True, min_category_confidence=None,
+                           statuses=("ok",))
+    index = shards.run(str(cfg.path("manifests", "c98k.parquet")), out, str(cfg.path("data")), filters=filters,
+                       fractions=cfg.fractions(), seed=cfg.seed, samples_per_shard=1000, with_media=False,
+                       min_tag_count=1, verify_sha256=True, min_shards=8)
+    for line in shards.summary_lines(index, out) + empty_split_warnings(index):
+        print(line)
+
+
+def run_stats(cfg: DemoConfig) -> None:
+    """``c98k stats --manifest manifests/c98k.parquet --report report/stats.html``."""
+    from commercial98k.stats import format_summary, write_report
+
+    _say("c98k stats")
+    report = str(cfg.path("report", "stats.html"))
+    print(format_summary(write_report(str(cfg.path("manifests", "c98k.parquet")), report, 20)))
+    print(f"report: {report}")
