@@ -15,6 +15,7 @@ after its newest input, so a crash between steps leaves duplicates that newest-w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import uuid
@@ -242,9 +243,18 @@ def write_rows_part(path: str | os.PathLike, kind: str, rows: list[dict]) -> Pat
 
 
 def problems_in(path: str | os.PathLike, kind: str | None = None) -> list[Problem]:
-    """Validate a manifest file as stored (no conforming), returning its problems."""
-    table = _read_file(Path(path))
-    return validate_table(table, kind)
+    """Validate a manifest as stored (no conforming): the base file, then each part that outlived
+    its run (tombstones aside); a part's problems name the part file."""
+    path = Path(path)
+    parts = list_parts(path)
+    problems = validate_table(_read_file(path), kind) if path.exists() or not parts else []
+    for part in parts:
+        table = _read_file(part)
+        if "status" in table.column_names:
+            table = table.filter(pc.invert(pc.fill_null(pc.equal(table.column("status"), TOMBSTONE), False)))
+        problems += [dataclasses.replace(p, message=f"{p.message} (in {part.name})")
+                     for p in validate_table(table, kind)]
+    return problems
 
 
 class ManifestWriter:

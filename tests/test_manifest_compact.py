@@ -13,6 +13,7 @@ from commercial98k.manifest import (
     ManifestWriter,
     compact,
     list_parts,
+    problems_in,
     read_manifest,
     write_manifest,
     write_rows_part,
@@ -144,3 +145,15 @@ def test_a_merge_never_overwrites_the_output_of_an_interrupted_merge(tmp_path):
     assert merge_run(path, [first], "videos") is None  # its output name is taken: nothing changes
     assert len(list_parts(path)) == 2 and read_manifest(path, "videos").to_pylist() == before
     assert [r["title"] for r in before] == ["merged"] * 3
+
+
+def test_validate_checks_the_parts_that_outlived_a_run(tmp_path):
+    path = tmp_path / "videos.parquet"
+    write_manifest(rows(0, 100), path, "videos")
+    with ManifestWriter(path, "videos", flush_every=10) as w:
+        w.extend(rows(100, 20))  # 20 < half of 100: the parts stay beside the base
+    write_rows_part(path, "videos", [{"video_id": "v00001", "status": TOMBSTONE}])
+    assert list_parts(path) and problems_in(path, "videos") == []  # tombstones are not bad rows
+    write_rows_part(path, "videos", [{"video_id": "v00200", "status": "ok", "duration_s": -3.0}])
+    problems = problems_in(path, "videos")
+    assert problems and all(p.message.endswith(".parquet)") and "(in part-" in p.message for p in problems)
