@@ -33,18 +33,17 @@ def _open_bars() -> set:
 def _rng_state(seed: int) -> Iterator[None]:
     import torch  # seeded now, not at whatever first import a step makes
 
-    saved = (random.getstate(), np.random.get_state(),
-             torch.get_rng_state(), torch.is_grad_enabled())
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
-        torch.set_grad_enabled(saved[3])
+    from yuyin.checkpoint import isolated_rng
+
+    grad = torch.is_grad_enabled()
+    with isolated_rng():
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.set_grad_enabled(grad)
 
 
 @contextlib.contextmanager
