@@ -36,7 +36,7 @@ from commercial98k.manifest import read_manifest  # noqa: E402
 MANIFESTS = (("manifests/videos.parquet", "videos", "video_id"), ("manifests/c98k.parquet", "clips", "clip_id"))
 METRIC_FILES = ("eval/report.json", "runs/benchmark/benchmark.json", "recommend/recommendation.json")
 SKIPPED_COLUMNS = {"crawled_at"}
-SKIPPED_KEYS = {"train_s", "samples_per_s", "seconds", "finished"}  # timings
+SKIPPED_KEYS = {"train_s", "samples_per_s", "seconds", "finished", "built_at"}  # timings and clocks
 PORT = re.compile(r"(127\.0\.0\.1|localhost):\d+")
 
 
