@@ -1,7 +1,8 @@
 """The demo's ``c98k`` stages, in this process: emotion train, fetch, split, label, build-shards, stats.
 
-Every call passes the values that ``c98k <stage>`` with the demo's flags passes (the flags are
-named in each docstring), so the results equal a command-line run.
+Every call passes the values of the demo's flags (named in each docstring) and leaves the rest to
+the library's defaults (``SplitConfig``, ``LabelConfig``, ``YtdlpOptions``, ...), which are the
+commands' defaults, so the results equal a command-line run.
 """
 
 from __future__ import annotations
@@ -51,12 +52,9 @@ def run_fetch(cfg: DemoConfig) -> None:
         sources = cfg.path("catalog", "sources.csv")  # this run's URLs (the port changes per run)
         atomic_write_bytes(sources, sources_csv({c: shop.category_url(c) for c in pages}))
         _say("c98k fetch")
-        # the command's defaults: --max-height 480, --min/--max-duration 5/180, --block-limit 5, --sleep 0
-        options = YtdlpOptions(max_height=480, format=None, sleep_s=0.0, retries=2, cookies=None,
-                               min_duration_s=5.0, max_duration_s=180.0, block_limit=5)
         result = fetch(None, (str(sources),), manifest=str(cfg.path("manifests", "videos.parquet")),
                        data_root=str(cfg.path("data")), limit=max(len(v) for v in pages.values()),
-                       options=options, workers=cfg.workers, engine="local", address=None, retry_failed=False)
+                       options=YtdlpOptions(retries=2), workers=cfg.workers)
     if result.no_source_read:
         raise StepFailed(result.failure_line())
     print(result.summary())
@@ -71,10 +69,8 @@ def run_split(cfg: DemoConfig) -> None:
 
     _say("c98k split")
     manifest = str(cfg.path("manifests", "c98k.parquet"))
-    config = SplitConfig(data_root=str(cfg.path("data")), detector="adaptive", threshold=None, clip_seconds=30.0,
-                         min_clip_seconds=4.0, music_threshold=0.5, clip_height=480, clip_files="none")
-    counts = split(str(cfg.path("manifests", "videos.parquet")), manifest, config, workers=cfg.workers,
-                   engine="local", address=None, retry_failed=False)
+    counts = split(str(cfg.path("manifests", "videos.parquet")), manifest, SplitConfig(data_root=str(cfg.path("data"))),
+                   workers=cfg.workers)
     print(f"{manifest}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     _crashed("video(s)", counts.get("crashed", 0))
 
@@ -89,13 +85,9 @@ def run_label(cfg: DemoConfig) -> None:
 
     _say("c98k label")
     manifest = str(cfg.path("manifests", "c98k.parquet"))
-    config = LabelConfig(audio_model="musicnn", frame_model="efficientnet-lite0", text_model="use-multilingual",
-                         emotion_model="gems-head", device=check_device(cfg.device), batch_size=None,
-                         weights=(("emotion", str(cfg.path("models", "emotion_head.npz"))),), ocr=True,
-                         ocr_frames=3, visual_evidence="table", category_calibration=None)
-    options = LabelOptions(frame_fps=1.0, music_tag_threshold=0.1, clips_per_batch=8)
-    counts = label(manifest, str(cfg.path("data")), config, options, workers=cfg.workers, engine="local",
-                   address=None, limit=None, retry_failed=False, gpus_per_worker=0.0)
+    config = LabelConfig(emotion_model="gems-head", device=check_device(cfg.device),
+                         weights=(("emotion", str(cfg.path("models", "emotion_head.npz"))),))
+    counts = label(manifest, str(cfg.path("data")), config, LabelOptions(), workers=cfg.workers)
     print(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
           f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}")
     _crashed("clip(s)", counts["crashed"])
@@ -110,11 +102,8 @@ def run_shards(cfg: DemoConfig) -> None:
 
     _say("c98k build-shards")
     out = str(cfg.path("shards"))
-    filters = ShardFilters(categories=(), min_duration=None, has_music=True, min_category_confidence=None,
-                           statuses=("ok",))
-    index = shards.run(str(cfg.path("manifests", "c98k.parquet")), out, str(cfg.path("data")), filters=filters,
-                       fractions=cfg.fractions(), seed=cfg.seed, samples_per_shard=1000, with_media=False,
-                       min_tag_count=1, verify_sha256=True, min_shards=8)
+    index = shards.run(str(cfg.path("manifests", "c98k.parquet")), out, str(cfg.path("data")), filters=ShardFilters(),
+                       fractions=cfg.fractions(), seed=cfg.seed)
     for line in shards.summary_lines(index, out) + empty_split_warnings(index):
         print(line)
 
