@@ -105,14 +105,9 @@ def finished(status: str | None, error: str | None, retry_failed: bool = False) 
     return not (retry_failed and status == "failed")
 
 
-def stage_error(row: dict, stage: str) -> str | None:
-    """The stage's own error of a row (``error`` for a row written before per-stage columns)."""
-    return row.get(f"{stage}_error") if row.get(f"{stage}_status") is not None else row.get("error")
-
-
 def row_finished(row: dict, stage: str, retry_failed: bool = False) -> bool:
     """``finished`` applied to ``stage``'s own result of a manifest row (``stages.stage_result``)."""
-    from .stages import stage_result
+    from .stages import stage_error, stage_result
 
     return finished(stage_result(row, stage), stage_error(row, stage), retry_failed)
 
@@ -123,7 +118,7 @@ def stage_results(path: str | os.PathLike, kind: str, stage: str, columns: tuple
     ``result_error`` (``stage``'s own status and error). An absent manifest yields nothing; an
     unreadable one or one of the other kind raises ``ManifestError``."""
     from .manifest import manifest_exists
-    from .stages import stage_result
+    from .stages import stage_error, stage_result
 
     if not manifest_exists(path):
         return

@@ -37,6 +37,11 @@ def stage_result(row: dict, stage: str) -> str | None:
     return status if not cid else "ok"
 
 
+def stage_error(row: dict, stage: str) -> str | None:
+    """The stage's own error of a row (``error`` for a row written before per-stage columns)."""
+    return row.get(f"{stage}_error") if row.get(f"{stage}_status") is not None else row.get("error")
+
+
 def split_result(row: dict) -> str | None:
     """Split's own status of a clips row (``stage_result(row, "split")``)."""
     return stage_result(row, "split")
