@@ -37,24 +37,24 @@ def _train_config(cfg: DemoConfig, **extra):
                        batch_size=batch_size(cfg), device=cfg.device, seed=cfg.seed, **extra)
 
 
-def _needs_split(cfg: DemoConfig, split: str) -> None:
+def _needs_split(cfg: DemoConfig, split: str) -> dict:
+    """The shards' index, after checking that ``split`` has samples."""
     from yuyin.data import load_index
 
     index = load_index(cfg.path("shards"))
     if not index["splits"].get(split, {}).get("samples"):
         raise StepFailed(f"{cfg.path('shards')}: split {split!r} is empty; change --split-fractions")
+    return index
 
 
 def run_train(cfg: DemoConfig) -> None:
     """``yuyin train --shards shards --steps N --batch-size B --checkpoint-dir runs/yuyin --device D --seed S``."""
     from commercial98k.shard_report import dropped_lines, split_table
-    from yuyin.data import load_index
     from yuyin.train import train
 
     _say("yuyin train")
     config = _train_config(cfg, checkpoint_dir=str(cfg.path("runs", "yuyin")))
-    _needs_split(cfg, "train")
-    index = load_index(cfg.path("shards"))
+    index = _needs_split(cfg, "train")
     for line in split_table(index) + dropped_lines(index):
         print(line)
     summary = train(config, resume=None)
