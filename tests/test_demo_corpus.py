@@ -187,6 +187,34 @@ def test_regenerating_skips_unchanged_and_redoes_changed(rendered) -> None:
     assert load_corpus(out)["videos"][0]["plan_hash"] == changed.plan_hash()
 
 
+def test_a_killed_run_keeps_every_video_it_finished(rendered, monkeypatch, tmp_path: Path) -> None:
+    """A run killed before writing corpus.json (hours into a benchmark corpus) must not render again."""
+    import shutil
+
+    from commercial98k.demo import render
+    from commercial98k.demo.corpus import plan_from_dict
+
+    folder, _, shared_out, _, _ = rendered
+    out = tmp_path / "ads"
+    shutil.copytree(shared_out, out)
+    doc = load_corpus(out)  # the plans as the folder holds them now (other tests change one)
+    plans = [plan_from_dict(v) for v in doc["videos"]]
+    (out / render.MANIFEST_NAME).unlink()  # as if the run had been killed before its last line
+
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("a finished video was rendered again")
+
+    monkeypatch.setattr(render, "render_video", must_not_render)
+    again = generate_corpus(plans, folder, out, workers=1, progress=False)
+    assert again["videos"] == doc["videos"] and not again["failed"]
+    # a torn record (killed again, before corpus.json): that one video is rendered again, only that one
+    (out / render.MANIFEST_NAME).unlink()
+    (out / render.RECORDS_DIR / f"{plans[0].file}.json").write_text("{", encoding="utf-8")
+    third = generate_corpus(plans, folder, out, workers=1, progress=False)
+    assert [f["path"] for f in third["failed"]] == [plans[0].file]
+    assert "a finished video was rendered again" in third["failed"][0]["error"]
+
+
 def test_same_plan_renders_the_same_bytes(rendered, tmp_path: Path) -> None:
     folder, tracks, out, plans, _ = rendered
     render_video(plans[1], folder, {t.track_id: t for t in tracks}, tmp_path / "again.mp4")

@@ -5,7 +5,9 @@ Pictures: one lavfi source per shot (``gradients``, ``color``, ``mandelbrot``, `
 DejaVu font; skipped with a warning when no font is installed), concatenated with hard cuts.
 Sound: the track's span, faded in and out, silent lead-in and tail, and an espeak-ng
 voice-over either over the ducked music or alone before it; mixed in numpy and encoded to AAC.
-``generate_corpus`` renders a whole plan list (resumable) and writes ``corpus.json``.
+``generate_corpus`` renders a whole plan list and writes ``corpus.json``. It is resumable at the
+level of one video: each finished video's record is written beside it (``.render/<file>.json``)
+the moment it is rendered, so a run killed after hours keeps every video it finished.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ FONT_CANDIDATES = (
 MUSIC_DUCK = 0.45  # music gain under a voice-over (about -7 dB, as ads duck)
 VOICE_RMS_DB = -16.0
 MANIFEST_NAME = "corpus.json"
+RECORDS_DIR = ".render"  # one finished video's record per file, written as soon as it is rendered
 
 
 class RenderError(RuntimeError):
@@ -217,18 +220,37 @@ def load_corpus(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
+def _record_path(out_dir: Path, file: str) -> Path:
+    return out_dir / RECORDS_DIR / f"{file}.json"
+
+
+def previous_records(out_dir: str | Path) -> dict[str, dict]:
+    """What earlier runs rendered into ``out_dir``: ``corpus.json``'s videos, then the per-video records
+    (a run that was killed before writing ``corpus.json`` left only those)."""
+    out_dir = Path(out_dir)
+    previous: dict[str, dict] = {}
+    if (out_dir / MANIFEST_NAME).exists():
+        previous = {v["file"]: v for v in load_corpus(out_dir).get("videos", [])}
+    for rec in sorted((out_dir / RECORDS_DIR).glob("*.json")):
+        try:
+            row = json.loads(rec.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a torn record: that video is rendered again
+        previous[row["file"]] = row
+    return previous
+
+
 def generate_corpus(plans: list[VideoPlan], library_dir: str | Path, out_dir: str | Path, workers: int = 2,
                     progress: bool = True, meta: dict | None = None) -> dict:
     """Render every planned video into ``out_dir`` and write ``out_dir/corpus.json``.
 
-    A video whose file exists and whose plan is unchanged since the last run is kept.
-    A video that fails is reported (``status`` failed with the cause) and left out.
+    A video whose file exists, matches its record's checksum and whose plan is unchanged since the
+    last run (finished or killed) is kept. A video that fails is reported (``status`` failed with
+    the cause) and left out.
     """
     library_dir, out_dir = Path(library_dir), Path(out_dir)
     tracks = {t.track_id: t for t in load_library(library_dir)}
-    previous: dict[str, dict] = {}
-    if (out_dir / MANIFEST_NAME).exists():
-        previous = {v["file"]: v for v in load_corpus(out_dir).get("videos", [])}
+    previous = previous_records(out_dir)
 
     def step(item: dict) -> dict:
         plan: VideoPlan = item["plan"]
@@ -241,8 +263,10 @@ def generate_corpus(plans: list[VideoPlan], library_dir: str | Path, out_dir: st
             voice_end = render_video(plan, library_dir, tracks, path)
         except Exception as e:
             return {"path": plan.file, "status": "failed", "error": f"{type(e).__name__}: {e}"}
-        return {**asdict(plan), "plan_hash": plan.plan_hash(), "voice_end_s": voice_end,
-                "cut_times": plan.cut_times(), "sha256": sha256_file(path), "status": "ok", "path": plan.file}
+        record = {**asdict(plan), "plan_hash": plan.plan_hash(), "voice_end_s": voice_end,
+                  "cut_times": plan.cut_times(), "sha256": sha256_file(path)}
+        atomic_write_json(_record_path(out_dir, plan.file), record)
+        return {**record, "status": "ok", "path": plan.file}
 
     rows = {r["path"]: r for r in run_steps(step, [{"plan": p, "path": p.file} for p in plans], workers=workers,
                                            desc="render ads", progress=progress)}
@@ -260,4 +284,4 @@ def generate_corpus(plans: list[VideoPlan], library_dir: str | Path, out_dir: st
     return doc
 
 
-__all__ = ["generate_corpus", "load_corpus", "mix_soundtrack", "render_video", "speak"]
+__all__ = ["generate_corpus", "load_corpus", "mix_soundtrack", "previous_records", "render_video", "speak"]
