@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from commercial98k.media import ffmpeg_bin, load_audio
-from commercial98k.split.decode import MusicStream, decode_span, scan_video
+from commercial98k.split.decode import MusicStream, decode_span, scan_video, seek_before
 from commercial98k.split.identity import keyframe_times, phash_similarity, video_phash
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.shots import detect_shots
@@ -53,12 +53,36 @@ def test_chunked_music_equals_the_whole_track(shared_media):
     assert np.array_equal(stream.audio(), audio)
 
 
+def _aligned_to_track(audio: np.ndarray, path: Path, start_s: float) -> bool:
+    """``audio`` is the whole track's span at ``start_s``, to the sample."""
+    ref = load_audio(path, 16000)[int(start_s * 16000):][: len(audio)]
+    return len(ref) == len(audio) and float(np.abs(audio - ref).max()) < 1e-3
+
+
 def test_decode_span_gives_the_span(shared_media):
     path = shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv"
     audio, frames = decode_span(path, 8.5, 14.5, 16000, 1.0, 224)
     assert frames.shape == (6, 224, 224, 3) and frames.dtype == np.uint8
-    ref = load_audio(path, 16000)[int(8.5 * 16000):int(14.5 * 16000)]  # the span of the whole track
-    assert len(audio) == len(ref) and np.abs(audio - ref).max() < 1e-3
+    assert len(audio) == 6 * 16000 and _aligned_to_track(audio, path, 8.5)
+
+
+def test_a_late_span_is_decoded_from_a_nearby_keyframe(shared_media):
+    """In this Matroska file a container-level seek lands on the first packet, so a late span was
+    decoded from the start of the file; the seek on the video stream lands just before the span."""
+    import av
+
+    path = shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv"
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        seek_before(container, vs, 24.5)
+        first = next(container.demux(vs))
+        assert first.is_keyframe and 21.0 < float(first.pts * first.time_base) <= 24.5
+    audio, frames = decode_span(path, 25.0, 31.0, 16000, 1.0, 224)
+    assert frames.shape == (6, 224, 224, 3)
+    assert len(audio) == 6 * 16000 and _aligned_to_track(audio, path, 25.0)
+    # the frames are those a decode of the file from its start gives at those times
+    _, whole = decode_span(path, None, 31.0, None, 1.0, 224)
+    assert np.abs(whole[25:31].astype(int) - frames).mean() < 1
 
 
 # VmHWM is the peak of this process's own memory map. ru_maxrss is not: Linux carries the

@@ -10,8 +10,8 @@ so no log-mel of the whole track is ever held. What grows with the video's lengt
 track itself (64 KB per second, kept for the clips' WAV and fingerprints) and a few numbers
 per frame.
 
-``decode_span`` decodes one span of a file once for both the audio and the sampled frames
-(what ``c98k label`` needs of a clip).
+``decode_span`` decodes one span of a file: its audio and its sampled frames (what ``c98k label``
+needs of a clip), the video from the keyframe before the span.
 """
 
 from __future__ import annotations
@@ -260,76 +260,112 @@ def _shot_list(cuts: list[int], n: int, fps: float) -> ShotList:
     return ShotList(shots or [Shot(0.0, round(n / fps, 6), 0, n)], fps, n)
 
 
-def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sample_rate: int | None,
-                frame_fps: float, frame_size: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Decode ``[start_s, end_s)`` of a file once: mono float32 audio at ``sample_rate`` (None: skip)
-    and uint8 RGB frames ``[N, S, S, 3]`` sampled at ``frame_fps`` (short side scaled to ``frame_size``,
-    centre-cropped), as ``media.load_audio`` + ``media.load_frames`` would give.
+def seek_before(container, stream, t: float) -> None:
+    """Seek ``container`` to the last keyframe of ``stream`` at or before ``t`` seconds.
+
+    The seek is in the stream's own time base: a container-level seek (``AV_TIME_BASE``) lands on
+    the first packet of some Matroska files, which then decode a late span from the very start.
     """
+    if t > 0:
+        container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def _open(path: Path):
     import av
 
-    start = float(start_s or 0.0)
-    end = float(end_s) if end_s is not None else math.inf
-    path = Path(path)
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except (av.FFmpegError, OSError) as e:
         raise MediaError(f"{path}: cannot open it ({e})") from e
+
+
+def _span_frames(path: Path, start: float, end: float, whole: bool, frame_fps: float,
+                 frame_size: int) -> np.ndarray:
+    """uint8 RGB frames of ``[start, end)`` at ``frame_fps``: decoded from the keyframe before ``start``."""
     frames: list[np.ndarray] = []
-    pieces: list[np.ndarray] = []
-    with container:
+    with _open(path) as container:
         vs = _video_stream(container)
         if vs is None:
             raise MediaError(f"{path}: no video stream")
-        a_s = next(iter(container.streams.audio), None) if sample_rate else None
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = worker_threads()
-        if start > 0:
-            container.seek(int(max(0.0, start - 0.5) / av.time_base), backward=True, any_frame=False)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if a_s is not None else None
+        seek_before(container, vs, start - 0.5)
         w, h = vs.codec_context.width, vs.codec_context.height
         scale = frame_size / min(w, h)
         sw, sh = max(frame_size, round(w * scale / 2) * 2), max(frame_size, round(h * scale / 2) * 2)
         half = 0.5 / float(vs.average_rate or vs.base_rate or 25.0)  # half a source frame
-        a_pos = None  # time of the next resampled audio sample
-        origin = start if start_s is not None else None  # time of frame sample 0
-        v_done = False
-        for packet in container.demux(*[s for s in (vs, a_s) if s is not None]):
-            for frame in packet.decode():
-                t = float(frame.pts * frame.time_base) if frame.pts is not None else None
-                if packet.stream is vs:
-                    if t is None or t >= end:
-                        v_done = v_done or t is not None
-                        continue
-                    if origin is None:  # a whole file: sample from its first frame on, as ffmpeg's fps filter
-                        origin = t
-                    img = None
-                    while origin + len(frames) / frame_fps < min(end, t + half):
-                        if img is None:  # the first frame within half a frame of each sample time
-                            img = reformat(frame, (sw, sh), "rgb24")
-                            y, x = (sh - frame_size) // 2, (sw - frame_size) // 2
-                            img = np.ascontiguousarray(img[y:y + frame_size, x:x + frame_size])
-                        frames.append(img)
-                else:
-                    if a_pos is None:
-                        if frame.pts is None:
-                            continue
-                        a_pos = float(frame.pts * frame.time_base)
-                    for out in resampler.resample(frame):
-                        ot = a_pos
-                        data = out.to_ndarray().reshape(-1)
-                        a = max(0, int(round((start - ot) * sample_rate)))
-                        b = len(data) if math.isinf(end) else max(0, int(round((end - ot) * sample_rate)))
-                        if a < min(b, len(data)):
-                            pieces.append(data[a:b])
-                        a_pos = ot + len(data) / sample_rate
-            if v_done and (a_s is None or (a_pos is not None and a_pos >= end)):
+        origin = None if whole else start  # time of frame sample 0
+        for frame in container.decode(vs):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            if t >= end:
                 break
+            if origin is None:  # a whole file: sample from its first frame on, as ffmpeg's fps filter
+                origin = t
+            img = None
+            while origin + len(frames) / frame_fps < min(end, t + half):
+                if img is None:  # the first frame within half a frame of each sample time
+                    img = reformat(frame, (sw, sh), "rgb24")
+                    y, x = (sh - frame_size) // 2, (sw - frame_size) // 2
+                    img = np.ascontiguousarray(img[y:y + frame_size, x:x + frame_size])
+                frames.append(img)
     if not frames:
         raise MediaError(f"{path}: no video frames decoded in {start:.3f}-{end:.3f} s")
-    audio = None
-    if sample_rate:
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        if audio.size == 0:
-            raise MediaError(f"{path}: no audio samples decoded")
-    return audio, np.stack(frames)
+    return np.stack(frames)
+
+
+def _span_audio(path: Path, start: float, end: float, sample_rate: int) -> np.ndarray:
+    """Mono float32 audio of ``[start, end)`` at ``sample_rate``, to the sample as a whole-track decode.
+
+    Only the audio stream is demuxed and decoded (cheap next to video). The seek is container-level,
+    as before the video's own seek: it is sample-exact where it works and falls back to the start of
+    the file (still audio-only) where it does not; a stream seek would place Matroska's AAC up to
+    10 ms off.
+    """
+    import av
+
+    pieces: list[np.ndarray] = []
+    with _open(path) as container:
+        a_s = next(iter(container.streams.audio), None)
+        if a_s is None:
+            raise MediaError(f"{path}: no audio stream")
+        if start > 0:
+            container.seek(int(max(0.0, start - 0.5) / av.time_base), backward=True, any_frame=False)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        a_pos = None  # time of the next resampled audio sample
+        for frame in container.decode(a_s):
+            if a_pos is None:
+                if frame.pts is None:
+                    continue
+                a_pos = float(frame.pts * frame.time_base)
+            for out in resampler.resample(frame):
+                data = out.to_ndarray().reshape(-1)
+                a = max(0, int(round((start - a_pos) * sample_rate)))
+                b = len(data) if math.isinf(end) else max(0, int(round((end - a_pos) * sample_rate)))
+                if a < min(b, len(data)):
+                    pieces.append(data[a:b])
+                a_pos += len(data) / sample_rate
+            if a_pos >= end:
+                break
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise MediaError(f"{path}: no audio samples decoded")
+    return audio
+
+
+def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sample_rate: int | None,
+                frame_fps: float, frame_size: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Decode ``[start_s, end_s)`` of a file: mono float32 audio at ``sample_rate`` (None: skip)
+    and uint8 RGB frames ``[N, S, S, 3]`` sampled at ``frame_fps`` (short side scaled to ``frame_size``,
+    centre-cropped), as ``media.load_audio`` + ``media.load_frames`` would give.
+
+    Each stream is decoded once, the video from the keyframe before the span (``seek_before``),
+    so the cost follows the span's length, not its position in the file.
+    """
+    path = Path(path)
+    start = float(start_s or 0.0)
+    end = float(end_s) if end_s is not None else math.inf
+    frames = _span_frames(path, start, end, start_s is None, frame_fps, frame_size)
+    audio = _span_audio(path, start, end, sample_rate) if sample_rate else None
+    return audio, frames
