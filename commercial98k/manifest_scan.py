@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 from .manifest import TOMBSTONE, ManifestError, _check_kind, _check_types, dedupe_latest, list_parts
 from .schema import KEYS
@@ -31,6 +34,8 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
     parts = list_parts(path)
     if not path.exists() and not parts:
         raise ManifestError(f"{path}: no such manifest (run the stage that writes it first)")
+    import pyarrow.dataset as ds  # here, not at import: it pulls in pandas (0.45 s of every command's start)
+
     part_table = None
     if parts:
         for p in parts:

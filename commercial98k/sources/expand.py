@@ -24,6 +24,7 @@ from .ytdlp import (
     YtdlpOptions,
     check_crawl_url,
     fetcher_tag,
+    first_extractor,
     offline_key,
     shared_ydl,
     url_video_id,
@@ -156,7 +157,8 @@ def _extract_flat(url: str, options: YtdlpOptions, window: dict) -> dict | None:
                     playliststart=window.get("playliststart", 1), playlistend=window.get("playlistend"),
                     noplaylist=False, playlist_items=None):
         try:
-            raw = ydl.extract_info(url, download=False, process=False)
+            # the extractor found once (first_extractor, cached): yt-dlp need not scan its ~1,800 again
+            raw = ydl.extract_info(url, download=False, process=False, ie_key=first_extractor(url))
             if raw and raw.get("_type", "video") in ("video", "url_transparent") and not raw.get("entries") \
                     and determine_ext(raw.get("url") or "", None) not in _PAGE_EXTS:  # not a link to a page
                 return _single(raw, url)  # one video: its page is not extracted a second time to download
