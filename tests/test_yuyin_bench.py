@@ -42,6 +42,11 @@ def test_seeded_benchmark_table_and_loco(shards, tmp_path):
     vs = main_["diffs"]["yuyin"]["vs_best"]["R@10"]
     assert vs["low"] <= vs["diff"] <= vs["high"] and isinstance(vs["significant"], bool)
     assert "vs_yuyin" in main_["diffs"]["yuyin-no-category"]
+    # YuYin against each baseline: the best one's numbers are the same test, the other is named too
+    per = main_["diffs"]["yuyin"]["vs_baselines"]
+    assert set(per) == {"cca", "contrastive"} and per[main_["best_baseline"]]["R@10"] == vs
+    other = ({"cca", "contrastive"} - {main_["best_baseline"]}).pop()
+    assert f"YuYin vs {'CCA' if other == 'cca' else 'contrastive (video-music InfoNCE)'}: R@10" in md
     loco = doc["settings"]["loco"]
     assert len(loco["held_out"]) >= 2 and loco["clips"] == main_["clips"]  # every test clip, once
     runs = sorted((out / "runs" / "loco" / "yuyin").glob("*.json"))

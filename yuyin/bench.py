@@ -160,6 +160,9 @@ def summarise(res: dict[str, Any], n_boot: int = 2000, primary: str = "R@10") ->
         if best and m != best:
             d["vs_best"] = {k: paired_bootstrap(ranks[m], ranks[best], k, n_boot, groups=res["groups"])
                             for k in ("R@1", "R@10", "MedR")}
+        if m == "yuyin":  # YuYin against every baseline, not only the best one
+            d["vs_baselines"] = {b: {k: paired_bootstrap(ranks[m], ranks[b], k, n_boot, groups=res["groups"])
+                                     for k in ("R@1", "R@10", "MedR")} for b in present}
         if m.startswith("yuyin-") and "yuyin" in ranks:
             d["vs_yuyin"] = {k: paired_bootstrap(ranks[m], ranks["yuyin"], k, n_boot, groups=res["groups"])
                              for k in ("R@10",)}
@@ -188,18 +191,25 @@ def table_markdown(res: dict[str, Any], stats: dict[str, Any], seeds: list[int],
     return "\n".join(lines) + "\n"
 
 
-def verdict(stats: dict[str, Any]) -> str:
-    """One plain sentence: does YuYin beat the baselines, by how much, significantly or not."""
-    d = stats["diffs"].get("yuyin", {}).get("vs_best")
-    if not d:
-        return "YuYin or a baseline is missing: no verdict.\n"
-    s, best = d["R@10"], stats["best_baseline"]
+def _verdict_line(d: dict[str, Any], against: str) -> str:
+    s = d["R@10"]
     word = "significantly " if s["significant"] else "not significantly "
     better = "better" if s["diff"] > 0 else "worse"
-    return (f"YuYin vs the best baseline ({best}): R@10 {s['diff']:+.3f} (95 % interval {s['low']:+.3f} .. "
+    return (f"YuYin vs {against}: R@10 {s['diff']:+.3f} (95 % interval {s['low']:+.3f} .. "
             f"{s['high']:+.3f}), {word}{better}; R@1 {d['R@1']['diff']:+.3f}"
             f"{' (significant)' if d['R@1']['significant'] else ' (not significant)'}; median rank "
-            f"{d['MedR']['diff']:+.1f}{' (significant)' if d['MedR']['significant'] else ' (not significant)'}.\n")
+            f"{d['MedR']['diff']:+.1f}{' (significant)' if d['MedR']['significant'] else ' (not significant)'}.")
+
+
+def verdict(stats: dict[str, Any]) -> str:
+    """Plain sentences: does YuYin beat the best baseline, and each other one, by how much, significantly or not."""
+    diffs = stats["diffs"].get("yuyin", {})
+    d, best = diffs.get("vs_best"), stats["best_baseline"]
+    if not d:
+        return "YuYin or a baseline is missing: no verdict.\n"
+    lines = [_verdict_line(d, f"the best baseline ({LABELS.get(best, best)})")]
+    lines += [_verdict_line(v, LABELS.get(b, b)) for b, v in diffs.get("vs_baselines", {}).items() if b != best]
+    return "\n\n".join(lines) + "\n"
 
 
 def run_stat_benchmark(base: TrainConfig, out_dir: str | os.PathLike, seeds: list[int],
