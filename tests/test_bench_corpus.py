@@ -60,3 +60,9 @@ def test_estimate_counts_only_what_is_left(tmp_path: Path):
         (tmp_path / "music" / "tracks" / f"t{i}.wav").write_bytes(b"")
     n = library_size(BENCHMARK["music_sources"])
     assert f"({n - 100} to render)" in estimate(tmp_path, BENCHMARK["music_sources"], 2040)
+    # a finished stage is not estimated again
+    assert "fetch 7 min" in estimate(tmp_path, BENCHMARK["music_sources"], 2040)
+    (tmp_path / ".steps").mkdir()
+    (tmp_path / ".steps" / "fetch.completed").write_text("{}")
+    again = estimate(tmp_path, BENCHMARK["music_sources"], 2040)
+    assert "fetch 0 min" in again and "split 10 min" in again

@@ -64,9 +64,10 @@ BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": T
 #: The steps that build the corpus and its shards (training is ``yuyin benchmark --seeds``).
 CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "shards", "stats")
 
-#: Rough seconds per item on 2 otherwise idle cores (the README's 6-minute demo run). On a shared
-#: machine (load 15-20) the demo's stages ran 3-5x slower: see the README, "Measuring YuYin honestly".
-RATES = {"music": 3.0, "render": 2.5, "fetch": 0.6, "split": 2.0, "label": 2.5}
+#: Seconds per item (wall) with 2 workers on 2 cores, measured on the full benchmark corpus here
+#: (render: 2,040 ads at 1.1-1.3 ads/s; fetch 434 s, split 622 s, label 1,710 s for 2,040 ads).
+#: On a machine shared with other jobs the stages run 2-4x slower.
+RATES = {"music": 3.0, "render": 0.85, "fetch": 0.21, "split": 0.30, "label": 0.84}
 
 
 def bench_arrangements() -> tuple[Arrangement, ...]:
@@ -101,8 +102,9 @@ def estimate(work_dir: str | Path, sources: tuple[str, ...], n_ads: int, rates: 
     ads_left = max(0, n_ads - ads_done)
     stages = {"music": tracks_left * rates["music"], "render": ads_left * rates["render"],
               **{k: n_ads * rates[k] for k in ("fetch", "split", "label")}}
-    if (work / ".steps" / "label.completed").is_file():
-        stages.update(fetch=0.0, split=0.0, label=0.0)
+    for step in ("fetch", "split", "label"):  # a finished step costs nothing on a re-run
+        if (work / ".steps" / f"{step}.completed").is_file():
+            stages[step] = 0.0
     total = sum(stages.values())
     parts = ", ".join(f"{k} {v / 60:.0f} min" for k, v in stages.items())
     return (f"benchmark corpus: {library_size(sources)} tracks ({tracks_left} to render), {n_ads} ads "
