@@ -59,10 +59,11 @@ KEYS = (0, 2, 4, 5, -5, -3, -1, 1)
 
 #: Overrides of ``DemoConfig`` for ``--size benchmark``.
 BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": True, "playlist_size": 30,
-             "music_sources": ("immich", "music21", "music21-bench"), "split_fractions": "0.6,0.1,0.3"}
+             "music_sources": ("immich", "music21", "music21-bench"), "split_fractions": "0.6,0.1,0.3",
+             "shards_on_true_tracks": True}  # a held-out track is truly unseen (demo/truth.py)
 
 #: The steps that build the corpus and its shards (training is ``yuyin benchmark --seeds``).
-CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "shards", "stats")
+CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "truth", "shards", "stats")
 
 #: Seconds per item (wall) with 2 workers on 2 cores, measured on the full benchmark corpus here
 #: (render: 2,040 ads at 1.1-1.3 ads/s; fetch 434 s, split 622 s, label 1,710 s for 2,040 ads).

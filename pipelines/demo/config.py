@@ -23,6 +23,7 @@ class DemoConfig:
     baselines: tuple[str, ...] = ("cca", "cbvmr")  # yuyin benchmark's baselines (not its ablations)
     music_sources: tuple[str, ...] = ("immich", "music21")
     playlist_size: int | None = None  # tracks per category (None: two fifths of its videos)
+    shards_on_true_tracks: bool = False  # shards from the manifest copy with true-track music_ids (benchmark)
     progress: bool = True
 
     @property

@@ -93,6 +93,29 @@ def run_label(cfg: DemoConfig) -> None:
     _crashed("clip(s)", counts["crashed"])
 
 
+TRUE_TRACKS_MANIFEST = "c98k.true_tracks.parquet"
+
+
+def run_truth(cfg: DemoConfig) -> None:
+    """Compare the clips' ``music_id`` with the tracks the corpus played, and write the manifest copy
+    whose ``music_id`` is the true track (``commercial98k.demo.truth``; the benchmark's shards use it)."""
+    from commercial98k.demo.render import load_corpus
+    from commercial98k.demo.truth import identity_agreement, true_track_ids
+    from commercial98k.manifest import read_manifest, write_manifest
+
+    clips = read_manifest(cfg.path("manifests", "c98k.parquet"), "clips")
+    corpus = load_corpus(cfg.path("catalog"))
+    a = identity_agreement(clips, corpus)
+    print(f"  music identity vs the true tracks: {a['ids']} music_ids for {a['tracks']} tracks; "
+          f"{a['mixed_ids']} id(s) hold clips of two or more tracks, {a['split_tracks']} track(s) have several ids")
+    write_manifest(true_track_ids(clips, corpus), cfg.path("manifests", TRUE_TRACKS_MANIFEST), "clips")
+
+
+def shards_manifest(cfg: DemoConfig) -> str:
+    """The clips manifest the shards are built from: the pipeline's, or its true-track copy."""
+    return str(cfg.path("manifests", TRUE_TRACKS_MANIFEST if cfg.shards_on_true_tracks else "c98k.parquet"))
+
+
 def run_shards(cfg: DemoConfig) -> None:
     """``c98k build-shards --manifest manifests/c98k.parquet --out shards --data-root data --seed S
     --split-fractions F`` (the other flags at their defaults)."""
@@ -102,7 +125,7 @@ def run_shards(cfg: DemoConfig) -> None:
 
     _say("c98k build-shards")
     out = str(cfg.path("shards"))
-    index = shards.run(str(cfg.path("manifests", "c98k.parquet")), out, str(cfg.path("data")), filters=ShardFilters(),
+    index = shards.run(shards_manifest(cfg), out, str(cfg.path("data")), filters=ShardFilters(),
                        fractions=cfg.fractions(), seed=cfg.seed)
     for line in shards.summary_lines(index, out) + empty_split_warnings(index):
         print(line)

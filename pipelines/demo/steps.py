@@ -10,7 +10,7 @@ Work folder layout (``DemoConfig.work_dir``)::
     catalog/          the generated ads (*.mp4) and corpus.json (plans and ground truth)
     models/           emotion_head.npz
     data/             the data root: videos/, clips/, audio/, features/
-    manifests/        videos.parquet, c98k.parquet
+    manifests/        videos.parquet, c98k.parquet (and c98k.true_tracks.parquet: music_id = the true track)
     shards/           WebDataset shards and index.json
     report/           c98k stats output
     runs/yuyin/       YuYin checkpoints; runs/benchmark/ the baselines
@@ -36,7 +36,16 @@ from commercial98k.demo.render import generate_corpus
 from .config import DemoConfig
 from .model_steps import run_benchmark, run_evaluate, run_recommend, run_train
 from .runner import Step, StepFailed
-from .stage_steps import run_emotion, run_fetch, run_label, run_shards, run_split, run_stats
+from .stage_steps import (
+    TRUE_TRACKS_MANIFEST,
+    run_emotion,
+    run_fetch,
+    run_label,
+    run_shards,
+    run_split,
+    run_stats,
+    run_truth,
+)
 
 
 def categories(cfg: DemoConfig) -> tuple[str, ...]:
@@ -98,9 +107,12 @@ def demo_steps() -> list[Step]:
              p("manifests", "c98k.parquet"), lambda cfg: {}, after=("fetch",)),
         Step("label", "c98k label (embeddings, emotion, tags, category)", run_label,
              p("manifests", "c98k.parquet"), lambda cfg: {"device": cfg.device}, after=("split", "emotion")),
+        Step("truth", "music identity vs the true tracks", run_truth, p("manifests", TRUE_TRACKS_MANIFEST),
+             lambda cfg: {}, after=("label",)),
         Step("shards", "c98k build-shards", run_shards, p("shards", "index.json"),
-             lambda cfg: {"seed": cfg.seed, "fractions": cfg.split_fractions},
-             after=("label",)),
+             lambda cfg: {"seed": cfg.seed, "fractions": cfg.split_fractions, **(
+                 {"true_tracks": True} if cfg.shards_on_true_tracks else {})},
+             after=("label", "truth")),
         Step("stats", "c98k stats", run_stats, p("report", "stats.html"), lambda cfg: {}, after=("shards",)),
         Step("train", "yuyin train", run_train, p("runs", "yuyin"),
              lambda cfg: {"steps": cfg.train_steps, "batch": cfg.batch_size}, after=("shards",)),
