@@ -61,9 +61,10 @@ def fetch_ratio() -> tuple[float | None, str]:
         return None, "benchmarks/fetch_vs_ytdlp.py not present"
     import fetch_vs_ytdlp
 
-    result = fetch_vs_ytdlp.measure()
-    ratio = next((result[k] for k in ("ratio", "fetch_vs_ytdlp", "wall_ratio") if k in result), None)
-    return (float(ratio) if ratio is not None else None), ", ".join(f"{k}={v}" for k, v in result.items())
+    r = fetch_vs_ytdlp.measure()
+    return float(r["ratio_wall"]), (f"{r['urls']} loopback URLs, {r['rounds']} rounds: fetch {r['fetch_wall_s']:.2f} s "
+                                    f"wall / {r['fetch_cpu_s']:.2f} s CPU, yt-dlp {r['ytdlp_wall_s']:.2f} / "
+                                    f"{r['ytdlp_cpu_s']:.2f} s; CPU ratio {r['ratio_cpu']:.2f}")
 
 
 # ---------------------------------------------------------------- split
