@@ -118,7 +118,8 @@ def shards_manifest(cfg: DemoConfig) -> str:
 
 def run_shards(cfg: DemoConfig) -> None:
     """``c98k build-shards --manifest manifests/c98k.parquet --out shards --data-root data --seed S
-    --split-fractions F`` (the other flags at their defaults)."""
+    --split-fractions F`` (the other flags at their defaults); the benchmark corpus builds from the
+    true-track copy (``shards_manifest``)."""
     from commercial98k.shard_report import empty_split_warnings
     from commercial98k.shards import ShardFilters
     from pipelines import shards
