@@ -98,12 +98,28 @@ def probe(path: str | Path) -> Probe:
     )
 
 
+def video_stream(container):
+    """The first video stream of an open PyAV container that is not cover art (an attached picture), or None."""
+    import av
+
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
+def seek_before(container, stream, t: float) -> None:
+    """Seek an open PyAV container to the last keyframe of ``stream`` at or before ``t`` seconds (>= 0).
+
+    The seek is in the stream's own time base: a container-level seek (``AV_TIME_BASE``) lands on
+    the first packet of some Matroska files, which then decode a late span from the very start.
+    """
+    container.seek(int(max(0.0, t) / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
 def probe_container(container):
     """(``Probe``, video stream or None, audio stream or None) of an open PyAV container
     (the first video stream that is not cover art, the first audio stream)."""
     import av
 
-    v = next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    v = video_stream(container)
     a = next(iter(container.streams.audio), None)
     duration = container.duration / av.time_base if container.duration else 0.0
     if not duration and (v or a) is not None and (v or a).duration is not None:

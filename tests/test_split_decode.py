@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from commercial98k.media import ffmpeg_bin, load_audio
-from commercial98k.split.decode import MusicStream, decode_span, scan_video, seek_before
+from commercial98k.media import ffmpeg_bin, load_audio, seek_before
+from commercial98k.split.decode import MusicStream, decode_span, scan_video
 from commercial98k.split.identity import keyframe_times, phash_similarity, video_phash
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.shots import detect_shots

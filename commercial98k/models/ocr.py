@@ -161,22 +161,21 @@ def load_keyframes(path: str | Path, times: list[float], size: tuple[int, int]) 
     (an ffmpeg process per keyframe cost ~0.1 CPU s of start-up alone)."""
     import av
 
-    from ..media import MediaError
+    from ..media import MediaError, seek_before, video_stream
     from ..threads import worker_threads
 
     w, h = size
     out = []
     try:
         with av.open(str(path)) as container:
-            vs = next((s for s in container.streams.video
-                       if not s.disposition & av.stream.Disposition.attached_pic), None)
+            vs = video_stream(container)
             if vs is None:
                 raise MediaError(f"{path}: no video stream")
             vs.codec_context.thread_count = worker_threads()
             half = 0.5 / float(vs.average_rate or vs.base_rate or 25.0)
             for t in times:
                 t = max(0.0, t)
-                container.seek(int(t / vs.time_base), stream=vs, backward=True, any_frame=False)  # the stream's index
+                seek_before(container, vs, t)
                 last = None
                 for frame in container.decode(vs):
                     last = frame

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import MediaError
+from ..media import MediaError, seek_before, video_stream
 from ..threads import worker_threads
 from .music import HOP_S, PATCH_FRAMES, PATCH_HOP_FRAMES, PATCH_S, SAMPLE_RATE, log_mel, patch_rms
 from .shots import Shot, ShotList, make_detector
@@ -181,13 +181,6 @@ def _small_bgr(frame, w: int, h: int) -> np.ndarray:
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
-def _video_stream(container):
-    import av
-
-    return next((s for s in container.streams.video
-                 if not s.disposition & av.stream.Disposition.attached_pic), None)
-
-
 def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "adaptive",
                threshold: float | None = None, downscale: int | None = None, shots: bool = True,
                music_detector=None, keep_audio: bool = True, chunk_patches: int = 64,
@@ -206,7 +199,7 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
     except (av.FFmpegError, OSError) as e:
         raise MediaError(f"{path}: cannot open it ({e})") from e
     with container:
-        vs = _video_stream(container)
+        vs = video_stream(container)
         if vs is None:
             raise MediaError(f"{path}: no video stream")
         a_s = next(iter(container.streams.audio), None) if music_detector is not None else None
@@ -260,16 +253,6 @@ def _shot_list(cuts: list[int], n: int, fps: float) -> ShotList:
     return ShotList(shots or [Shot(0.0, round(n / fps, 6), 0, n)], fps, n)
 
 
-def seek_before(container, stream, t: float) -> None:
-    """Seek ``container`` to the last keyframe of ``stream`` at or before ``t`` seconds.
-
-    The seek is in the stream's own time base: a container-level seek (``AV_TIME_BASE``) lands on
-    the first packet of some Matroska files, which then decode a late span from the very start.
-    """
-    if t > 0:
-        container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
-
-
 def _open(path: Path):
     import av
 
@@ -284,12 +267,13 @@ def _span_frames(path: Path, start: float, end: float, whole: bool, frame_fps: f
     """uint8 RGB frames of ``[start, end)`` at ``frame_fps``: decoded from the keyframe before ``start``."""
     frames: list[np.ndarray] = []
     with _open(path) as container:
-        vs = _video_stream(container)
+        vs = video_stream(container)
         if vs is None:
             raise MediaError(f"{path}: no video stream")
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = worker_threads()
-        seek_before(container, vs, start - 0.5)
+        if start > 0.5:  # a fresh container starts at the beginning
+            seek_before(container, vs, start - 0.5)
         w, h = vs.codec_context.width, vs.codec_context.height
         scale = frame_size / min(w, h)
         sw, sh = max(frame_size, round(w * scale / 2) * 2), max(frame_size, round(h * scale / 2) * 2)
