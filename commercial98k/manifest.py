@@ -249,9 +249,7 @@ def problems_in(path: str | os.PathLike, kind: str | None = None) -> list[Proble
     parts = list_parts(path)
     problems = validate_table(_read_file(path), kind) if path.exists() or not parts else []
     for part in parts:
-        table = _read_file(part)
-        if "status" in table.column_names:
-            table = table.filter(pc.invert(pc.fill_null(pc.equal(table.column("status"), TOMBSTONE), False)))
+        table = without_tombstones(_read_file(part))
         problems += [dataclasses.replace(p, message=f"{p.message} (in {part.name})")
                      for p in validate_table(table, kind)]
     return problems

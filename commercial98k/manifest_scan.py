@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
 
-from .manifest import TOMBSTONE, ManifestError, _check_kind, _check_types, dedupe_latest, list_parts
+from .manifest import (
+    ManifestError,
+    _check_kind,
+    _check_types,
+    dedupe_latest,
+    list_parts,
+    without_tombstones,
+)
 from .schema import KEYS
 
 
@@ -61,7 +68,7 @@ def scan_manifest(path: str | os.PathLike, kind: str, columns: list[str] | None 
             if batch.num_rows:
                 yield batch
     if part_table is not None:
-        live = part_table.filter(pc.fill_null(pc.not_equal(part_table.column("status"), TOMBSTONE), True))
+        live = without_tombstones(part_table)
         yield from (live.select(cols) if cols else live).to_batches(max_chunksize=batch_rows)
 
 
