@@ -28,7 +28,9 @@ def _hold_sigterm() -> None:
     When one rank refuses the run, torchrun stops the others at once; a rank still starting
     would die silently. Held, it finishes the same check (about a second, no torch) and prints
     the same one-line error, then exits."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    from .ddp_guard import env_world_size
+
+    if env_world_size() > 1:
         signal.signal(signal.SIGTERM, lambda signum, frame: _held.append(signum))
 
 
@@ -178,12 +180,12 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
     """Train YuYin on the shards of a manifest (exactly resumable; DDP under torchrun)."""
     cfg = _config(config_path, resolve_shards(manifest, shards), checkpoint_dir=checkpoint_dir,
                   checkpoint_every=checkpoint_every, eval_every=eval_every, **flags)
-    from .ddp_guard import refuse_at_start
+    from .ddp_guard import env_world_size, refuse_at_start
 
     try:
         refuse_at_start(cfg.shards, cfg.num_workers)  # every rank, before torch and the process group
     except ValueError:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        if env_world_size() > 1:
             time.sleep(PEER_GRACE_S)  # let a rank that started later reach the same check before torchrun stops it
         raise
     _release_sigterm()

@@ -53,11 +53,16 @@ def check_readers(index: dict[str, Any], split: str, world: int, num_workers: in
                           f"loader worker(s) = {readers} readers; every reader needs a shard: {_advice(n, readers)}")
 
 
+def env_world_size() -> int:
+    """torchrun's ``WORLD_SIZE`` (1 when unset or empty), read without torch."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def refuse_at_start(shards: str | os.PathLike, num_workers: int, split: str = "train") -> None:
     """``check_readers`` from ``<shards>/index.json`` and torchrun's ``WORLD_SIZE``, without torch or
     any communication: call it first thing, so a rank that would get no shard exits at once.
     A missing or unreadable index is left to the later checks (which name it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = env_world_size()
     try:
         index = json.loads((Path(shards) / "index.json").read_text())
     except (OSError, ValueError):
