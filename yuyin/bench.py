@@ -154,15 +154,17 @@ def summarise(res: dict[str, Any], n_boot: int = 2000, primary: str = "R@10") ->
         return (sign * summary[m][primary]["mean"], summary[m]["R@1"]["mean"], -summary[m]["MedR"]["mean"])
 
     best = max(present, key=score) if present else None
+
+    def against(m: str, b: str) -> dict[str, Any]:
+        return {k: paired_bootstrap(ranks[m], ranks[b], k, n_boot, groups=res["groups"]) for k in ("R@1", "R@10", "MedR")}
+
     diffs: dict[str, dict[str, Any]] = {}
     for m in ranks:
         d: dict[str, Any] = {}
-        if best and m != best:
-            d["vs_best"] = {k: paired_bootstrap(ranks[m], ranks[best], k, n_boot, groups=res["groups"])
-                            for k in ("R@1", "R@10", "MedR")}
         if m == "yuyin":  # YuYin against every baseline, not only the best one
-            d["vs_baselines"] = {b: {k: paired_bootstrap(ranks[m], ranks[b], k, n_boot, groups=res["groups"])
-                                     for k in ("R@1", "R@10", "MedR")} for b in present}
+            d["vs_baselines"] = {b: against(m, b) for b in present}
+        if best and m != best:
+            d["vs_best"] = d["vs_baselines"][best] if m == "yuyin" else against(m, best)
         if m.startswith("yuyin-") and "yuyin" in ranks:
             d["vs_yuyin"] = {k: paired_bootstrap(ranks[m], ranks["yuyin"], k, n_boot, groups=res["groups"])
                              for k in ("R@10",)}
