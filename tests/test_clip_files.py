@@ -98,3 +98,31 @@ def test_features_from_the_source_span_match_the_clip_files(both):
                 means[cid] = (a.mean(0), b.mean(0))
     for cid in ok:  # the source-span features identify their own clip
         assert max(ok, key=lambda other: _cos(means[cid][0], means[other][1])) == cid
+
+
+def _share_above(audio: np.ndarray, sample_rate: int, hz: float) -> float:
+    power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / sample_rate)
+    return float(power[freqs > hz].sum() / power.sum())
+
+
+def test_label_reads_the_split_wav_at_its_rate_and_decodes_the_span_otherwise(both):
+    """A clip without a file takes its audio from split's 16 kHz WAV (the same samples as the span's
+    own decode, no AAC decode); a 48 kHz model gets the span's full band, not the WAV upsampled."""
+    from commercial98k.label.clip_features import decode_clip
+    from commercial98k.media import wav_at_rate
+
+    root, none = both["none"]
+    ok = [r for r in none.values() if r["status"] == "ok"]
+    for r in ok:
+        video, wav = root / "data" / r["video_path"], root / "data" / r["audio_path"]
+        start, end = r["clip_start_s"], r["clip_end_s"]
+        from_wav = decode_clip(video, start, end, 16000, audio_path=wav).audio
+        assert np.array_equal(from_wav, wav_at_rate(wav, 16000))
+        from_span = decode_clip(video, start, end, 16000).audio
+        assert abs(len(from_wav) - len(from_span)) <= 16
+        n = min(len(from_wav), len(from_span))
+        assert np.corrcoef(from_wav[:n], from_span[:n])[0, 1] > 0.999
+        full_band = decode_clip(video, start, end, 48000, audio_path=wav).audio
+        assert abs(len(full_band) - (end - start) * 48000) <= 480
+        assert _share_above(full_band, 48000, 8500) > 1e-4 > _share_above(from_wav, 16000, 7900)

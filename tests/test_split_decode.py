@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from commercial98k.media import ffmpeg_bin, load_audio, seek_before
-from commercial98k.split.decode import MusicStream, decode_span, scan_video
+from commercial98k.split.decode import MusicStream, _span_frames, decode_span, scan_video
 from commercial98k.split.identity import keyframe_times, phash_similarity, video_phash
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.shots import detect_shots
+from commercial98k.threads import restored_thread_limits, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +84,21 @@ def test_a_late_span_is_decoded_from_a_nearby_keyframe(shared_media):
     # the frames are those a decode of the file from its start gives at those times
     _, whole = decode_span(path, None, 31.0, None, 1.0, 224)
     assert np.abs(whole[25:31].astype(int) - frames).mean() < 1
+
+
+@pytest.mark.parametrize("name", ["big_buck_bunny_trailer_480p.mkv", "videollava_sample_demo_22.mp4",
+                                  "pyscenedetect_testvideo.mp4", "big_buck_bunny_0_30.webm"])
+def test_frames_that_cannot_be_samples_are_skipped_without_changing_the_samples(shared_media, name):
+    """Packets away from every sample time decode with skip_frame=NONREF; the sampled frames stay
+    those of a full decode, byte for byte, with one decoder thread and with frame threads."""
+    path = shared_media / "videos" / name
+    for threads in (1, 2):
+        with restored_thread_limits():
+            set_worker_threads(threads)
+            for start, end, whole, fps in ((0.0, 1e9, True, 1.0), (3.3, 9.1, False, 1.0), (5.0, 12.0, False, 2.5)):
+                full = _span_frames(path, start, end, whole, fps, 96, skip_nonref=False)
+                skipped = _span_frames(path, start, end, whole, fps, 96)
+                assert len(full) >= 5 and np.array_equal(full, skipped), (name, threads, start, fps)
 
 
 # VmHWM is the peak of this process's own memory map. ru_maxrss is not: Linux carries the

@@ -38,12 +38,13 @@ class LabelOptions:
 
 def clip_media(row: dict, data_root: str | os.PathLike | DataRoot) -> tuple[Path, float | None, float | None,
                                                                            Path | None]:
-    """(media file, start, end, audio file) of a clip: its cut file if present, else its span of the video."""
+    """(media file, start, end, audio file) of a clip: its cut file if present, else its span of the
+    video; the audio file is the clip's WAV from ``c98k split`` when it exists."""
     root = DataRoot(data_root)
+    audio = root.resolve(row["audio_path"]) if row.get("audio_path") else None
+    audio = audio if audio is not None and audio.is_file() else None
     if row.get("clip_path") and root.resolve(row["clip_path"]).is_file():
-        video, start, end = root.resolve(row["clip_path"]), None, None
-        audio = root.resolve(row["audio_path"]) if row.get("audio_path") else None
-        return video, start, end, audio if audio is not None and audio.is_file() else None
+        return root.resolve(row["clip_path"]), None, None, audio
     if not row.get("video_path"):
         if row.get("clip_path"):
             raise FileNotFoundError(f"{root.resolve(row['clip_path'])}: clip file missing (and the row has no "
@@ -52,7 +53,7 @@ def clip_media(row: dict, data_root: str | os.PathLike | DataRoot) -> tuple[Path
     video = root.resolve(row["video_path"])
     if not video.is_file():
         raise FileNotFoundError(f"{video}: source video missing")
-    return video, row.get("clip_start_s"), row.get("clip_end_s"), None
+    return video, row.get("clip_start_s"), row.get("clip_end_s"), audio
 
 
 def _failed(row: dict, error: str) -> dict:
