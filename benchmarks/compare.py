@@ -102,6 +102,8 @@ def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...])
         _copy_media(src, root, [r["video_path"] for r in rows])  # paths must stay inside the data root
         steps = {m: SplitStep(SplitConfig(data_root=str(root), clip_files=m), threads=1) for m in modes}
         steps[modes[0]](rows[0])  # warm-up: imports, model
+        model_runs = _split_model_runs([src / r["video_path"] for r in rows])
+        cpu.update({k: [] for k in model_runs})
         for _ in range(repeats):
             totals = dict.fromkeys(cpu, 0.0)
             for r in rows:
@@ -116,10 +118,42 @@ def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...])
                         raise RuntimeError(f"split failed on {r['video_id']}: {result.get('error')}")
                     for sub in ("clips", "audio"):
                         shutil.rmtree(root / sub, ignore_errors=True)
+            for name, run in model_runs.items():
+                totals[name] = timed(run)[0]
             for k, v in totals.items():
                 cpu[k].append(v)
     med = {k: median(v) for k, v in cpu.items()}
     return {"videos": len(rows), "media_s": media_s, "cpu": med}
+
+
+def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
+    """YAMNet and the shot detector alone on the videos' audio and scan-size frames decoded
+    beforehand: with the decode, the floor of ``split vs decode`` for these detectors."""
+    import av
+    from scenedetect import FrameTimecode
+
+    from commercial98k.media import load_audio
+    from commercial98k.split.decode import SCAN_WIDTH, reformat
+    from commercial98k.split.music import SAMPLE_RATE, get_detector
+    from commercial98k.split.shots import make_detector
+
+    tracks = [load_audio(p, SAMPLE_RATE) for p in paths]
+    videos = []
+    for p in paths:
+        with av.open(str(p)) as container:
+            vs = container.streams.video[0]
+            factor = max(1, round(vs.codec_context.width / SCAN_WIDTH))
+            size = (round(vs.codec_context.width / factor / 2) * 2, round(vs.codec_context.height / factor / 2) * 2)
+            videos.append((float(vs.average_rate or 25.0), [reformat(f, size, "bgr24") for f in container.decode(vs)]))
+
+    def shots() -> None:
+        for rate, frames in videos:
+            det = make_detector("adaptive")
+            for n, img in enumerate(frames):
+                det.process_frame(FrameTimecode(n, rate), img)
+            det.post_process(FrameTimecode(len(frames), rate))
+
+    return {"yamnet": lambda: [get_detector().frame_probs(t) for t in tracks], "shots": shots}
 
 
 # ---------------------------------------------------------------- label
@@ -147,6 +181,8 @@ def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
         _copy_media(demo / "data", root, [r.get(k) for r in rows for k in ("video_path", "clip_path", "audio_path")])
         store = FeatureStore(root)
         list(label_batches(rows[:1], models, store, opts, 1))  # warm-up
+        model_runs = _model_runs(rows, models, opts, root)
+        alone: dict[str, list[float]] = {k: [] for k in model_runs}
         for _ in range(repeats):
             out: list = []
             runs.append(timed(lambda out=out: out.extend(label_batches(rows, models, store, opts, 1)))[0])
@@ -154,7 +190,31 @@ def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
             if bad:
                 raise RuntimeError(f"label failed: {bad[0]['clip_id']}: {bad[0]['error']}")
             shutil.rmtree(root / "features", ignore_errors=True)
-    return {"clips": len(rows), "media_s": media_s, "cpu": median(runs)}
+            for name, run in model_runs.items():
+                alone[name].append(timed(run)[0])
+    return {"clips": len(rows), "media_s": media_s, "cpu": median(runs),
+            "models": {k: median(v) for k, v in alone.items()}}
+
+
+def _model_runs(rows: list[dict], models, opts, root: Path) -> dict[str, Callable[[], object]]:
+    """The label models' runs on the clips' inputs decoded beforehand: the floor of ``label per core``
+    (what no decode, batching or threading change can go under with these models)."""
+    import numpy as np
+
+    from commercial98k.label.batch import decode_row
+    from commercial98k.label.clip_features import audio_features
+    from commercial98k.models.ocr import frame_size, keyframe_times, load_keyframes
+
+    decoded = [decode_row(r, root, models, opts) for r in rows]
+    frames = np.concatenate([d.frames for d in decoded])
+    keyframes = [load_keyframes(root / r["video_path"], keyframe_times(
+        float(r["clip_start_s"]), float(r["clip_end_s"]), r.get("shots"), models.config.ocr_frames),
+        frame_size(r.get("width"), r.get("height"))) for r in rows]
+    run = {"frames": lambda: models.frames.embed_images(frames),
+           "audio": lambda: [audio_features(d.audio, models) for d in decoded]}
+    if models.ocr is not None:
+        run["ocr"] = lambda: [models.ocr.read_frames(k) for k in keyframes]
+    return run
 
 
 # ---------------------------------------------------------------- loader
@@ -265,11 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         for m in modes:
             rows.append((f"split --clip-files {m} vs decode", f"{s['cpu'][m] / dec:.2f}", "<= 1.2" if m == modes[0] else "",
                          f"{s['media_s'] / s['cpu'][m]:.1f}x real time per core"))
+        floor = dec + s["cpu"]["yamnet"] + s["cpu"]["shots"]
+        rows.append(("  decode + its detectors (floor)", f"{floor / dec:.2f}", "",
+                     f"YAMNet alone {s['cpu']['yamnet'] / dec:.2f} and the shot detector alone "
+                     f"{s['cpu']['shots'] / dec:.2f} of the decode, on inputs decoded beforehand"))
     if "label" not in skip:
         lab = label_rate(args.demo, args.clips, args.repeats)
         summary["label_rt_per_core"] = lab["media_s"] / lab["cpu"]
         rows.append(("label per core", f"{summary['label_rt_per_core']:.1f}x rt", ">= 25",
                      f"{lab['clips']} clips, {lab['media_s']:.0f} s, {lab['cpu']:.1f} CPU s"))
+        models_cpu = sum(lab["models"].values())
+        rows.append(("  its models alone (floor)", f"{lab['media_s'] / models_cpu:.1f}x rt", "",
+                     "decoded inputs, CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in lab["models"].items())))
     if "loader" not in skip:
         ld = loader_ratios(args.demo / "shards", args.batch_size, args.repeats, 2000, 10)
         summary["loader_vs_tar"] = ld["loader"] / ld["tar"]
