@@ -4,9 +4,10 @@
   (loopback URLs), else ``n/a``;
 * ``split vs decode``: CPU seconds of ``c98k split``'s per-video step (``--clip-files none``, and
   the other modes for the record) over those of ``ffmpeg -threads 1 -i FILE -f null -`` on the same
-  files; lower is better, the target is <= 1.2;
+  files; lower is better, the target is <= 1.2. Below it, the floor: the decode plus YAMNet and
+  the shot detector alone on inputs decoded beforehand;
 * ``label per core``: seconds of clip labelled per CPU second (default models, models built and
-  warmed up first); the target is >= 25;
+  warmed up first); the target is >= 25. Below it, the floor: the models alone on decoded inputs;
 * ``loader vs raw tar``: samples/s of ``yuyin.data.make_loader`` over those of reading every member
   of the same shards with ``tarfile``; the target is >= 0.8;
 * ``loader vs trainer``: loader samples/s over training samples/s (``train_throughput.trainer_rate``);
