@@ -214,7 +214,8 @@ def load_frames(path: str | Path, fps: float, size: int | tuple[int, int] = 224,
 
 
 def wav_at_rate(path: str | Path, sample_rate: int) -> np.ndarray | None:
-    """The float32 samples of a mono WAV recorded at ``sample_rate``, or None for any other file."""
+    """The float32 samples of a mono WAV recorded at ``sample_rate``; None for any other file and
+    for one that cannot be read or holds no samples (the caller decodes the source instead)."""
     import soundfile as sf
 
     try:
@@ -223,10 +224,11 @@ def wav_at_rate(path: str | Path, sample_rate: int) -> np.ndarray | None:
         return None
     if info.format != "WAV" or info.channels != 1 or info.samplerate != int(sample_rate):
         return None
-    audio, _ = sf.read(str(path), dtype="float32")
-    if audio.size == 0:
-        raise MediaError(f"{path}: no audio samples decoded")
-    return audio
+    try:
+        audio, _ = sf.read(str(path), dtype="float32")
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
+    return audio if audio.size else None
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:

@@ -126,3 +126,20 @@ def test_label_reads_the_split_wav_at_its_rate_and_decodes_the_span_otherwise(bo
         full_band = decode_clip(video, start, end, 48000, audio_path=wav).audio
         assert abs(len(full_band) - (end - start) * 48000) <= 480
         assert _share_above(full_band, 48000, 8500) > 1e-4 > _share_above(from_wav, 16000, 7900)
+
+
+def test_a_truncated_or_unreadable_clip_wav_falls_back_to_the_span(both, tmp_path):
+    from commercial98k.label.clip_features import decode_clip
+
+    root, none = both["none"]
+    r = next(r for r in none.values() if r["status"] == "ok")
+    video, wav = root / "data" / r["video_path"], root / "data" / r["audio_path"]
+    start, end = r["clip_start_s"], r["clip_end_s"]
+    truncated, garbage = tmp_path / "truncated.wav", tmp_path / "garbage.wav"
+    data = wav.read_bytes()
+    truncated.write_bytes(data[:len(data) // 2])
+    garbage.write_bytes(b"RIFF" + b"\0" * 64)
+    expected = decode_clip(video, start, end, 16000).audio
+    for bad in (truncated, garbage, tmp_path / "missing.wav"):
+        got = decode_clip(video, start, end, 16000, audio_path=bad).audio
+        assert np.array_equal(got, expected), bad.name

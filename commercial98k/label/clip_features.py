@@ -11,6 +11,7 @@ pure (no files written) so it serves both the labelling stage and recommendation
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,15 @@ from ..taxonomy import Taxonomy, load_taxonomy
 from .category import DEFAULT_TEMPERATURE, CategoryMatcher
 from .tags import TagNormalizer
 
+log = logging.getLogger(__name__)
+
 #: Batch sizes on CPU when ``LabelConfig.batch_size`` is None, chosen by measurement
 #: (``benchmarks/label_batch.py``): on CPU a batch of one frame ran EfficientNet-Lite0 1.6x
 #: cheaper than 32 (cache-bound), musicnn was flat up to 8 and slower at 32. CUDA keeps 32.
 CPU_BATCH_SIZES = {"frames": 1, "audio": 8, "emotion": 32}
 CUDA_BATCH_SIZE = 32
+#: A clip WAV whose length differs from its span by more than this is not used (truncated or stale).
+WAV_SLACK_S = 0.1
 #: Weight-override keys accepted in ``LabelConfig.weights`` (``--weights KIND=PATH``).
 WEIGHT_KINDS = ("audio", "frames", "emotion")
 NO_EMOTION = ("", "none")
@@ -211,7 +216,8 @@ def decode_clip(video_path: str | Path, start_s: float | None, end_s: float | No
     ``audio_path`` (the clip's WAV that ``c98k split`` wrote, already cut to the span) replaces
     the video's audio when it is a mono WAV at ``sample_rate``: no AAC decode and resampling
     (measured: 45 % of decoding a demo clip). At another rate the span's own audio is decoded,
-    since a 16 kHz WAV would band-limit a 48 kHz model.
+    since a 16 kHz WAV would band-limit a 48 kHz model; so it is for a WAV that cannot be read or
+    whose length is not the span's (truncated).
     """
     if frame_fps <= 0:
         raise ValueError(f"frame_fps must be > 0, got {frame_fps}")
@@ -221,6 +227,10 @@ def decode_clip(video_path: str | Path, start_s: float | None, end_s: float | No
         raise ValueError(f"{video_path}: empty span {start:.3f}-{end_s:.3f} s")
     audio = (media.wav_at_rate(audio_path, sample_rate) if audio_path is not None and sample_rate is not None
              else None)
+    if audio is not None and duration is not None and abs(len(audio) / sample_rate - duration) > WAV_SLACK_S:
+        log.warning("%s: %.2f s long, the span %.2f s: decoding the span's audio instead",
+                    audio_path, len(audio) / sample_rate, duration)
+        audio = None  # a truncated (or stale) WAV: the span in the manifest is the truth
     if audio is not None or sample_rate is None:
         _, frames = decode_span(video_path, start, end_s, None, frame_fps, frame_size)
     else:  # one decode of the span for both
