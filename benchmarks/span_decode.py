@@ -1,7 +1,7 @@
 """Label's frame decode with and without skipping the packets that cannot be a frame sample.
 
 ``c98k label`` samples frames at ``--frame-fps`` (1 by default) from a clip's span; packets away
-from every sample time are decoded with ``skip_frame=NONREF`` (``split.decode._span_frames``),
+from every sample time are decoded with ``skip_frame=NONREF`` (``split.decode.decode_span``),
 so the decoder drops the frames nothing refers to. For each real video (../shared/media by
 default) this prints the CPU seconds of a whole-file 1 fps sampling with every packet decoded
 (the reference) and with the skip, interleaved A B A B, best of ``--repeats``, their ratio, and
@@ -28,7 +28,7 @@ DEFAULT = ["video2dataset_test_video.mp4", "big_buck_bunny_trailer_480p.mkv", "v
 
 def main(argv: list[str] | None = None) -> int:
     from commercial98k.media import probe
-    from commercial98k.split.decode import _span_frames
+    from commercial98k.split.decode import decode_span
     from commercial98k.threads import set_worker_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for skip in (False, True):
                 c = time.process_time()
-                frames[skip] = _span_frames(path, 0.0, float("inf"), True, args.fps, 224, skip_nonref=skip)
+                frames[skip] = decode_span(path, None, None, None, args.fps, 224, skip_nonref=skip)[1]
                 cpu[skip].append(time.process_time() - c)
         full, skipped = min(cpu[False]), min(cpu[True])
         same = np.array_equal(frames[False], frames[True])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from commercial98k.media import ffmpeg_bin, load_audio, seek_before
-from commercial98k.split.decode import MusicStream, _span_frames, decode_span, scan_video
+from commercial98k.split.decode import MusicStream, decode_span, scan_video
 from commercial98k.split.identity import keyframe_times, phash_similarity, video_phash
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.shots import detect_shots
@@ -95,9 +95,9 @@ def test_frames_that_cannot_be_samples_are_skipped_without_changing_the_samples(
     for threads in (1, 2):
         with restored_thread_limits():
             set_worker_threads(threads)
-            for start, end, whole, fps in ((0.0, 1e9, True, 1.0), (3.3, 9.1, False, 1.0), (5.0, 12.0, False, 2.5)):
-                full = _span_frames(path, start, end, whole, fps, 96, skip_nonref=False)
-                skipped = _span_frames(path, start, end, whole, fps, 96)
+            for start, end, fps in ((None, None, 1.0), (3.3, 9.1, 1.0), (5.0, 12.0, 2.5)):
+                _, full = decode_span(path, start, end, None, fps, 96, skip_nonref=False)
+                _, skipped = decode_span(path, start, end, None, fps, 96)
                 assert len(full) >= 5 and np.array_equal(full, skipped), (name, threads, start, fps)
 
 

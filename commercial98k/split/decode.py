@@ -369,17 +369,18 @@ def _span_audio(path: Path, start: float, end: float, sample_rate: int) -> np.nd
 
 
 def decode_span(path: str | Path, start_s: float | None, end_s: float | None, sample_rate: int | None,
-                frame_fps: float, frame_size: int) -> tuple[np.ndarray | None, np.ndarray]:
+                frame_fps: float, frame_size: int, skip_nonref: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Decode ``[start_s, end_s)`` of a file: mono float32 audio at ``sample_rate`` (None: skip)
     and uint8 RGB frames ``[N, S, S, 3]`` sampled at ``frame_fps`` (short side scaled to ``frame_size``,
     centre-cropped), as ``media.load_audio`` + ``media.load_frames`` would give.
 
     Each stream is decoded once, the video from the keyframe before the span (``seek_before``),
-    so the cost follows the span's length, not its position in the file.
+    so the cost follows the span's length, not its position in the file. ``skip_nonref`` False
+    decodes every video packet (the reference the skip is checked against).
     """
     path = Path(path)
     start = float(start_s or 0.0)
     end = float(end_s) if end_s is not None else math.inf
-    frames = _span_frames(path, start, end, start_s is None, frame_fps, frame_size)
+    frames = _span_frames(path, start, end, start_s is None, frame_fps, frame_size, skip_nonref)
     audio = _span_audio(path, start, end, sample_rate) if sample_rate else None
     return audio, frames
