@@ -133,8 +133,8 @@ def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
     import av
     from scenedetect import FrameTimecode
 
-    from commercial98k.media import load_audio
-    from commercial98k.split.decode import SCAN_WIDTH, reformat
+    from commercial98k.media import load_audio, video_stream
+    from commercial98k.split.decode import reformat, scan_size
     from commercial98k.split.music import SAMPLE_RATE, get_detector
     from commercial98k.split.shots import make_detector
 
@@ -142,9 +142,8 @@ def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
     videos = []
     for p in paths:
         with av.open(str(p)) as container:
-            vs = container.streams.video[0]
-            factor = max(1, round(vs.codec_context.width / SCAN_WIDTH))
-            size = (round(vs.codec_context.width / factor / 2) * 2, round(vs.codec_context.height / factor / 2) * 2)
+            vs = video_stream(container)
+            size = scan_size(vs.codec_context.width, vs.codec_context.height)
             videos.append((float(vs.average_rate or 25.0), [reformat(f, size, "bgr24") for f in container.decode(vs)]))
 
     def shots() -> None:
@@ -204,13 +203,12 @@ def _model_runs(rows: list[dict], models, opts, root: Path) -> dict[str, Callabl
 
     from commercial98k.label.batch import decode_row
     from commercial98k.label.clip_features import audio_features
-    from commercial98k.models.ocr import frame_size, keyframe_times, load_keyframes
+    from commercial98k.models.ocr import clip_keyframes
 
     decoded = [decode_row(r, root, models, opts) for r in rows]
     frames = np.concatenate([d.frames for d in decoded])
-    keyframes = [load_keyframes(root / r["video_path"], keyframe_times(
-        float(r["clip_start_s"]), float(r["clip_end_s"]), r.get("shots"), models.config.ocr_frames),
-        frame_size(r.get("width"), r.get("height"))) for r in rows]
+    keyframes = [clip_keyframes(root / r["video_path"], r["clip_start_s"], r["clip_end_s"], r.get("shots"),
+                                r.get("width"), r.get("height"), models.config.ocr_frames) for r in rows]
     run = {"frames": lambda: models.frames.embed_images(frames),
            "audio": lambda: [audio_features(d.audio, models) for d in decoded]}
     if models.ocr is not None:

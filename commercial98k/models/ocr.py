@@ -194,6 +194,14 @@ def ocr_clip(model: OcrModel, video_path: str | Path, start_s: float | None, end
              shots: list[dict] | None = None, width: int | None = None, height: int | None = None,
              max_frames: int = MAX_FRAMES) -> str:
     """Merged on-screen text of a clip (``""`` when none)."""
+    frames = clip_keyframes(video_path, start_s, end_s, shots, width, height, max_frames)
+    return SEPARATOR.join(model.read_frames(frames))
+
+
+def clip_keyframes(video_path: str | Path, start_s: float | None, end_s: float | None,
+                   shots: list[dict] | None = None, width: int | None = None, height: int | None = None,
+                   max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """The frames ``ocr_clip`` reads: up to ``max_frames`` shot-middle keyframes of the clip at OCR size."""
     start = float(start_s or 0.0)
     if end_s is None:
         from ..media import probe
@@ -201,9 +209,7 @@ def ocr_clip(model: OcrModel, video_path: str | Path, start_s: float | None, end
         info = probe(video_path)
         end_s = start + float(info.duration_s or 0.0)
         width, height = width or info.width, height or info.height
-    frames = load_keyframes(video_path, keyframe_times(start, float(end_s), shots, max_frames),
-                            frame_size(width, height))
-    return SEPARATOR.join(model.read_frames(frames))
+    return load_keyframes(video_path, keyframe_times(start, float(end_s), shots, max_frames), frame_size(width, height))
 
 
 _MODELS: dict[tuple, OcrModel] = {}

@@ -181,6 +181,15 @@ def _small_bgr(frame, w: int, h: int) -> np.ndarray:
     return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
 
 
+def scan_size(width: int, height: int, downscale: int | None = None) -> tuple[int, int] | None:
+    """(w, h), even, that ``scan_video`` scales frames to for shot detection: the frame divided by
+    ``downscale`` (None: the factor that brings the width nearest ``SCAN_WIDTH``); None if unknown."""
+    if not width or not height:
+        return None
+    factor = downscale if downscale is not None else max(1, round(width / SCAN_WIDTH))
+    return max(2, round(width / factor / 2) * 2), max(2, round(height / factor / 2) * 2)
+
+
 def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "adaptive",
                threshold: float | None = None, downscale: int | None = None, shots: bool = True,
                music_detector=None, keep_audio: bool = True, chunk_patches: int = 64,
@@ -194,11 +203,7 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
     from scenedetect import FrameTimecode
 
     path = Path(path)
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as e:
-        raise MediaError(f"{path}: cannot open it ({e})") from e
-    with container:
+    with _open(path) as container:
         vs = video_stream(container)
         if vs is None:
             raise MediaError(f"{path}: no video stream")
@@ -206,9 +211,7 @@ def scan_video(path: str | Path, *, fps: float | None = None, detector: str = "a
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = threads or worker_threads()
         rate = fps or float(vs.average_rate or vs.base_rate or 25.0)
-        width, height = vs.codec_context.width or 0, vs.codec_context.height or 0
-        factor = downscale if downscale is not None else max(1, round(width / SCAN_WIDTH)) if width else 1
-        size = (max(2, round(width / factor / 2) * 2), max(2, round(height / factor / 2) * 2)) if width and height else None
+        size = scan_size(vs.codec_context.width or 0, vs.codec_context.height or 0, downscale)
         det = make_detector(detector, threshold) if shots else None
         stream = MusicStream(music_detector, chunk_patches, keep_audio) if a_s is not None else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if a_s is not None else None
