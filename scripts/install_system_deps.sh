@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the pipeline calls: ffmpeg/ffprobe, fpcalc (Chromaprint),
 # fluidsynth and a General MIDI soundfont (demo music), espeak-ng and DejaVu fonts (demo
-# voice-overs and text overlays). Uses Debian's packages when apt-get
+# voice-overs and text overlays), Chromium (c98k browse's headless-browser test). Uses Debian's packages when apt-get
 # can be used; otherwise says what is missing. Idempotent and quiet when all is present.
 set -euo pipefail
 need=()
@@ -12,6 +12,7 @@ command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)  # demo voice-overs
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need+=(fonts-dejavu-core)  # demo text overlays
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)  # Chinese tags in c98k stats plots
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # tests/test_browse_chromium.py (Playwright drives it)
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "installing Debian packages: ${need[*]}"
