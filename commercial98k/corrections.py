@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -173,3 +174,42 @@ def save_correction(manifest: str | os.PathLike, correction: Correction, taxonom
         current[correction.key] = correction
         doc = {"version": FILE_VERSION, "corrections": [asdict(c) for c in current.values()]}
         atomic_write_json(path, doc)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a manifest's corrections change in a build: categories, unusable clips, rejected joins."""
+
+    categories: dict[str, str]  # clip_id -> corrected category
+    unusable: dict[str, str]  # clip_id -> reason
+    rejected: int = 0  # clips moved out of a music_id group
+    unknown_clips: int = 0  # corrections naming a clip the manifest does not have
+
+
+def own_music_id(clip_id: str) -> str:
+    """The music_id a clip gets when its join was rejected (stable, unlike any fingerprint group's)."""
+    return "m-" + hashlib.sha256(f"rejected:{clip_id}".encode()).hexdigest()[:12]
+
+
+def apply_corrections(rows: list[dict], corrections: Iterable[Correction]) -> tuple[list[dict], Applied]:
+    """``rows`` with rejected music joins split off (new dicts where changed) and what else applies.
+
+    A ``reject`` moves ``clip_id`` out of ``other``'s group only while both still share a music_id
+    (a later split may already have separated them).
+    """
+    chosen = latest(corrections).values()
+    known = {r["clip_id"] for r in rows}
+    music = {r["clip_id"]: r.get("music_id") for r in rows}
+    categories, unusable, moved = {}, {}, set()
+    unknown = 0
+    for c in chosen:
+        if c.clip_id not in known:
+            unknown += 1
+        elif c.kind == "category":
+            categories[c.clip_id] = c.value
+        elif c.kind == "unusable":
+            unusable[c.clip_id] = c.reason or "unusable"
+        elif c.value == "reject" and music[c.clip_id] and music[c.clip_id] == music.get(c.other):
+            moved.add(c.clip_id)
+    out = [dict(r, music_id=own_music_id(r["clip_id"])) if r["clip_id"] in moved else r for r in rows]
+    return out, Applied(categories, unusable, len(moved), unknown)

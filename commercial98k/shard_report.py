@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from .corrections import Applied
+
 SPLITS = ("train", "val", "test")
 
 
@@ -23,6 +25,22 @@ def split_category_counts(rows: list[dict], skipped: list[dict]) -> dict[str, di
     return {s: dict(sorted(c.items())) for s, c in out.items()}
 
 
+def split_source_counts(rows: list[dict], skipped: list[dict]) -> dict[str, dict[str, int]]:
+    """{split: {category source: samples}}: crawl, corrected or predicted (``shard_filters.training_category``)."""
+    gone = {s["clip_id"] for s in skipped}
+    out: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    for r in rows:
+        if r["clip_id"] not in gone:
+            out.setdefault(r["split"], Counter())[r.get("category_source") or "?"] += 1
+    return {s: dict(sorted(c.items())) for s, c in out.items()}
+
+
+def corrections_summary(applied: Applied) -> dict[str, Any]:
+    """What the corrections file changed in a build (index.json ``corrections``)."""
+    return {"categories": len(applied.categories), "unusable": dict(Counter(applied.unusable.values())),
+            "rejected_joins": applied.rejected, "unknown_clips": applied.unknown_clips}
+
+
 def split_table(index: dict[str, Any]) -> list[str]:
     """Lines of a samples table: one row per category, one column per split, with totals."""
     per = index.get("split_categories")
@@ -30,11 +48,16 @@ def split_table(index: dict[str, Any]) -> list[str]:
     if not per:  # an index from before split_categories: totals only
         return ["samples: " + ", ".join(f"{s} {index['splits'][s].get('samples', 0)}" for s in splits)]
     cats = sorted({c for s in splits for c in per.get(s, {})})
-    width = max([len("category"), len("total")] + [len(c) for c in cats])
+    sources = index.get("category_sources") or {}
+    names = [f"source {c}" for c in sorted({c for s in splits for c in sources.get(s, {})})]
+    width = max([len("category"), len("total")] + [len(c) for c in cats + names])
     lines = [f"{'category':<{width}} " + " ".join(f"{s:>7}" for s in splits)]
     for c in cats:
         lines.append(f"{c:<{width}} " + " ".join(f"{per.get(s, {}).get(c, 0):>7}" for s in splits))
     lines.append(f"{'total':<{width}} " + " ".join(f"{sum(per.get(s, {}).values()):>7}" for s in splits))
+    for name in names:  # where each sample's category came from
+        src = name.removeprefix("source ")
+        lines.append(f"{name:<{width}} " + " ".join(f"{sources.get(s, {}).get(src, 0):>7}" for s in splits))
     return lines
 
 
@@ -47,6 +70,14 @@ def dropped_lines(index: dict[str, Any]) -> list[str]:
     if filtered:
         parts = ", ".join(f"{k} {v} ({flags.get(k, '')})".replace(" ()", "") for k, v in sorted(filtered.items()))
         lines.append(f"dropped by filters: {sum(filtered.values())} ({parts})")
+    corr = index.get("corrections") or {}
+    if corr.get("unusable"):
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(corr["unusable"].items()))
+        lines.append(f"dropped, marked unusable in the corrections: {sum(corr['unusable'].values())} ({reasons})")
+    if corr.get("categories") or corr.get("rejected_joins") or corr.get("unknown_clips"):
+        lines.append(f"corrections applied: {corr.get('categories', 0)} categories, {corr.get('rejected_joins', 0)} "
+                     f"clips split off a rejected music join; {corr.get('unknown_clips', 0)} name no clip of the "
+                     "manifest")
     skipped = index.get("skipped") or {}
     if skipped.get("count"):
         causes = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.get("by_cause", {}).items()))

@@ -7,6 +7,10 @@ plus ``<split>-%06d_stats.json`` (written last: the done marker) and ``<out>/ind
 A shard is rebuilt only when its stats file is missing, its input fingerprint changed (other
 clips, feature files, models, vocabulary ...), or its tar is missing or does not match the
 size/sha256 recorded in the stats (a truncated or corrupt tar). Tars are byte-reproducible.
+
+Each clip trains with one category (``shard_filters.training_category``): a user's correction
+(``corrections.py``), else the crawl category, else the label's prediction, as
+``ShardFilters.category_source`` allows; the sample's json names it in ``category_source``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .corrections import apply_corrections, load_corrections
 from .engine import error_line
 from .features import FeatureStore
 from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
 from .label.gems import emotion_classes, row_emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
-from .shard_filters import check_filtered
-from .shard_report import split_category_counts
+from .shard_filters import SOURCE_MODES, check_filtered, check_not_empty, reason_kind, with_categories
+from .shard_report import corrections_summary, split_category_counts, split_source_counts
 from .splits import assign_splits, check_fractions
 from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 
@@ -43,7 +48,8 @@ MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
                "has_music", "category_confidence", "emotion_model")
-JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence")  # issue 11
+JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence")
+JSON_FIELDS += ("category_source", "crawl_category")
 TAR_MTIME = 0  # fixed integer mtime: byte-identical tars, and no PAX header per member (a float would add one)
 
 
@@ -56,6 +62,8 @@ class ShardFilters:
     has_music: bool | None = True
     min_category_confidence: float | None = None
     statuses: tuple[str, ...] = ("ok",)
+    category_source: str = "any"  # shard_filters.SOURCE_MODES; min_category_confidence applies to that category
+    use_corrections: bool = True  # apply <manifest>.corrections.json (corrections.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -79,7 +87,8 @@ def filter_reason(row: dict, f: ShardFilters) -> str | None:
     if f.has_music is not None and bool(row.get("has_music")) != f.has_music:
         return "has_music"
     conf = row.get("category_confidence")
-    if f.min_category_confidence is not None and (conf is None or conf < f.min_category_confidence):
+    if (f.min_category_confidence is not None and row.get("category_source") != "corrected"
+            and (conf is None or conf < f.min_category_confidence)):  # a person's label needs no confidence
         return "min_category_confidence"
     return None
 
@@ -158,10 +167,12 @@ def make_sample(row: dict, ctx: _Context) -> dict[str, Any]:
 
 def missing_inputs(row: dict, store: FeatureStore, with_media: bool, taxonomy: Taxonomy) -> str | None:
     """Why a row cannot become a sample (one line), or None."""
+    if not row.get("category"):
+        return "no category (no crawl category, correction or prediction allowed by --category-source)"
     try:
-        taxonomy.index(row.get("category") or "")
+        taxonomy.index(row["category"])
     except UnknownCategory:
-        return f"unknown category {row.get('category')!r}"
+        return f"unknown category {row['category']!r}"
     if not row.get("music_id"):
         return "no music_id (run `c98k split` again: every ok clip gets one)"
     for column in ("frame_embedding", "audio_embedding"):
@@ -279,6 +290,8 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     Splits are assigned over the whole manifest (so a filtered build keeps each clip's split),
     then rows are filtered. Rows whose inputs are missing are skipped with one warning line each.
     Each split gets at least ``min_shards`` shards when it has that many samples (``chunk_rows``).
+    The manifest's corrections file applies unless ``filters.use_corrections`` is false. Nothing to write
+    raises ``shard_filters.EmptyDataSet`` (or ``EmptyAfterFilters``) before index.json is written.
     """
     filters = filters or ShardFilters()
     fractions = check_fractions(fractions)
@@ -291,12 +304,19 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     if guess_kind(table.schema) != "clips":
         raise ManifestError(f"{manifest}: a videos manifest; build-shards needs the clips manifest "
                             "(made by `c98k split`, labelled by `c98k label`)")
-    split_of = assign_splits(table, fractions, seed)
-    all_rows = table.to_pylist()
+    if filters.category_source not in SOURCE_MODES:
+        raise ValueError(f"category source {filters.category_source!r}: one of {', '.join(SOURCE_MODES)}")
+    corrections = load_corrections(manifest, taxonomy) if filters.use_corrections else []
+    all_rows, applied = apply_corrections(table.to_pylist(), corrections)
+    # split on the categories of mode "any", so builds with another --category-source keep each clip's split
+    split_of = assign_splits(with_categories(all_rows, applied.categories, "any"), fractions, seed)
+    all_rows = [r for r in with_categories(all_rows, applied.categories, filters.category_source)
+                if r["clip_id"] not in applied.unusable]
     rows, skipped, filtered_out = [], [], Counter()
     dropped_by = {r["clip_id"]: filter_reason(r, filters) for r in all_rows}
     dropped_by = {k: v for k, v in dropped_by.items() if v}
-    check_filtered(all_rows, {r["clip_id"] for r in all_rows} - set(dropped_by), dropped_by, split_of, filters)
+    if all_rows:
+        check_filtered(all_rows, {r["clip_id"] for r in all_rows} - set(dropped_by), dropped_by, split_of, filters)
     for r in all_rows:
         reason = dropped_by.get(r["clip_id"])
         if reason:
@@ -308,6 +328,10 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
             skipped.append({"clip_id": r["clip_id"], "cause": cause})
         else:
             rows.append({**r, "split": split_of[r["clip_id"]]})
+    dropped = filtered_out + Counter(reason_kind(s["cause"]) for s in skipped)
+    dropped["unusable"] += len(applied.unusable)
+    if not rows:
+        check_not_empty(table.num_rows, dropped, filters.category_source)
 
     ctx = _Context(store, taxonomy, {}, emotion_classes(rows), with_media, _probe_dims(rows, store))
     vocab = build_tag_vocab((r for r in rows if r["split"] == "train"), min_tag_count, max_tag_vocab)
@@ -331,12 +355,16 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
             stats_by_tar[tar] = write_shard(chunk, tar, stats_path, ctx, fp, bar)
 
     splits: dict[str, dict[str, Any]] = {s: {"shards": [], "samples": 0} for s in ("train", "val", "test")}
+    before_write = len(skipped)
     for split, tar, stats_path, _chunk, _fp in plan:
         st = stats_by_tar.get(tar) or json.loads(stats_path.read_text(encoding="utf-8"))
         skipped += st.get("skipped", [])
         splits[split]["shards"].append({"path": tar.relative_to(out_dir).as_posix(), "samples": st["samples"],
                                         "bytes": st["bytes"], "sha256": st["sha256"]})
         splits[split]["samples"] += st["samples"]
+    if not any(s["samples"] for s in splits.values()):  # every row failed while being written
+        written_skips = Counter(reason_kind(s["cause"]) for s in skipped[before_write:])
+        check_not_empty(table.num_rows, dropped + written_skips, filters.category_source)
     index = {
         "version": FORMAT_VERSION,
         "manifest": {"path": str(manifest), "sha256": sha256_file(manifest), "rows": table.num_rows},
@@ -346,9 +374,10 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
                  "emotion": 2 + len(ctx.classes), "tags": ctx.dims.get("tags")},
         "models": _models(rows), "filters": filters.to_dict(), "filtered_out": dict(filtered_out),
         "splits": splits, "split_categories": split_category_counts(rows, skipped),
+        "category_sources": split_source_counts(rows, skipped), "corrections": corrections_summary(applied),
         "split_options": {"fractions": list(fractions), "seed": seed, "grouped_by": ["music_id", "dup_group"]},
         "samples_per_shard": samples_per_shard, "min_shards": min_shards, "with_media": with_media, "min_tag_count": min_tag_count,
-        "skipped": {"count": len(skipped), "by_cause": dict(Counter(_cause_kind(s["cause"]) for s in skipped)),
+        "skipped": {"count": len(skipped), "by_cause": dict(Counter(reason_kind(s["cause"]) for s in skipped)),
                     "clips": skipped},
         "rebuilt_shards": [tar.relative_to(out_dir).as_posix() for _s, tar, *_ in todo],
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -367,10 +396,6 @@ def chunk_rows(rows: list[dict], samples_per_shard: int, min_shards: int = 1) ->
     k = min(min_shards, n)
     bounds = [n * i // k for i in range(k + 1)]
     return [rows[bounds[i]:bounds[i + 1]] for i in range(k)]
-
-
-def _cause_kind(cause: str) -> str:
-    return cause.split(":")[0].split(" file missing")[0]
 
 
 def _remove_extra_shards(split_dir: Path, split: str, keep: int) -> None:

@@ -17,6 +17,7 @@ from synthetic import make_labelled_corpus
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import sha256_file
 from commercial98k.manifest import read_manifest, write_manifest
+from commercial98k.shard_filters import EmptyDataSet
 from commercial98k.shards import ShardFilters, build_shards, build_tag_vocab, clip_duration
 from commercial98k.splits import assign_splits
 from commercial98k.taxonomy import load_taxonomy
@@ -199,9 +200,10 @@ def test_filters(corpus, tmp_path):
 
     failed = {r["clip_id"] for r in rows if r["status"] == "failed"}
     f2 = ShardFilters(statuses=("failed",))
-    idx2 = build_shards(manifest, tmp_path / "s2", data_root, filters=f2, progress=False)
-    assert failed and idx2["skipped"]["count"] == len(failed)  # failed rows have no features
-    assert sum(s["samples"] for s in idx2["splits"].values()) == 0
+    with pytest.raises(EmptyDataSet) as e:  # failed rows have no features: nothing to write is an error
+        build_shards(manifest, tmp_path / "s2", data_root, filters=f2, progress=False)
+    assert failed and f"no frame_embedding {len(failed)} [run `c98k label`]" in str(e.value)
+    assert not (tmp_path / "s2" / "index.json").exists()
 
 
 def test_missing_feature_file_skipped_with_warning(tmp_path, capsys):

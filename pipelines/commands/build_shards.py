@@ -6,6 +6,7 @@ import click
 
 from commercial98k.manifest import ManifestError
 from commercial98k.schema import STATUSES
+from commercial98k.shard_filters import SOURCE_MODES
 from commercial98k.shard_report import empty_split_warnings
 from commercial98k.shards import ShardFilters
 from commercial98k.taxonomy import load_taxonomy
@@ -34,8 +35,15 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--min-duration", type=float, default=None, help="Keep clips at least this long (s).")
 @click.option("--has-music/--any-music", default=True, show_default=True,
               help="Keep only clips with background music, or all clips.")
+@click.option("--category-source", type=click.Choice(SOURCE_MODES), default="any", show_default=True,
+              help="Which category a clip trains with. A correction made in `c98k browse` always wins; then "
+                   "any: the crawl category (search, folder, URL-list column), else the label's prediction; "
+                   "crawl: only the crawl category; predicted: only the prediction.")
 @click.option("--min-category-confidence", type=click.FloatRange(0, 1), default=None,
-              help="Keep clips whose category confidence is at least this.")
+              help="Keep clips whose category the label gives at least this probability (the predicted "
+                   "probability when the category is predicted; corrected categories are always kept).")
+@click.option("--no-corrections", is_flag=True,
+              help="Ignore the corrections file beside the manifest (<manifest>.corrections.json).")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), default=("ok",),
               show_default=True, help="Row statuses to keep (repeatable).")
 @click.option("--split-fractions", default="0.8,0.1,0.1", show_default=True, callback=_fractions,
@@ -51,7 +59,8 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Re-hash existing shards (sha256) to find corrupt ones; --no-verify checks sizes only.")
 def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...], min_duration: float | None,
-            has_music: bool, min_category_confidence: float | None, statuses: tuple[str, ...],
+            has_music: bool, category_source: str, min_category_confidence: float | None, no_corrections: bool,
+            statuses: tuple[str, ...],
             split_fractions: tuple[float, float, float], seed: int, samples_per_shard: int, min_shards: int,
             min_tag_count: int, with_media: bool, verify: bool) -> None:
     """Write train/val/test WebDataset shards (features, emotion, tags, category, metadata).
@@ -64,10 +73,12 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
       c98k build-shards
       c98k build-shards --category cosmetics --category food --min-duration 8 --out shards_small
       c98k build-shards --split-fractions 0.9,0.05,0.05 --samples-per-shard 500 --with-media
+      c98k build-shards --category-source predicted --min-category-confidence 0.6
     """
     filters = ShardFilters(categories=categories, min_duration=min_duration,
                            has_music=True if has_music else None,
-                           min_category_confidence=min_category_confidence, statuses=statuses)
+                           min_category_confidence=min_category_confidence, statuses=statuses,
+                           category_source=category_source, use_corrections=not no_corrections)
     try:
         index = stage.run(manifest, out, data_root, filters=filters, fractions=split_fractions, seed=seed,
                           samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
