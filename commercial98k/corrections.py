@@ -131,7 +131,17 @@ def latest(corrections: Iterable[Correction]) -> dict[Key, Correction]:
 
 def load_corrections(manifest: str | os.PathLike, taxonomy: Taxonomy | None = None) -> list[Correction]:
     """The corrections of ``manifest`` (``[]`` without a file); a malformed file raises naming it."""
-    path = corrections_path(manifest)
+    return read_corrections_file(corrections_path(manifest), taxonomy)
+
+
+def is_corrections_file(path: str | os.PathLike) -> bool:
+    """True for a ``*.corrections.json`` path (as ``corrections_path`` names them)."""
+    return Path(path).name.endswith(".corrections.json")
+
+
+def read_corrections_file(path: str | os.PathLike, taxonomy: Taxonomy | None = None) -> list[Correction]:
+    """The corrections in ``path`` (``[]`` when it does not exist); a malformed file raises naming it."""
+    path = Path(path)
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:

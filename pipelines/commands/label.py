@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from commercial98k.corrections import is_corrections_file
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
@@ -58,7 +59,9 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--visual-evidence", type=click.Choice(["table", "embedding", "none"]), default="table",
               show_default=True, help="How frame class scores become category evidence (clip: zero-shot prompts).")
 @click.option("--category-calibration", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration).")
+              help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration), "
+                   "or a corrections file (<manifest>.corrections.json from `c98k browse`): the weights are then "
+                   "fitted on the corrected clips and every labelled clip is rescored with them.")
 @click.option("--retry-failed", is_flag=True, help="Label clips whose labelling failed before again.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int | None, clips_per_batch: int,
@@ -88,6 +91,16 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
     from commercial98k.models.weights import WeightsUnavailable
     from pipelines.label import LabelOptions, run_label
 
+    if category_calibration and is_corrections_file(category_calibration):
+        from commercial98k.label.category_score import calibrate_from_corrections
+
+        try:
+            cal, path, rescored = calibrate_from_corrections(manifest, category_calibration)
+        except (ManifestError, KeyError, ValueError, OSError) as e:
+            fail(e)
+        click.echo(f"category calibration {cal.tag()} fitted on {cal.fitted_on}: ECE {cal.ece_before:.3f} -> "
+                   f"{cal.ece_after:.3f}; rescored {rescored} labelled clips; saved {path}")
+        category_calibration = str(path)
     config = LabelConfig(audio_model=audio_model, frame_model=frame_model, text_model=text_model,
                          emotion_model=emotion_model, device=device, batch_size=batch_size,
                          weights=_weights(weights), ocr=ocr, ocr_frames=ocr_frames,
