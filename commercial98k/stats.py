@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .corrections import Correction, latest, load_corrections
 from .fsutil import atomic_write_bytes
 from .manifest import read_manifest
 from .schema import guess_kind
+from .shard_filters import training_category
 from .stages import stopped_at
 
 _NORMALISE = [  # (pattern, replacement), applied in order: what varies between items of one cause
@@ -53,7 +55,7 @@ def _error_cause(error: str | None, max_len: int = 120) -> str:
 STATS_COLUMNS = ("video_id", "clip_id", "category", "status", "error", "tags", "platform_tags", "duration_s",
                  "clip_start_s", "clip_end_s", "has_music", "music_id", "valence", "arousal", "emotion",
                  "category_confidence", "split", "fetch_status", "split_status", "label_status")
-STATS_COLUMNS += ("predicted_category",)  # issue 11: predicted vs crawl category
+STATS_COLUMNS += ("predicted_category",)  # predicted vs crawl category
 DISAGREE_BELOW = 0.2  # P(crawl category) under which a differing prediction is a strong disagreement
 
 
@@ -80,8 +82,8 @@ def _describe(values: list[float]) -> dict[str, float] | None:
             "total_hours": float(a.sum() / 3600)}
 
 
-def summarize(table: pa.Table, top_n: int = 20) -> dict[str, Any]:
-    """Counts and distributions of a manifest table (clips or videos kind)."""
+def summarize(table: pa.Table, top_n: int = 20, corrections: list[Correction] | None = None) -> dict[str, Any]:
+    """Counts and distributions of a manifest table (clips or videos kind), with its users' corrections."""
     kind = guess_kind(table.schema)
     rows = _rows(table)
     per_cat: dict[str, Counter] = {}
@@ -118,6 +120,7 @@ def summarize(table: pa.Table, top_n: int = 20) -> dict[str, Any]:
             "splits": dict(Counter(r["split"] for r in rows if r.get("split"))),
             "predicted_vs_crawl": predicted_vs_crawl(rows),
         })
+        summary.update(category_sources_and_corrections(rows, corrections or []))
     return summary
 
 
@@ -136,6 +139,25 @@ def predicted_vs_crawl(rows: list[dict]) -> dict[str, Any]:
             strong[crawl] += 1
     return {"table": {c: dict(v.most_common()) for c, v in sorted(table.items())},
             "strong_disagreements": dict(strong), "labelled": sum(sum(v.values()) for v in table.values())}
+
+
+def category_sources_and_corrections(rows: list[dict], corrections: list[Correction]) -> dict[str, Any]:
+    """Where the training category of each ``ok`` clip comes from (``build-shards --category-source any``),
+    and the corrections: how many per kind, and how often the prediction (and the crawl) agreed with them."""
+    chosen = latest(corrections).values()
+    corrected = {c.clip_id: c.value for c in chosen if c.kind == "category"}
+    sources = Counter(training_category(r, corrected.get(r["clip_id"]))[1] or "none"
+                      for r in rows if r.get("status") == "ok")
+    by_id = {r["clip_id"]: r for r in rows if r.get("clip_id")}
+    judged = [(by_id[c], v) for c, v in corrected.items() if c in by_id]
+    predicted = [(r, v) for r, v in judged if r.get("predicted_category")]
+    crawl = [(r, v) for r, v in judged if r.get("category")]
+    joins = Counter(c.value for c in chosen if c.kind == "music_join")
+    return {"category_sources": dict(sources.most_common()), "corrections": {
+        "categories": len(judged), "unusable": sum(1 for c in chosen if c.kind == "unusable" and c.clip_id in by_id),
+        "music_joins": dict(joins), "unknown_clips": sum(1 for c in chosen if c.clip_id not in by_id),
+        "predicted_right": sum(r["predicted_category"] == v for r, v in predicted), "predicted": len(predicted),
+        "crawl_right": sum(r["category"] == v for r, v in crawl), "crawl": len(crawl)}}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -164,6 +186,18 @@ def format_summary(s: dict[str, Any]) -> str:
             n = pvc["strong_disagreements"].get(crawl, 0)
             lines.append(f"  {crawl}: " + ", ".join(f"{p} {c}" for p, c in preds.items())
                          + (f"  ! {n} strongly disagree" if n else ""))
+    if s.get("category_sources"):
+        lines.append("training category of ok clips (build-shards --category-source any): "
+                     + ", ".join(f"{k} {n}" for k, n in s["category_sources"].items()))
+    c = s.get("corrections") or {}
+    if any(v for v in c.values()):
+        pred = (f"prediction right on {c['predicted_right']}/{c['predicted']} ({c['predicted_right'] / c['predicted']:.0%})"
+                if c["predicted"] else "no prediction to compare")
+        crawl = f", crawl category right on {c['crawl_right']}/{c['crawl']}" if c["crawl"] else ""
+        joins = ", ".join(f"{k} {n}" for k, n in sorted(c["music_joins"].items())) or "none"
+        lines.append(f"corrections: {c['categories']} categories corrected ({pred}{crawl}); {c['unusable']} marked "
+                     f"unusable; music joins {joins}" + (f"; {c['unknown_clips']} name no clip of this manifest"
+                                                          if c["unknown_clips"] else ""))
     if s["top_tags"]:
         lines.append(f"top {s['tag_column']}: " + ", ".join(f"{t} ({n})" for t, n in s["top_tags"][:10]))
     if s.get("stopped_at"):
@@ -288,7 +322,7 @@ def write_report(manifest: str | os.PathLike, report: str | os.PathLike | None =
                  top_n: int = 20) -> dict[str, Any]:
     """Summarize ``manifest`` and (unless ``report`` is None) write the HTML report atomically."""
     table = read_manifest(manifest)
-    summary = summarize(table, top_n)
+    summary = summarize(table, top_n, load_corrections(manifest))
     if report is not None:
         page = render_html(summary, make_plots(table, summary), f"Commercial-98K statistics: {Path(manifest).name}")
         atomic_write_bytes(report, page.encode("utf-8"))

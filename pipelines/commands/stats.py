@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from commercial98k.corrections import CorrectionError
 from commercial98k.manifest import ManifestError
 from commercial98k.stats import format_summary, write_report
 from pipelines.errors import fail
@@ -18,8 +19,9 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST
 @click.option("--no-report", is_flag=True, help="Only print the summary.")
 @click.option("--top", "top_n", type=click.IntRange(1), default=20, show_default=True, help="Tags to list.")
 def command(manifest: str, report: str, no_report: bool, top_n: int) -> None:
-    """Print clips per category and status, durations, music reuse, tags, failures by cause;
-    write an HTML report with plots (categories, durations, valence/arousal, tags, reuse, failures).
+    """Print clips per category and status, durations, music reuse, tags, failures by cause, where each
+    clip's training category comes from and the corrections made in `c98k browse` (with the prediction's
+    accuracy on them); write an HTML report with plots (categories, durations, valence/arousal, tags, reuse, failures).
 
     \b
     Examples:
@@ -29,7 +31,7 @@ def command(manifest: str, report: str, no_report: bool, top_n: int) -> None:
     """
     try:
         summary = write_report(manifest, None if no_report else report, top_n)
-    except (ManifestError, OSError) as e:
+    except (ManifestError, CorrectionError, OSError) as e:
         fail(e)
     click.echo(format_summary(summary))
     if not no_report:
