@@ -18,6 +18,10 @@ Batches (``collate``) are dicts::
     emotion float32 [B, E]        (valence, arousal, emotion-class probabilities)
     tags    float32 [B, N, Dt]    tags_mask   bool [B, N]   tag_ids int64 [B, N] (-1: pad or out of vocabulary)
     category int64 [B]            music_id, clip_id: list[str]    meta: list[dict] (the sample's json)
+    category_source list[str]     where ``category`` came from: crawl, corrected or predicted
+
+``category`` is whatever category the shard carries (``build-shards --category-source``); shards
+built before the source was recorded hold crawl categories.
 
 Sequences are padded to the longest in the batch (at least 1 step, so a batch never has an
 empty axis); longer than ``max_*`` they are subsampled at evenly spaced steps.
@@ -167,6 +171,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "music_id": [s["meta"].get("music_id") for s in samples],
         "clip_id": [s["clip_id"] for s in samples],
         "meta": [s["meta"] for s in samples],
+        "category_source": [s["meta"].get("category_source") or "crawl" for s in samples],
     }
     if "mp4" in samples[0]:
         batch["mp4"] = [s.get("mp4") for s in samples]

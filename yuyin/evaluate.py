@@ -84,8 +84,10 @@ def random_m2v(n_videos: int, positives: Sequence[int], ks: Sequence[int] = KS) 
 
 
 def retrieval_metrics(video: np.ndarray, music: np.ndarray, music_ids: Sequence[str],
-                      categories: Sequence[Any] | None = None, ks: Sequence[int] = KS) -> dict[str, Any]:
-    """All metrics from clip embeddings ``video`` [N,E], ``music`` [N,E] (L2-normalised) and labels."""
+                      categories: Sequence[Any] | None = None, ks: Sequence[int] = KS,
+                      category_sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """All metrics from clip embeddings ``video`` [N,E], ``music`` [N,E] (L2-normalised) and labels;
+    per category and per category source (crawl, corrected, predicted) when given."""
     video = np.asarray(video, dtype=np.float32)
     gallery, tracks, owner = track_gallery(np.asarray(music, dtype=np.float32), music_ids)
     vr, mr = v2m_ranks(video, gallery, owner), m2v_ranks(video, gallery, owner)
@@ -99,6 +101,9 @@ def retrieval_metrics(video: np.ndarray, music: np.ndarray, music_ids: Sequence[
     if categories is not None:
         cats = np.asarray([str(c) for c in categories])
         report["per_category"] = {c: _rank_summary(vr[cats == c], ks) for c in sorted(set(cats.tolist()))}
+    if category_sources is not None:
+        src = np.asarray([str(c) for c in category_sources])
+        report["per_category_source"] = {c: _rank_summary(vr[src == c], ks) for c in sorted(set(src.tolist()))}
     return report
 
 
@@ -107,7 +112,7 @@ def embed_batches(model: torch.nn.Module, batches: Iterable[dict], device: str |
                   progress: bool = True) -> dict[str, Any]:
     """Video and music embeddings of every clip in ``batches`` plus their ids and categories."""
     model.eval()
-    video, music, music_ids, clip_ids, cats = [], [], [], [], []
+    video, music, music_ids, clip_ids, cats, sources = [], [], [], [], [], []
     for b in tqdm(batches, desc="embed", unit="batch", disable=not progress):
         video.append(model.embed_video(b["frames"].to(device), b["frames_mask"].to(device)).float().cpu())
         emo = b["emotion"].to(device) if "emotion" in b else None
@@ -115,10 +120,11 @@ def embed_batches(model: torch.nn.Module, batches: Iterable[dict], device: str |
         music_ids += list(b["music_id"])
         clip_ids += list(b["clip_id"])
         cats += [int(c) for c in b["category"]]
+        sources += list(b.get("category_source") or ["crawl"] * len(b["category"]))
     if not video:
         raise ValueError("no clips to evaluate (empty split?)")
     return {"video": torch.cat(video).numpy(), "music": torch.cat(music).numpy(), "music_id": music_ids,
-            "clip_id": clip_ids, "category": cats}
+            "clip_id": clip_ids, "category": cats, "category_source": sources}
 
 
 def evaluate_model(model: torch.nn.Module, shards: str | os.PathLike, split: str = "test", batch_size: int = 64,
@@ -135,7 +141,8 @@ def evaluate_model(model: torch.nn.Module, shards: str | os.PathLike, split: str
     loader = make_loader(shards, split, batch_size, shuffle=False, drop_last=False, **loader_kw)
     emb = embed_batches(model, loader, device, progress)
     names = [categories[c] if categories and 0 <= c < len(categories) else str(c) for c in emb["category"]]
-    report = retrieval_metrics(emb["video"], emb["music"], emb["music_id"], names)
+    report = retrieval_metrics(emb["video"], emb["music"], emb["music_id"], names,
+                               category_sources=emb["category_source"])
     report["split"] = split
     return report
 
@@ -169,6 +176,10 @@ def report_markdown(report: dict[str, Any], ks: Sequence[int] = KS) -> str:
     if report.get("per_category"):
         lines += ["", "Per category (video→music):", "", head.replace("| |", "| category |", 1), sep]
         lines += [row(f"{c} ({m['queries']})", m) for c, m in report["per_category"].items()]
+    if report.get("per_category_source"):
+        lines += ["", "Per category source (video→music; where the clip's training category came from):", "",
+                  head.replace("| |", "| source |", 1), sep]
+        lines += [row(f"{c} ({m['queries']})", m) for c, m in report["per_category_source"].items()]
     return "\n".join(lines) + "\n"
 
 
