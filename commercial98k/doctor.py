@@ -61,12 +61,13 @@ def check_ejs() -> Check:
 
 
 def check_ffmpeg() -> list[Check]:
+    from .faults import EnvironmentFault
     from .media import MediaError, ffmpeg_bin, ffprobe_bin
 
     try:
         ff = ffmpeg_bin()
         out = [Check("ffmpeg", True, f"{_first_line([ff, '-version'])} ({ff})")]
-    except (MediaError, OSError) as e:
+    except (MediaError, OSError, EnvironmentFault) as e:
         out = [Check("ffmpeg", False, str(e))]
     probe = ffprobe_bin()
     av = _version("av")
@@ -123,13 +124,22 @@ def check_cookies(path: str) -> Check:
                  + (" ..." if len(domains) > 5 else ""))
 
 
-def check_free_space(data_root: str, min_free_gb: float) -> Check:
-    p = Path(data_root).resolve()
-    while not p.exists():
-        p = p.parent
-    free = shutil.disk_usage(p).free / 1e9
-    return Check("data root", free >= min_free_gb, f"{data_root}: {free:,.1f} GB free"
-                 + ("" if free >= min_free_gb else f" (less than {min_free_gb:g} GB)"))
+def check_free_space(folder: str, min_free_gb: float, name: str = "data root") -> Check:
+    """Free space (and whether this user can write) on ``folder``'s file system."""
+    import tempfile
+
+    from .faults import free_bytes, free_root, mount_point, size_text
+
+    free = free_bytes(folder)
+    ok = free >= min_free_gb * 1e9
+    detail = f"{folder}: {size_text(free)} free on {mount_point(folder)}" + (
+        "" if ok else f" (less than {min_free_gb:g} GB)")
+    try:  # a read-only or foreign folder fails every write of a stage: say so here
+        with tempfile.TemporaryFile(dir=free_root(folder)):
+            pass
+    except OSError as e:
+        return Check(name, False, f"{detail}; cannot write there ({e.strerror or e})")
+    return Check(name, ok, detail)
 
 
 def check_ray(address: str) -> Check:
@@ -148,7 +158,7 @@ def check_ray(address: str) -> Check:
 
 
 def run_checks(cookies: str | None = None, data_root: str = "data", address: str | None = None,
-               need_cuda: bool = False, min_free_gb: float = 5.0) -> list[Check]:
+               need_cuda: bool = False, min_free_gb: float = 5.0, manifest_dir: str = "manifests") -> list[Check]:
     """Every check, in the order ``c98k doctor`` prints them."""
     steps: list[Callable[[], Check | list[Check]]] = [
         check_ytdlp, check_js_runtime, check_ejs, check_ffmpeg, check_chromaprint, check_onnxruntime,
@@ -156,6 +166,7 @@ def run_checks(cookies: str | None = None, data_root: str = "data", address: str
     if cookies:
         steps.append(lambda: check_cookies(cookies))
     steps.append(lambda: check_free_space(data_root, min_free_gb))
+    steps.append(lambda: check_free_space(manifest_dir, 0.01, "manifest folder"))
     if address:
         steps.append(lambda: check_ray(address))
     out: list[Check] = []

@@ -3,6 +3,9 @@
 A *step* is a picklable callable ``step(item: dict) -> dict`` that returns the item's result
 row with a ``status`` (see ``schema.STATUSES``) and an ``error``. It never raises for bad
 input: it catches, records the cause, and returns a failed row (video2dataset's convention).
+A fault of the machine (``faults.EnvironmentFault``: disk full, no permission, tool missing,
+out of memory) is not the item's: it is raised, and ``run_steps`` stops with it (the items in
+flight are dropped, queued ones never start, and no row is yielded for them).
 ``run_steps`` yields rows as they finish, with a progress bar counting done / failed / skipped.
 """
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .faults import raise_if_environment
+
 log = logging.getLogger(__name__)
 
 Step = Callable[[dict], dict]
@@ -32,10 +37,12 @@ def error_line(e: BaseException) -> str:
 
 
 def safe_call(step: Step, item: dict) -> dict:
-    """Call ``step``; turn an unexpected exception into a failed row naming the cause."""
+    """Call ``step``; turn an unexpected exception into a failed row naming the cause (a machine
+    fault is raised as ``faults.EnvironmentFault`` instead)."""
     try:
         row = step(item)
     except Exception as e:  # a bug or an unforeseen input must not stop the run
+        raise_if_environment(e)
         row = dict(item)
         row["status"] = "failed"
         row["error"] = error_line(e)
@@ -128,12 +135,16 @@ def _run_local(step: Step, items: Iterable[dict], workers: int, processes: bool)
     pool_cls = cf.ProcessPoolExecutor if processes else cf.ThreadPoolExecutor
     with pool_cls(max_workers=workers) as pool:
         pending: set[cf.Future] = set()
-        it = iter(items)
-        for item in it:  # keep at most 2*workers in flight so huge item lists stay cheap
-            pending.add(pool.submit(safe_call, step, item))
-            if len(pending) >= 2 * workers:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-        for f in cf.as_completed(pending):
-            yield f.result()
+        try:
+            for item in items:  # keep at most 2*workers in flight so huge item lists stay cheap
+                pending.add(pool.submit(safe_call, step, item))
+                if len(pending) >= 2 * workers:
+                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        yield f.result()
+            for f in cf.as_completed(pending):
+                pending.discard(f)
+                yield f.result()
+        finally:  # a machine fault (or the consumer stopping): queued items never start
+            for f in pending:
+                f.cancel()

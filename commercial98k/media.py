@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
+
+from .faults import AGAIN, TOOL_HINT, EnvironmentFault, tool_crashed
 
 
 class MediaError(RuntimeError):
@@ -17,16 +23,26 @@ class MediaError(RuntimeError):
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_bin() -> str:
-    """``ffmpeg`` on PATH, else the binary the imageio-ffmpeg wheel ships."""
+    """``ffmpeg`` on PATH, else the binary the imageio-ffmpeg wheel ships.
+
+    Neither: ``faults.EnvironmentFault`` (the machine lacks a tool; no video is to blame)."""
     found = shutil.which("ffmpeg")
     if found:
         return found
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as e:
-        raise MediaError("ffmpeg not found: install Debian's ffmpeg or `pip install imageio-ffmpeg`") from e
+        raise tool_missing("ffmpeg") from e
+    if not os.access(exe, os.X_OK):
+        raise tool_missing("ffmpeg")
+    return exe
+
+
+def tool_missing(tool: str) -> EnvironmentFault:
+    """``<tool> not found: <how to install it>``."""
+    return EnvironmentFault(f"{tool} not found", None, f"{TOOL_HINT[tool]}, {AGAIN}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,14 +65,59 @@ class Probe:
 
 # ffmpeg's generic trailers after the real cause: never the line a user needs.
 _FFMPEG_TRAILERS = ("To ignore this, add a trailing '?' to the map", "Conversion failed!",
-                    "Error opening output files", "Error opening output file")
+                    "Error opening output files", "Error opening output file", "Exiting normally")
+#: lines that name a cause (ffmpeg's own error wording)
+_ERROR_WORDS = re.compile(r"error|invalid|no such|not found|denied|no space|read-only|quota|could not|cannot|"
+                          r"can't|unable|failed|unknown|not supported|unsupported|does not|mismatch|corrupt|"
+                          r"truncat|missing|too many|out of memory", re.IGNORECASE)
+#: the encoders' and muxer's closing statistics (``[aac @ 0x..] Qavg: 191.102``, ``[libx264 @ ..]
+#: frame I:..``, ``video:12kB audio:3kB``, progress lines): printed last, never a cause
+_STATISTICS = re.compile(r"Qavg:|^\[\w+ @ 0x[0-9a-f]+\] (frame [IPB]|mb [IPB]|final ratefactor|coded y|i16|i8|i4|"
+                         r"8x8|direct|ref [PB]|kb/s|Weighted|consecutive|SSIM|PSNR|using )|^(frame|size)=|"
+                         r"^video:\S+ audio:|muxing overhead|^\[out#|^Input #|^Output #|^Stream( #|mapping)|"
+                         r"^\s*(Duration|Metadata|encoder|major_brand|minor_version|compatible_brands|Side data)\b")
+
+
+def ffmpeg_error_line(stderr: bytes | str | None) -> str:
+    """The line of ffmpeg's stderr that names the cause: the last one worded as an error, else
+    the last one that is not a closing statistic or a generic trailer."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    meaningful = [ln for ln in lines if not ln.startswith(_FFMPEG_TRAILERS) and not _STATISTICS.search(ln)]
+    worded = [ln for ln in meaningful if _ERROR_WORDS.search(ln)]
+    return (worded or meaningful or [ln for ln in lines if not _STATISTICS.search(ln)] or ["unknown error"])[-1]
 
 
 def ffmpeg_error_tail(e: ffmpeg.Error) -> str:
-    """The last meaningful line ffmpeg/ffprobe wrote to stderr: the cause, for a one-line error."""
-    lines = [ln.strip() for ln in (e.stderr or b"").decode("utf-8", "replace").strip().splitlines() if ln.strip()]
-    meaningful = [ln for ln in lines if not ln.startswith(_FFMPEG_TRAILERS)]
-    return (meaningful or lines or ["unknown error"])[-1]
+    """The line ffmpeg/ffprobe wrote to stderr that names the cause, for a one-line error."""
+    return ffmpeg_error_line(e.stderr)
+
+
+def run_ffmpeg(stream, what: str, output: str | os.PathLike | None = None) -> bytes:
+    """Run an ffmpeg-python ``stream`` (stdout captured and returned).
+
+    A failure is ``MediaError("<what> failed (<the cause's line>)")``, except the machine's:
+    no binary or one killed by a signal (``faults.EnvironmentFault``), and a full disk, a
+    read-only file system or a permission denied (an ``OSError`` with that errno naming the
+    file, ``output`` when ffmpeg does not say which), which ``faults.classify`` recognises.
+    """
+    args = stream.global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_bin())
+    try:
+        proc = subprocess.run(args, capture_output=True, check=False)
+    except OSError as e:  # the binary went away or is not executable
+        raise tool_missing("ffmpeg") from e
+    if proc.returncode == 0:
+        return proc.stdout
+    if proc.returncode < 0:
+        raise tool_crashed("ffmpeg", -proc.returncode, output)
+    text = proc.stderr.decode("utf-8", "replace")
+    for line in text.splitlines():
+        for words, code in (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
+                            ("Read-only file system", errno.EROFS), ("Permission denied", errno.EACCES)):
+            if words in line:
+                named = line.split(": ")[0] if line.startswith("/") else None
+                raise OSError(code, os.strerror(code), named or (os.fspath(output) if output else None))
+    raise MediaError(f"{what} failed ({ffmpeg_error_line(text)})")
 
 
 def _ratio(text: str | None) -> float | None:
@@ -155,11 +216,7 @@ def probe_container(container):
 
 
 def _run(stream, path: str | Path) -> bytes:
-    try:
-        out, _ = stream.run(cmd=ffmpeg_bin(), capture_stdout=True, capture_stderr=True, quiet=True)
-    except ffmpeg.Error as e:
-        raise MediaError(f"{path}: ffmpeg failed ({ffmpeg_error_tail(e)})") from e
-    return out
+    return run_ffmpeg(stream, f"{path}: ffmpeg")
 
 
 def load_audio(path: str | Path, sample_rate: int, start_s: float | None = None,

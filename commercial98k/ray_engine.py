@@ -8,10 +8,13 @@
 * A task that dies with its worker (crash, OOM kill, lost node) after Ray's retries becomes that
   item's ``failed`` row with the cause (``WorkerCrashedError: ...``); ``is_system_failure`` tells
   such rows from bad input, so stages can exit non-zero.
+* A task that raised a machine fault (``faults.EnvironmentFault``, or an ``OSError`` such as
+  ENOSPC) is raised in the driver, and so is a lost cluster (``wait``): the stage stops, no row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -166,14 +169,40 @@ def run_ray(call: Callable[[Any, dict], dict], step: Any, items: Iterable[dict],
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as e:
+            raise_fault(e)
             log.debug("task of %s died: %s", item, e)
             return system_failure_row(item, e)
 
-    for item in items:
-        pending[remote.remote(step_ref, item)] = item
-        if len(pending) >= limit:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            yield from (finished(r) for r in done)
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        yield from (finished(r) for r in done)
+    try:
+        for item in items:
+            pending[remote.remote(step_ref, item)] = item
+            if len(pending) >= limit:
+                yield from (finished(r) for r in wait(list(pending)))
+        while pending:
+            yield from (finished(r) for r in wait(list(pending)))
+    finally:  # a machine fault stops the stage: nothing more runs for it
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+
+
+def wait(refs: list) -> list:
+    """``ray.wait`` for one ref; the cluster gone (head down, network lost) is a machine fault."""
+    import ray
+
+    from .faults import lost_cluster
+
+    try:
+        done, _ = ray.wait(refs, num_returns=1)
+    except Exception as e:  # ray.wait raises only when the driver cannot reach the cluster
+        raise lost_cluster(f"{type(e).__name__}: {' '.join(str(e).split())}") from e
+    return done
+
+
+def raise_fault(e: BaseException) -> None:
+    """Raise the machine fault a Ray task error carries (ENOSPC in a worker, ...); else return."""
+    from .faults import classify
+
+    fault = classify(e)
+    if fault is not None:
+        raise fault from None

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .corrections import apply_corrections, load_corrections
 from .engine import error_line
+from .faults import raise_if_environment
 from .features import FeatureStore
 from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
 from .label.gems import emotion_classes, row_emotion_vector
@@ -234,6 +235,7 @@ def write_shard(rows: list[dict], tar: Path, stats_path: Path, ctx: _Context, fi
                 sink.write(make_sample(row, ctx))
                 clip_ids.append(row["clip_id"])
             except (OSError, ValueError, EOFError) as e:
+                raise_if_environment(e, ctx.store.data_root)  # a full disk is not this sample's fault
                 msg = error_line(e)
                 skipped.append({"clip_id": row["clip_id"], "cause": msg})
                 _warn(f"warning: {row['clip_id']}: skipped: {msg}", bar)

@@ -5,7 +5,9 @@ processes batches; with a ``manifest`` the actor writes its rows as parts itself
 only counts ``(key, status, error)``. Faults: a batch whose actor died is retried by Ray
 (``max_retries``), then split into single items; a single item whose actor still dies becomes
 that item's ``failed`` rows with the cause (``WorkerCrashedError``/``ActorDiedError``/
-``OutOfMemoryError``), its actor is replaced, and the stage goes on.
+``OutOfMemoryError``), its actor is replaced, and the stage goes on. A machine fault raised in a
+worker (``faults.EnvironmentFault``: disk full, no permission, tool missing) or a lost cluster
+stops the stage in the driver: the batch is not recorded, nothing is marked failed for it.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, 
     retried item alone on its actor (so a retried item that kills its actor is the cause)."""
     import ray
 
+    from . import ray_engine
+
     retry: deque[list[dict]] = deque()
     inflight: dict[Any, tuple[Any, list[dict], bool]] = {}
     load = {id(a): 0 for a in actors}
@@ -164,13 +168,13 @@ def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, 
                         break
             if not inflight:
                 return
-            done, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in done:
+            for ref in ray_engine.wait(list(inflight)):
                 actor, rows, single = inflight.pop(ref)
                 load[id(actor)] = load.get(id(actor), 1) - 1
                 try:
                     out = ray.get(ref)
                 except ray.exceptions.RayError as e:
+                    ray_engine.raise_fault(e)  # a machine fault: stop, record nothing for the batch
                     log.debug("batch of %d failed on an actor: %s", len(rows), e)
                     if actor in actors:  # replace the dead actor once (its other batch fails too)
                         actors[actors.index(actor)] = fresh = new_actor()

@@ -17,7 +17,7 @@ import click
 
 #: Exception types whose message already says what and where (no type name prefix needed).
 _PLAIN = ("ManifestError", "ShardError", "FileNotFoundError", "MediaError", "WeightsUnavailable", "StepFailed",
-          "DataRootError", "ClusterError")
+          "DataRootError", "ClusterError", "EnvironmentFault", "ManifestLocked")
 
 
 def one_line(e: BaseException) -> str:

@@ -30,8 +30,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from commercial98k.engine import run_steps
+from commercial98k.faults import fetch_bytes, require_free
 from commercial98k.fsutil import DataRoot
 from commercial98k.manifest import ManifestWriter
+from commercial98k.manifest_lock import stage_writes
 from commercial98k.manifest_scan import stage_results
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
@@ -99,22 +101,29 @@ class _Known:
 def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest: str | Path = DEFAULT_MANIFEST,
           data_root: str | Path = "data", limit: int | None = None, options: YtdlpOptions | None = None,
           workers: int | None = 1, engine: str = "local", address: str | None = None, retry_failed: bool = False,
-          taxonomy: Taxonomy | None = None, progress: bool | None = None) -> FetchResult:
+          taxonomy: Taxonomy | None = None, progress: bool | None = None, wait: bool = False) -> FetchResult:
     """Fetch the videos of ``category`` (or of ``sources``) into ``data_root`` and the manifest.
 
     ``category``: a taxonomy id, ``"all"`` or None (then ``sources`` must be given).
     ``sources``: ``--source`` values (searches, http(s) pages, URL files, folders); empty means
     the category's taxonomy queries as yt-dlp searches. ``limit``: at most this many videos per
     category (also the number of search results asked for). Returns counts by status.
+    The manifest's lock is held throughout (``ManifestLocked`` when another process writes it,
+    unless ``wait``); a machine fault stops the run as one ``EnvironmentFault`` (nothing failed).
     """
+    say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress is not False else (lambda msg: None)
     taxonomy = taxonomy or load_taxonomy()
-    options = options or YtdlpOptions()
-    manifest = Path(manifest)
-    root = DataRoot(data_root).root  # absolute: Ray workers have other cwds
-    specs = resolve_specs(category, sources, taxonomy, limit)
+    specs = resolve_specs(category, sources, taxonomy, limit)  # a bad flag is reported before the lock
+    with stage_writes(manifest, data_root, wait=wait, on_wait=say):
+        return _fetch(specs, Path(manifest), DataRoot(data_root).root, limit, options or YtdlpOptions(), workers,
+                      engine, address, retry_failed, taxonomy, progress, say)
+
+
+def _fetch(specs: list, manifest: Path, root: Path, limit: int | None, options: YtdlpOptions, workers: int | None,
+           engine: str, address: str | None, retry_failed: bool, taxonomy: Taxonomy, progress: bool | None,
+           say) -> FetchResult:
     known = _Known.load(manifest)  # before anything is created: a bad manifest stops the run here
     videos_dir(root).mkdir(parents=True, exist_ok=True)
-    say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress is not False else (lambda msg: None)
     warning = runtime_warning(specs, options)
     if warning:
         say(warning)
@@ -130,6 +139,7 @@ def fetch(category: str | None = None, sources: Sequence[str] = (), *, manifest:
         say(f"warning: {where}: cannot read: {cause}")
     if result.known:
         say(f"fetch: {result.known} of {result.planned} videos are already in {manifest}; skipping them")
+    require_free(root, fetch_bytes(todo, root), f"fetch ({len(todo)} videos)", "--data-root")
 
     def check_row(row: dict) -> dict:  # runs in this process, in completion order
         row = dedupe_content(row, known, root)

@@ -22,6 +22,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from commercial98k.faults import label_bytes, require_free
 from commercial98k.features import FeatureStore
 from commercial98k.fsutil import DataRoot
 from commercial98k.label.batch import LabelOptions
@@ -29,6 +30,7 @@ from commercial98k.label.clip_features import LabelConfig
 from commercial98k.label.plan import plan_label
 from commercial98k.label.stage import LabelStage, label_provenance
 from commercial98k.manifest import compact, manifest_exists, read_manifest
+from commercial98k.manifest_lock import stage_writes
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.stage_runner import run_stage
 from commercial98k.threads import cores, set_worker_threads
@@ -41,15 +43,25 @@ log = logging.getLogger(__name__)
 def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config: LabelConfig | None = None,
               options: LabelOptions | None = None, *, workers: int | None = 1, engine: str = "local",
               address: str | None = None, limit: int | None = None, progress: bool | None = None,
-              retry_failed: bool = False, gpus_per_worker: float = 0.0) -> Counter:
+              retry_failed: bool = False, gpus_per_worker: float = 0.0, wait: bool = False,
+              on_wait=None) -> Counter:
     """Label the pending clips of ``manifest``; returns counts (``labelled``, ``failed``, ``skipped``,
     ``not_ok``, ``failed_before``: label failures left alone without ``retry_failed``,
-    ``crashed``: failed because a Ray worker crashed or was killed)."""
-    config, options = config or LabelConfig(), options or LabelOptions()
-    data_root = DataRoot(data_root).root  # absolute: Ray workers have other cwds
-    store = FeatureStore(data_root)
+    ``crashed``: failed because a Ray worker crashed or was killed).
+
+    The manifest's lock is held throughout (``ManifestLocked`` when another process writes it,
+    unless ``wait``); a machine fault stops the run as one ``EnvironmentFault`` (nothing failed)."""
     if not manifest_exists(manifest):
         read_manifest(manifest, "clips")  # the usual one-line error
+    with stage_writes(manifest, data_root, wait=wait, on_wait=on_wait):
+        return _run_label(manifest, DataRoot(data_root).root, config or LabelConfig(), options or LabelOptions(),
+                          workers, engine, address, limit, progress, retry_failed, gpus_per_worker)
+
+
+def _run_label(manifest: str | os.PathLike, data_root: Path, config: LabelConfig, options: LabelOptions,
+               workers: int | None, engine: str, address: str | None, limit: int | None, progress: bool | None,
+               retry_failed: bool, gpus_per_worker: float) -> Counter:
+    store = FeatureStore(data_root)
     if engine == "local":  # this process runs the models: cap its thread pools before they load
         set_worker_threads(cores())
     # builds the models (locally here, on Ray in one cluster task): fails early with a clear error
@@ -72,6 +84,7 @@ def _label_pending(manifest: str | os.PathLike, data_root: Path, store: FeatureS
     log.info("label: %d clips to label, %d already labelled", len(pending), counts["skipped"])
     if not pending:
         return counts
+    require_free(data_root, label_bytes(pending), f"label ({len(pending)} clips)", "--data-root")
 
     # one code path: locally one worker (this process, --workers decode threads); on Ray one actor
     # per worker, each building the models once and writing its own manifest parts

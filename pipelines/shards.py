@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from commercial98k.faults import require_free, shard_bytes
+from commercial98k.manifest import manifest_exists, read_manifest
+from commercial98k.manifest_lock import stage_writes
 from commercial98k.shard_report import dropped_lines, split_table
 from commercial98k.shards import ShardFilters, build_shards
 
@@ -14,12 +17,20 @@ def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os
         filters: ShardFilters | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0, samples_per_shard: int = 1000, with_media: bool = False,
         min_tag_count: int = 1, verify_sha256: bool = True, progress: bool | None = None,
-        min_shards: int = 8) -> dict[str, Any]:
-    """Build or update the shards; return the index (see ``commercial98k.shards.build_shards``)."""
-    return build_shards(manifest, out, data_root, filters=filters, fractions=fractions, seed=seed,
-                        samples_per_shard=samples_per_shard, with_media=with_media,
-                        min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress,
-                        min_shards=min_shards)
+        min_shards: int = 8, wait: bool = False, on_wait=None) -> dict[str, Any]:
+    """Build or update the shards; return the index (see ``commercial98k.shards.build_shards``).
+
+    ``<out>/index.json``'s lock is held throughout (``ManifestLocked`` when another build writes
+    there, unless ``wait``); the free space under ``out`` is checked first, and a machine fault
+    stops the build as one ``EnvironmentFault``."""
+    if not manifest_exists(manifest):
+        read_manifest(manifest, "clips")  # the usual one-line error, before anything is created
+    with stage_writes(Path(out) / "index.json", data_root, wait=wait, manifest_flag="--out", on_wait=on_wait):
+        require_free(out, shard_bytes(manifest, data_root, out, with_media), "build-shards", "--out")
+        return build_shards(manifest, out, data_root, filters=filters, fractions=fractions, seed=seed,
+                            samples_per_shard=samples_per_shard, with_media=with_media,
+                            min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress,
+                            min_shards=min_shards)
 
 
 def summary_lines(index: dict[str, Any], out: str | os.PathLike) -> list[str]:

@@ -27,8 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from commercial98k.engine import run_steps
+from commercial98k.faults import require_free, split_bytes
 from commercial98k.fsutil import DataRoot
 from commercial98k.manifest import ManifestWriter, compact, manifest_exists, read_manifest
+from commercial98k.manifest_lock import stage_writes
 from commercial98k.ray_engine import is_system_failure
 from commercial98k.split.assign import with_identities
 from commercial98k.split.music import get_detector
@@ -115,13 +117,25 @@ def _write_identity_changes(clips_manifest: str | Path, before: pa.Table, after:
 
 def run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, *,
               workers: int | None = 1, engine: str = "local", address: str | None = None,
-              retry_failed: bool = False) -> dict:
+              retry_failed: bool = False, wait: bool = False, on_wait=None) -> dict:
     """Split every pending video, then assign identities; return counts by status.
 
-    ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input).
+    ``counts["crashed"]``: videos whose worker crashed or was killed (not bad input). The clips
+    manifest's lock (which covers its identity index) is held throughout: ``ManifestLocked``
+    when another process writes it, unless ``wait``. A machine fault (full disk, no permission,
+    no ffmpeg) stops the run as one ``EnvironmentFault``; no video is recorded as failed for it.
     """
     config = replace(config, data_root=str(DataRoot(config.data_root).root))  # workers have other cwds
+    with stage_writes(clips_manifest, config.data_root, wait=wait, on_wait=on_wait):
+        return _run_split(videos_manifest, clips_manifest, config, workers, engine, address, retry_failed)
+
+
+def _run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: SplitConfig, workers: int | None,
+               engine: str, address: str | None, retry_failed: bool) -> dict:
     todo, skipped = pending_videos(videos_manifest, clips_manifest, retry_failed)
+    if todo:
+        require_free(config.data_root, split_bytes(todo, config.clip_files), f"split ({len(todo)} videos)",
+                     "--data-root")
     counts: dict[str, int] = {"skipped": skipped}
     if todo and engine == "ray":  # actors (commercial98k.split.step.SplitStage) that write their own parts
         counts.update(_split_on_actors(todo, clips_manifest, config, workers, address))

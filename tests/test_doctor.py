@@ -21,7 +21,7 @@ def test_doctor_passes_here_and_names_each_tool(tmp_path: Path) -> None:
     lines = run.output.splitlines()
     names = [ln[2:].split(":")[0] for ln in lines]
     assert names == ["yt-dlp", "JS runtime", "EJS scripts", "ffmpeg", "ffprobe", "fpcalc/libchromaprint",
-                     "onnxruntime", "torch/CUDA", "cookies", "data root"]
+                     "onnxruntime", "torch/CUDA", "cookies", "data root", "manifest folder"]
     assert all(ln[0] in "✓✗" for ln in lines)
     js = next(ln for ln in lines if ln[2:].startswith("JS runtime"))
     assert js.startswith("✓ JS runtime: deno ")

@@ -19,10 +19,19 @@ from typing import Any
 import numpy as np
 
 from ..engine import error_line
+from ..faults import raise_if_environment
 from ..features import FeatureStore
 from ..fsutil import DataRoot
 from .clip_features import DecodedClip, LabelModels, audio_features, decode_clip, frame_info
-from .evidence import category_result, clip_ocr, clip_tags, page_texts, text_distributions, visual_evidence
+from .evidence import (
+    brand_evidence,
+    category_result,
+    clip_ocr,
+    clip_tags,
+    page_texts,
+    text_distributions,
+    visual_evidence,
+)
 from .tags import music_tags
 
 
@@ -84,20 +93,24 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
             try:
                 decoded.append(decode_row(r, store.data_root, models, opts))
             except Exception as e:
+                raise_if_environment(e, store.data_root)
                 decoded.append(e)
     out: list[dict | None] = [None] * len(rows)
     audio: dict[int, tuple[np.ndarray, dict[str, float] | None]] = {}
     for i, (row, dec) in enumerate(zip(rows, decoded, strict=True)):
         if isinstance(dec, BaseException):
+            raise_if_environment(dec, store.data_root)  # decoded in a thread: a machine fault stops the run
             out[i] = _failed(row, error_line(dec))
             continue
         try:
             audio[i] = audio_features(dec.audio, models)
         except Exception as e:
+            raise_if_environment(e, store.data_root)
             out[i] = _failed(row, error_line(e))
     frames = _embed_frames({i: decoded[i].frames for i in audio}, models)
     for i, seq in frames.items():
         if isinstance(seq, BaseException):
+            raise_if_environment(seq, store.data_root)
             out[i] = _failed(rows[i], error_line(seq))
     live = [i for i in sorted(audio) if not isinstance(frames[i], BaseException)]
     music = {i: (music_tags(audio[i][1], threshold=opts.music_tag_threshold, top_k=opts.music_tag_top_k)
@@ -106,6 +119,7 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
         texts = text_features([rows[i] for i in live], models, [frames[i] for i in live], [music[i] for i in live],
                               store.data_root)
     except Exception as e:  # the text model failed on the whole batch: fail its clips, keep going
+        raise_if_environment(e, store.data_root)
         for i in live:
             out[i] = _failed(rows[i], error_line(e))
         live, texts = [], []
@@ -118,6 +132,7 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
         try:
             out[i] = _finish_row(rows[i], seq, tag_probs, frames[i], text, emotion, prov, keys, store, opts)
         except Exception as e:
+            raise_if_environment(e, store.data_root)  # writing the feature files: a full disk stops the run
             out[i] = _failed(rows[i], error_line(e))
     return [r for r in out if r is not None]
 
@@ -176,10 +191,12 @@ def text_features(rows: list[dict], models: LabelModels, frame_seqs: list[np.nda
     page_p = text_distributions(models.category_matcher, page, emb[len(vocab):len(vocab) + n])
     ocr_p = text_distributions(models.category_matcher, ocr_texts, emb[len(vocab) + n:])
     visual = [visual_evidence(models, f) for f in (frame_seqs or [None] * n)]
+    brands = [brand_evidence(models.taxonomy, r, o, ts) for r, o, (ts, _) in zip(rows, ocr, tagged, strict=True)]
     ids = models.taxonomy.ids()
     out = []
     for i, r in enumerate(rows):
-        res = category_result(ids, {"page_text": page_p[i], "ocr": ocr_p[i], "visual": visual[i]},
+        res = category_result(ids, {"page_text": page_p[i], "ocr": ocr_p[i], "visual": visual[i],
+                               "brand": brands[i]},
                               r.get("category"), models.calibration)
         ts, sources = tagged[i]
         out.append(TextParts(ts, np.stack([tag_emb[t] for t in ts]) if ts else np.zeros((0, models.text.dim), np.float32),

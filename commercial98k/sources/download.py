@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..faults import raise_if_environment
 from ..fsutil import DataRoot
 from .common import finish_row, iso_date, merge_tags, utc_now, videos_dir
 from .filters import Breaker, platform_key
@@ -52,6 +53,7 @@ class YtdlpDownloader:
             try:
                 info = self._download(ydl, url, item, first=attempt == 0)
             except Exception as e:  # yt-dlp raises many types; classify, maybe retry
+                raise_if_environment(e, self.data_root)  # "unable to write data: No space left on device"
                 status, message, transient = classify_error(e, logger.last_error)
                 row.update(status=status, error=message)
                 if transient and attempt < self.options.retries:

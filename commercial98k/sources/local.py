@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..faults import raise_if_environment
 from ..fsutil import DataRoot, atomic_path, safe_id
 from .common import VIDEO_EXTENSIONS, finish_row, merge_tags, utc_now
 
@@ -95,6 +96,7 @@ class LocalImporter:
             try:
                 _link_or_copy(src, dest)
             except OSError as e:
+                raise_if_environment(e, self.data_root)  # the data root full or not writable: not this file's fault
                 row.update(status="failed", error=f"{type(e).__name__}: {src}: {e.strerror or e}")
                 return row
         return finish_row(row, dest, self.data_root)

@@ -11,7 +11,7 @@ import ffmpeg
 import numpy as np
 
 from ..fsutil import atomic_path
-from ..media import MediaError, ffmpeg_bin, ffmpeg_error_tail, write_wav
+from ..media import MediaError, run_ffmpeg, write_wav
 
 DEFAULT_CLIP_SECONDS = 30.0
 DEFAULT_MIN_CLIP_SECONDS = 4.0
@@ -111,12 +111,9 @@ def cut_clip(video_path: str | Path, out_path: str | Path, start_s: float, end_s
     if with_audio:
         kw.update({"acodec": "aac", "audio_bitrate": "128k", "flags:a": "+bitexact"})
     with atomic_path(out_path, suffix=".mp4") as tmp:
-        try:
-            ffmpeg.output(*streams, str(tmp), **kw).overwrite_output().run(
-                cmd=ffmpeg_bin(), capture_stdout=True, capture_stderr=True, quiet=True)
-        except ffmpeg.Error as e:
-            raise MediaError(f"{video_path}: cutting {start_s:.3f}-{end_s:.3f} s failed "
-                             f"({ffmpeg_error_tail(e)})") from e
+        # a failure names ffmpeg's error line (a full disk is an OSError: the machine's fault)
+        run_ffmpeg(ffmpeg.output(*streams, str(tmp), **kw).overwrite_output(),
+                   f"{video_path}: cutting {start_s:.3f}-{end_s:.3f} s", out_path)
     return out_path
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import error_line
+from ..faults import raise_if_environment
 from ..fsutil import DataRoot
 from ..schema import VIDEO_SCHEMA
 from ..stage import Resources, Stage
@@ -83,6 +84,7 @@ class SplitStep:
                            clip_seconds=cfg.clip_seconds, min_clip_seconds=cfg.min_clip_seconds,
                            music_threshold=cfg.music_threshold)
         except Exception as e:
+            raise_if_environment(e, cfg.data_root)  # a full disk is not this video's fault
             return none_result(base, video_id, "failed", error_line(e))
         p = s.probe
         base.update(width=p.width, height=p.height, fps=p.fps or (s.shots.fps if s.shots else None),
@@ -103,6 +105,7 @@ class SplitStep:
         try:
             rows = self._clip_rows(base, path, s, root)
         except Exception as e:
+            raise_if_environment(e, cfg.data_root)
             return none_result(base, video_id, "failed", error_line(e))
         return {"video_id": video_id, "status": "ok", "error": None, "rows": rows}
 
@@ -168,6 +171,7 @@ class SplitStage(Stage):
             try:
                 out.extend(step(item)["rows"])
             except Exception as e:  # SplitStep catches its own errors; a bug must still not stop the run
+                raise_if_environment(e, self.config.data_root)
                 out.extend(self.failed_rows(item, error_line(e)))
         return out
 

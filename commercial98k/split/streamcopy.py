@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 
 from ..fsutil import atomic_path
-from ..media import MediaError, ffmpeg_bin, ffmpeg_error_tail
+from ..media import MediaError, run_ffmpeg
 from .clips import cut_clip
 
 #: Codecs an MP4 holds by stream copy.
@@ -45,11 +45,7 @@ def copy_clip(video_path: str | Path, out_path: str | Path, start_s: float, end_
     inp = ffmpeg.input(str(video_path), ss=f"{start_s:.6f}")
     streams = [inp["v:0"]] + ([inp["a:0"]] if with_audio and acodec else [])
     with atomic_path(out_path, suffix=".mp4") as tmp:
-        try:
-            ffmpeg.output(*streams, str(tmp), t=f"{end_s - start_s:.6f}", c="copy", movflags="+faststart",
-                          format="mp4").overwrite_output().run(cmd=ffmpeg_bin(), capture_stdout=True,
-                                                               capture_stderr=True, quiet=True)
-        except ffmpeg.Error as e:
-            raise MediaError(f"{video_path}: copying {start_s:.3f}-{end_s:.3f} s failed "
-                             f"({ffmpeg_error_tail(e)})") from e
+        run_ffmpeg(ffmpeg.output(*streams, str(tmp), t=f"{end_s - start_s:.6f}", c="copy", movflags="+faststart",
+                                 format="mp4").overwrite_output(),
+                   f"{video_path}: copying {start_s:.3f}-{end_s:.3f} s", out_path)
     return out_path

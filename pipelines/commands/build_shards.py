@@ -58,11 +58,13 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--with-media", is_flag=True, help="Also store each clip's mp4 and wav in the shards.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Re-hash existing shards (sha256) to find corrupt ones; --no-verify checks sizes only.")
+@click.option("--wait", is_flag=True,
+              help="When another process is writing the same --out folder, wait for it to finish instead of exiting 1.")
 def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...], min_duration: float | None,
             has_music: bool, category_source: str, min_category_confidence: float | None, no_corrections: bool,
             statuses: tuple[str, ...],
             split_fractions: tuple[float, float, float], seed: int, samples_per_shard: int, min_shards: int,
-            min_tag_count: int, with_media: bool, verify: bool) -> None:
+            min_tag_count: int, with_media: bool, verify: bool, wait: bool = False) -> None:
     """Write train/val/test WebDataset shards (features, emotion, tags, category, metadata).
 
     Re-running rebuilds only missing, stale or truncated shards. Each shard's _stats.json is
@@ -82,7 +84,8 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
     try:
         index = stage.run(manifest, out, data_root, filters=filters, fractions=split_fractions, seed=seed,
                           samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
-                          verify_sha256=verify, min_shards=min_shards)
+                          verify_sha256=verify, min_shards=min_shards, wait=wait,
+                          on_wait=lambda m: click.echo(m, err=True))
     except (ManifestError, OSError, ValueError) as e:
         fail(e)
     for line in stage.summary_lines(index, out):

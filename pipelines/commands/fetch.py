@@ -41,11 +41,13 @@ from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 @click.option("--block-limit", type=click.IntRange(0), default=5, show_default=True,
               help="Stop asking a platform after this many 'blocked' answers in a row (0: never).")
 @click.option("--retry-failed", is_flag=True, help="Try rows with status 'failed' again.")
+@click.option("--wait", is_flag=True,
+              help="When another process is writing the manifest, wait for it to finish instead of exiting 1.")
 @engine_options
 def command(category: str | None, limit: int | None, sources: tuple[str, ...], manifest: str, data_root: str,
             sleep: float, retries: int, cookies: str | None, format_: str | None, max_height: int,
             min_duration: float, max_duration: float, block_limit: int,
-            retry_failed: bool, workers: int, engine: str, address: str | None) -> None:
+            retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
     """Find advertisement videos and download them, one manifest row per video.
 
     Every video gets a status: ok, no_audio, duplicate (same content as an earlier video),
@@ -77,7 +79,7 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
                            block_limit=block_limit)
     try:
         result = fetch(category, sources, manifest=manifest, data_root=data_root, limit=limit, options=options,
-                       workers=workers, engine=engine, address=address, retry_failed=retry_failed)
+                       workers=workers, engine=engine, address=address, retry_failed=retry_failed, wait=wait)
     except (UnknownCategory, UnsafeSourceError, UrlFileError, ValueError, OSError, DataRootError) as e:
         # a bad flag value (category, source) is a usage error (2); a bad file is an input error (1)
         fail(e, 1 if isinstance(e, (ManifestError, UrlFileError, OSError)) else 2)

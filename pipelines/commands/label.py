@@ -62,13 +62,15 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
               help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration), "
                    "or a corrections file (<manifest>.corrections.json from `c98k browse`): the weights are then "
                    "fitted on the corrected clips and every labelled clip is rescored with them.")
+@click.option("--wait", is_flag=True,
+              help="When another process is writing the manifest, wait for it to finish instead of exiting 1.")
 @click.option("--retry-failed", is_flag=True, help="Label clips whose labelling failed before again.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
             emotion_model: str, frame_fps: float, batch_size: int | None, clips_per_batch: int,
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
             address: str | None, gpus_per_worker: float, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
             visual_evidence: str = "table", category_calibration: str | None = None,
-            retry_failed: bool = False) -> None:
+            retry_failed: bool = False, wait: bool = False) -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
 
     \b
@@ -110,7 +112,7 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
     try:
         counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
                            address=address, limit=limit, retry_failed=retry_failed,
-                           gpus_per_worker=gpus_per_worker)
+                           gpus_per_worker=gpus_per_worker, wait=wait, on_wait=lambda m: click.echo(m, err=True))
     except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
         fail(e)
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "

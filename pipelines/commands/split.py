@@ -39,10 +39,12 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
                    "about the source's bitrate, so features stay within cosine 0.99 of the span's). "
                    "build-shards --with-media needs copy or encode.")
 @click.option("--retry-failed", is_flag=True, help="Split videos whose split failed before again.")
+@click.option("--wait", is_flag=True,
+              help="When another process is writing the clips manifest, wait for it to finish instead of exiting 1.")
 @engine_options
 def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
             clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, clip_files: str,
-            retry_failed: bool, workers: int, engine: str, address: str | None) -> None:
+            retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
     """Cut every fetched video into clips where its background music plays.
 
     \b
@@ -69,7 +71,7 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                          clip_height=clip_height or None, clip_files=clip_files)
     try:
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
-                           retry_failed=retry_failed)
+                           retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))
     except (ManifestError, WeightsUnavailable, DataRootError) as e:
         fail(e)
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
