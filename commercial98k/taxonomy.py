@@ -1,4 +1,5 @@
-"""The e-commerce category taxonomy (``manifests/categories.json``)."""
+"""The e-commerce category taxonomy (``manifests/categories.json``) and its brand table
+(``manifests/brands.json``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "manifests" / "categories.json"
+DEFAULT_BRANDS = DEFAULT_TAXONOMY.with_name("brands.json")
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,38 @@ def _load(path: str) -> Taxonomy:
     if not cats:
         raise ValueError(f"{path}: no categories")
     return Taxonomy(tuple(cats))
+
+
+@dataclass(frozen=True)
+class Brand:
+    """A brand: its names (the first is canonical; English and Chinese), its category and others it also sells."""
+
+    names: tuple[str, ...]
+    category: str
+    also: tuple[str, ...] = ()
+
+
+def load_brands(path: str | Path | None = None, taxonomy: Taxonomy | None = None) -> tuple[Brand, ...]:
+    """The brand table; defaults to ``manifests/brands.json`` (beside ``categories.json``).
+    Every category it names must be in ``taxonomy`` (the default taxonomy when None)."""
+    return _load_brands(str(Path(path) if path else DEFAULT_BRANDS), tuple((taxonomy or load_taxonomy()).ids()))
+
+
+@lru_cache(maxsize=8)
+def _load_brands(path: str, ids: tuple[str, ...]) -> tuple[Brand, ...]:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    out = []
+    for category, entries in (doc.get("brands") or {}).items():
+        for i, b in enumerate(entries):
+            names = tuple(n.strip() for n in b.get("names", ()) if n and n.strip())
+            where = f"{path}: brand #{i} of {category!r}"
+            if not names:
+                raise ValueError(f"{where} has no names")
+            bad = [c for c in (category, *b.get("also", ())) if c not in ids]
+            if bad:
+                raise ValueError(f"{where} ({names[0]}): unknown category {bad[0]!r}; known: {', '.join(ids)}")
+            out.append(Brand(names, category, tuple(c for c in b.get("also", ()) if c != category)))
+    if not out:
+        raise ValueError(f"{path}: no brands")
+    return tuple(out)

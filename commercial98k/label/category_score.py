@@ -6,6 +6,8 @@ Evidence kinds (``EVIDENCE``), each a distribution over the taxonomy or absent:
 * ``ocr``: the same text match on the clip's on-screen text (``ocr_text``);
 * ``visual``: what the frames show (``label.visual``: ImageNet classes mapped to categories, or
   CLIP zero-shot prompts).
+* ``brand``: brands of ``manifests/brands.json`` named in the on-screen text, page text or tags
+  (``label.category.BrandMatcher``).
 
 They are combined as a weighted product of experts: ``log p(c) = sum_e w_e log p_e(c) + const``
 over the evidence present (a clip with no evidence gets the uniform distribution). The weights
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..fsutil import atomic_write_json
 
-EVIDENCE = ("page_text", "ocr", "visual")
+EVIDENCE = ("page_text", "ocr", "visual", "brand")
 FLOOR = 1e-4  # smallest probability an expert may give (a single expert cannot veto a category)
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "category_calibration.json"
 
@@ -106,7 +108,11 @@ def fit_calibration(evidence: list[dict[str, np.ndarray | None]], labels: list[i
         return float(np.mean(logz - logit[np.arange(len(y)), y]) + l2 * np.sum(theta ** 2))
 
     res = minimize(loss, np.zeros(len(EVIDENCE)), method="L-BFGS-B", bounds=[(-5.0, 3.0)] * len(EVIDENCE))
-    return CategoryCalibration(weights={e: float(np.exp(t)) for e, t in zip(EVIDENCE, res.x, strict=True)})
+    # a kind no labelled clip has (``brand`` on clips labelled before it existed) is not fitted: it
+    # keeps the default weight 1 instead of being saved as if fitted
+    seen = [any(ev.get(e) is not None for ev in evidence) for e in EVIDENCE]
+    return CategoryCalibration(weights={e: float(np.exp(t)) for e, t, s in zip(EVIDENCE, res.x, seen, strict=True)
+                                        if s})
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:

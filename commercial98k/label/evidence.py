@@ -6,8 +6,9 @@ a URL path or an id (a local file's or a direct URL's "title" is its file name).
 brand-like lines) and the music tagger, each with its source (``tag_sources``), generic tokens
 dropped (the normaliser's stop-words and drop patterns: months, dates, numbers, "ad",
 "video", "final", ``ad_12``-style file-name parts).
-``category_evidence`` turns page text, OCR text and frames into the per-evidence
-distributions that ``category_score.combine`` calibrates into one.
+``category_evidence`` turns page text, OCR text, frames and the brands named in them
+(``brand_evidence``) into the per-evidence distributions that ``category_score.combine``
+calibrates into one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from ..engine import error_line
-from .category import CategoryMatcher, clip_text
+from ..taxonomy import Taxonomy
+from .category import CategoryMatcher, brand_matcher, clip_text
 from .category_score import CategoryCalibration, combine
 from .tags import TagNormalizer, clean_text
 
@@ -145,6 +147,15 @@ def page_texts(rows: list[dict]) -> list[str]:
         title, description, tags = page_text(r)
         out.append(clip_text(title, description, tags))
     return out
+
+
+def brand_evidence(taxonomy: Taxonomy | None, row: dict, ocr_text: str | None = None,
+                   tags: list[str] | None = None) -> np.ndarray | None:
+    """The ``brand`` distribution of a clip: brands named in its on-screen text, page text (file-name
+    titles excluded) or tags; None when it names none."""
+    title, description, platform_tags = page_text(row)
+    texts = [ocr_text, title, description, *platform_tags, *(tags or [])]
+    return brand_matcher(taxonomy).evidence(texts)[0]
 
 
 def clip_ocr(row: dict, models, data_root) -> str | None:

@@ -8,13 +8,23 @@ evenly spread when there are more shots; evenly spaced times when the clip has n
 near-duplicate keyframes dropped (8x8 grey thumbnails closer than ``DUP_THRESHOLD``), every
 line read with its confidence, lines below ``min_score`` dropped, and repeats across frames
 merged (NFKC, case and spacing ignored). ``ocr_text`` is the merged lines joined by `` | ``.
+
+The recogniser often drops the spaces of English overlays ("Tapordrawaroundanythingyouwant"),
+which hides their words from the text match and the tags. ``split_glued`` splits such runs with
+SymSpell's word segmentation (``symspellpy``, MIT; its English unigram frequencies ship in the
+wheel, nothing is downloaded): only a run of 6+ letters that is neither a dictionary word nor a
+brand of ``manifests/brands.json``, and only into common words, so names ("Maybelline", not
+"may bel line") stay whole.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +40,14 @@ MAX_FRAMES = 3
 LONG_SIDE = 960  # keyframes are scaled so the longer side is at most this (small text stays readable)
 DUP_THRESHOLD = 6.0  # mean absolute difference (0-255) of 8x8 grey thumbnails under which frames are duplicates
 SEPARATOR = " | "
+GLUED_MIN_LETTERS = 6
+#: a split is kept only if every part is at least this common (log10 of its unigram share: "glow" is
+#: -5.0, "elegance" -5.4; fragments of unknown names such as "chino" or "ava" are rarer) and, in a run
+#: shorter than ``ONE_LETTER_MIN_RUN``, no part is one letter ("Weleda" is not "We led a")
+MIN_PART_LOG10P = -5.5
+ONE_LETTER_MIN_RUN = 10
+_CAMEL_STEP = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_LETTER_RUN = re.compile(rf"(?<![A-Za-z\u00c0-\u024f])[A-Za-z]{{{GLUED_MIN_LETTERS},}}(?![A-Za-z\u00c0-\u024f])")
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,81 @@ class OcrModel:
     def read_frames(self, frames: np.ndarray | list[np.ndarray]) -> list[str]:
         """Merged lines of several frames (near-duplicate frames read once, repeated lines once)."""
         per_frame = [self.read(f) for f in dedupe_frames(frames)]
-        return merge_lines(per_frame)
+        return [split_glued(line) for line in merge_lines(per_frame)]
+
+
+class WordSplitter:
+    """Splits English words glued together by the recogniser (``split("Shopnow") == "Shop now"``)."""
+
+    def __init__(self, keep: set[str] | frozenset[str] = frozenset()):
+        from importlib.resources import files
+
+        try:
+            from symspellpy import SymSpell
+        except ImportError as e:
+            raise WeightsUnavailable("splitting glued OCR words needs symspellpy: pip install symspellpy") from e
+        self._sym = SymSpell(max_dictionary_edit_distance=0, prefix_length=7)
+        path = files("symspellpy") / "frequency_dictionary_en_82_765.txt"
+        if not self._sym.load_dictionary(str(path), 0, 1):
+            raise WeightsUnavailable(f"{path}: symspellpy's word frequency list is missing")
+        self._log_total = math.log10(sum(self._sym.words.values()))
+        self.keep = frozenset(keep)
+
+    def _common(self, word: str, run: int) -> bool:
+        count = self._sym.words.get(word)
+        if count is None or (len(word) == 1 and (word not in ("a", "i") or run < ONE_LETTER_MIN_RUN)):
+            return False
+        return math.log10(count) - self._log_total >= MIN_PART_LOG10P
+
+    def split_word(self, word: str) -> str:
+        """``word`` split into common words, or unchanged (a known word, a brand, mixed case like
+        "iPhone", or no split into common words)."""
+        low = word.lower()
+        shape_ok = word.islower() or word.isupper() or (word[0].isupper() and word[1:].islower())
+        if not shape_ok or low in self.keep or low in self._sym.words:
+            return word
+        parts = self._sym.word_segmentation(low, max_edit_distance=0).segmented_string.split()
+        if len(parts) < 2 or "".join(parts) != low or not all(self._common(p, len(low)) for p in parts):
+            return word
+        if word.isupper():
+            return " ".join(p.upper() for p in parts)
+        return " ".join([parts[0].capitalize() if word[0].isupper() else parts[0], *parts[1:]])
+
+    def split_run(self, run: str) -> str:
+        """A run of letters split; a mixed-case run ("GlowalldaywithMaybelline") is cut at its
+        lower-to-upper steps only when a piece splits too, so "MacBook" and "PlayStation" stay whole."""
+        pieces = _CAMEL_STEP.split(run)
+        if len(pieces) == 1 or run.lower() in self.keep:
+            return self.split_word(run)
+        out = [self.split_word(p) if len(p) >= GLUED_MIN_LETTERS else p for p in pieces]
+        return " ".join(out) if out != pieces else run
+
+    def split(self, text: str) -> str:
+        """``text`` with every glued run of letters split."""
+        return _LETTER_RUN.sub(lambda m: self.split_run(m.group(0)), text)
+
+
+@lru_cache(maxsize=1)
+def word_splitter() -> WordSplitter:
+    """One splitter per process (the dictionary takes ~1 s to load), keeping the brand table's names whole."""
+    from ..taxonomy import load_brands
+
+    keep = set()
+    for brand in load_brands():
+        for name in brand.names:
+            t = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", name).casefold())
+            key = "".join(c for c in t if c.isascii() and c.isalpha())
+            if len(key) >= GLUED_MIN_LETTERS:
+                keep.add(key)
+    return WordSplitter(frozenset(keep))
+
+
+def split_glued(text: str) -> str:
+    """``text`` with glued English words split ("Tapordrawaroundanythingyouwant" -> "Tap or draw
+    around anything you want"); text without a run of 6+ letters is returned as is."""
+    if not _LETTER_RUN.search(text):
+        return text
+    return word_splitter().split(text)
 
 
 def merge_lines(per_frame: list[list[OcrLine]]) -> list[str]:
