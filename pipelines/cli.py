@@ -10,7 +10,7 @@ import click
 from pipelines.errors import CliGroup
 
 # Command modules, in the order a user runs them. Each exposes ``command``.
-COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "validate", "demo", "doctor"]
+COMMAND_MODULES = ["fetch", "split", "label", "emotion", "build_shards", "stats", "browse", "validate", "demo", "doctor"]
 
 
 class LazyGroup(CliGroup):

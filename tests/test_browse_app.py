@@ -1,0 +1,361 @@
+"""``c98k browse``: the API (grid, filters, paging, failures, corrections), media with HTTP Range, and
+what is never served (paths out of the data root, malformed corrections, foreign Host headers).
+
+The corpus is ``synthetic.make_labelled_corpus`` (features, so build-shards runs on it) with two
+tiny generated videos and the label columns the grid shows (``make_browse_corpus``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from synthetic import make_labelled_corpus
+
+from commercial98k.corrections import corrections_path, load_corrections
+from commercial98k.manifest import read_manifest, write_manifest, write_rows_part
+from commercial98k.stages import record
+
+starlette_testclient = pytest.importorskip("starlette.testclient", reason="httpx is needed by Starlette's TestClient")
+
+VIDEOS = {"videos/ad-a.mp4": ("libx264", 14.0), "videos/ad-b.webm": ("libvpx", 14.0)}
+SECRET = "top secret outside the data root"
+
+
+def _video(path: Path, codec: str, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = ["-pix_fmt", "yuv420p", "-movflags", "+faststart"] if codec == "libx264" else ["-b:v", "200k"]
+    acodec = ["-c:a", "aac"] if codec == "libx264" else ["-c:a", "libvorbis"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=192x108:r=12:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=f=440:d={seconds}", "-c:v", codec, *extra, *acodec, "-shortest",
+                    str(path)], check=True)
+
+
+def make_browse_corpus(tmp_path: Path, n_clips: int = 16) -> tuple[Path, Path]:
+    """A labelled clips manifest of ``n_clips`` over two real (generated) videos, with the grid's columns:
+    disagreeing predictions, category and emotion probabilities, tags with sources, on-screen text,
+    one shared music id; from 10 clips on, two split ``no_music`` rows and a label failure."""
+    manifest, root = make_labelled_corpus(tmp_path, n_clips=n_clips, failed_share=0.0, clips_per_video=2)
+    for rel, (codec, seconds) in VIDEOS.items():
+        _video(root / rel, codec, seconds)
+    rows = read_manifest(manifest).to_pylist()
+    cats = sorted({r["category"] for r in rows})
+    for i, r in enumerate(rows):
+        video = list(VIDEOS)[i % 2]
+        start = 1.0 + 2.0 * (i % 5)
+        pred = cats[(cats.index(r["category"]) + 1) % len(cats)] if i % 4 == 0 else r["category"]
+        probs = {c: (0.7 if c == pred else 0.3 / (len(cats) - 1)) for c in cats}
+        r.update(video_path=video, clip_start_s=start, clip_end_s=start + 3.0, duration_s=14.0,
+                 music_start_s=start, music_end_s=start + 3.0,
+                 predicted_category=pred, category_probs=probs, category_confidence=probs[r["category"]],
+                 title=f"{r['category']} spot {i}", ocr_text=f"SALE {i} | shop now" if i % 3 == 0 else None,
+                 tag_sources=["page"] * len(r["tags"] or []), fetch_status="ok", split_status="ok",
+                 label_status="ok", clip_path=None)
+    rows[1]["music_id"] = rows[3]["music_id"] = "m-000000shared"
+    if len(rows) >= 10:
+        for i in (5, 7):
+            rows[i] = record({**rows[i], "has_music": False, "music_id": None}, "split", "no_music",
+                             f"fingerprint of 'v{i}' is silence")
+        rows[9] = record(rows[9], "label", "failed", "MediaError: videos/ad-b.webm: no frames at 12.5 s")
+    write_manifest(rows, manifest, kind="clips")
+    return manifest, root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    return make_browse_corpus(tmp_path_factory.mktemp("browse"))
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a thread; yields the base URL."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the browse server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def client_for(manifest: Path, root: Path, **kw):
+    from commercial98k.browse.app import create_app
+
+    app = create_app(manifest, root, who="tester", **kw)
+    app.state.browser.index.wait()
+    return starlette_testclient.TestClient(app, base_url="http://127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def client(corpus):
+    return client_for(*corpus)
+
+
+def clips(client, **params) -> dict:
+    r = client.get("/api/clips", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_grid_rows_carry_what_a_card_shows(client, corpus):
+    page = clips(client, limit=60)
+    rows = read_manifest(corpus[0]).to_pylist()
+    assert page["total"] == len(rows) and [r["clip_id"] for r in page["rows"]] == [r["clip_id"] for r in rows]
+    first = page["rows"][0]
+    assert first["predicted_category"] != first["category"]  # row 0 disagrees by construction
+    assert first["p_predicted"] == pytest.approx(0.7)
+    assert len(first["top_emotions"]) == 3
+    probs = rows[0]["emotion_probs"]
+    assert [e for e, _ in first["top_emotions"]] == [k for k, _ in sorted(probs, key=lambda kv: -kv[1])][:3]
+    assert first["ocr_text"] == "SALE 0 | shop now" and first["video_path"] == "videos/ad-a.mp4"
+    stopped = {r["clip_id"]: r for r in page["rows"] if r["status"] != "ok"}
+    assert {r["stopped"] for r in stopped.values()} == {"split no_music", "label failed"}
+    assert all(r["error"] for r in stopped.values())
+
+
+def test_filters_sort_and_paging(client, corpus):
+    rows = read_manifest(corpus[0]).to_pylist()
+    cat = rows[2]["category"]
+    assert {r["category"] for r in clips(client, category=cat)["rows"]} == {cat}
+    disagree = clips(client, disagree="true")
+    assert disagree["total"] == sum(r["predicted_category"] != r["category"] for r in rows) > 0
+    low = clips(client, conf_min="0", conf_max="0.5")
+    assert low["total"] == sum(r["category_confidence"] <= 0.5 for r in rows)
+    ranked = [r["category_confidence"] for r in clips(client, sort="-confidence")["rows"]]
+    assert ranked == sorted(ranked, reverse=True)
+    emotion = rows[0]["emotion"]
+    assert {r["emotion"] for r in clips(client, emotion=emotion)["rows"]} == {emotion}
+    assert clips(client, status="no_music")["total"] == 2
+    assert [r["clip_id"] for r in clips(client, music_id="m-000000shared")["rows"]] == \
+        [rows[1]["clip_id"], rows[3]["clip_id"]]
+    assert clips(client, text="sale 4")["total"] == 0 and clips(client, text="sale 6")["total"] == 1  # OCR
+    assert clips(client, text="SPOT 1")["total"] == 7  # title: spot 1, 10..15
+    tag = next(t for r in rows for t in (r["tags"] or []))
+    assert clips(client, text=tag)["total"] == sum(tag in " ".join(r["tags"] or []) or tag in r["title"]
+                                                   for r in rows)
+    pages = [clips(client, limit=5, offset=o)["rows"] for o in (0, 5, 10, 15)]
+    assert [r["clip_id"] for p in pages for r in p] == [r["clip_id"] for r in rows]
+
+
+@pytest.mark.parametrize("params, field", [({"limit": "0"}, "limit"), ({"conf_min": "high"}, "conf_min"),
+                                           ({"conf_max": "2"}, "conf_max"), ({"sort": "title"}, "sort"),
+                                           ({"colour": "red"}, "colour"), ({"disagree": "maybe"}, "disagree")])
+def test_bad_query_is_a_400_naming_the_parameter(client, params, field):
+    r = client.get("/api/clips", params=params)
+    assert r.status_code == 400 and r.json()["error"].startswith(f"error: {field}:")
+
+
+def test_streamed_pages_equal_indexed_pages(corpus):
+    from commercial98k.browse.index import build_index
+    from commercial98k.browse.queries import Query, run_query, stream_query
+
+    data = build_index(corpus[0])
+    for q in (Query(limit=4, offset=3), Query(disagree=True, limit=2, offset=1), Query(text="spot 1", limit=50),
+              Query(status="ok", conf_max=0.5, limit=3, offset=2)):
+        streamed = stream_query(corpus[0], q, batch_rows=3)
+        assert [r["clip_id"] for r in streamed["rows"]] == [r["clip_id"] for r in run_query(data, q)["rows"]]
+
+
+def test_index_follows_new_manifest_parts(tmp_path):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=6)
+    c = client_for(manifest, root)
+    row = read_manifest(manifest).to_pylist()[2]
+    write_rows_part(manifest, "clips", [{**row, "title": "a retitled clip"}])
+    c.app.state.browser.index.wait()
+    page = clips(c, text="retitled")
+    assert page["total"] == 1 and page["rows"][0]["clip_id"] == row["clip_id"]
+    assert clips(c)["total"] == 6  # the part replaced the row, it did not add one
+
+
+def test_failures_grouped_by_stage_and_normalised_cause(client):
+    r = client.get("/api/failures")
+    groups = {(g["stopped"], g["cause"]): g for g in r.json()["groups"]}
+    assert groups[("split no_music", "fingerprint of '<…>' is silence")]["count"] == 2
+    label = next(g for (s, _), g in groups.items() if s == "label failed")
+    assert label["count"] == 1 and label["stage"] == "label" and "<path>" in label["cause"]
+    page = clips(client, stopped="split no_music", cause="fingerprint of '<…>' is silence")
+    assert page["total"] == 2 and all(r["video_path"] for r in page["rows"])
+
+
+def test_media_is_served_with_http_range(client, corpus):
+    data = (corpus[1] / "videos/ad-a.mp4").read_bytes()
+    whole = client.get("/media/videos/ad-a.mp4")
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    part = client.get("/media/videos/ad-a.mp4", headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.content == data[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
+    assert client.get("/media/videos/ad-a.mp4", headers={"Range": f"bytes={len(data) + 10}-"}).status_code == 416
+
+
+@pytest.fixture
+def escape_root(tmp_path):
+    """A data root holding a symlink to a file outside it, a symlinked folder outside it, and one inside."""
+    root = tmp_path / "root"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "inside.mp4").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    os.symlink(outside / "secret.txt", root / "videos" / "link.mp4")
+    os.symlink(outside, root / "elsewhere")
+    os.symlink(root / "videos" / "inside.mp4", root / "alias.mp4")
+    manifest, _ = make_labelled_corpus(tmp_path / "m", n_clips=2)
+    return manifest, root
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/media/../outside/secret.txt", 403), ("/media/videos/../../outside/secret.txt", 403),
+    ("/media/%2e%2e/outside/secret.txt", 403), ("/media/videos%2F..%2F..%2Foutside%2Fsecret.txt", 403),
+    ("/media/%2E%2E%2Foutside%2Fsecret.txt", 403), ("/media//etc/passwd", 403), ("/media/%2Fetc%2Fpasswd", 403),
+    ("/media/videos/link.mp4", 403), ("/media/elsewhere/secret.txt", 403), ("/media/videos/%00x", 400),
+    ("/media/videos\\..\\..\\outside\\secret.txt", 400), ("/media/videos/missing.mp4", 404), ("/media/videos", 404),
+    ("/thumb?video=../outside/secret.txt&t=0", 403), ("/thumb?video=%2Fetc%2Fpasswd&t=0", 403),
+])
+def test_nothing_outside_the_data_root_is_served(escape_root, url, status):
+    # a real server and http.client: an HTTP client library would normalise the dot segments away
+    from commercial98k.browse.app import create_app
+
+    with served(create_app(*escape_root)) as base:
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+        conn.request("GET", url)
+        r = conn.getresponse()
+        text = r.read().decode("utf-8", "replace")
+    assert r.status == status, (url, text)
+    assert SECRET not in text and "root:" not in text
+    assert json.loads(text)["error"].startswith("error:")
+
+
+def test_symlinks_inside_the_root_are_served(escape_root):
+    c = client_for(*escape_root)
+    assert c.get("/media/alias.mp4").content == b"inside"
+    assert c.get("/media/videos/inside.mp4").content == b"inside"
+
+
+def test_thumbnail_is_a_jpeg_of_the_span(client):
+    from PIL import Image
+
+    r = client.get("/thumb", params={"video": "videos/ad-b.webm", "t": "2.5"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    import io
+
+    assert Image.open(io.BytesIO(r.content)).size == (192, 108)
+    assert client.get("/thumb", params={"video": "videos/ad-a.mp4", "t": "soon"}).status_code == 400
+
+
+def test_a_foreign_host_header_is_refused(client):
+    assert client.get("/api/meta", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/meta", headers={"Host": "localhost:8098"}).status_code == 200
+
+
+def test_corrections_are_saved_at_once_with_who_and_when(tmp_path):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=6)
+    c = client_for(manifest, root)
+    ids = [r["clip_id"] for r in read_manifest(manifest).to_pylist()]
+    r = c.post("/api/corrections", json={"clip_id": ids[0], "kind": "category", "value": "food"})
+    assert r.status_code == 201, r.text
+    r = c.post("/api/corrections", json={"clip_id": ids[1], "kind": "unusable", "reason": "a slideshow",
+                                         "who": "ana"})
+    assert r.status_code == 201
+    r = c.post("/api/corrections", json={"clip_id": ids[2], "kind": "music_join", "value": "reject",
+                                         "other": ids[3]})
+    assert r.status_code == 201
+    saved = {(x.clip_id, x.kind): x for x in load_corrections(manifest)}
+    assert saved[(ids[0], "category")].value == "food" and saved[(ids[0], "category")].who == "tester"
+    assert saved[(ids[1], "unusable")].who == "ana" and saved[(ids[1], "unusable")].reason == "a slideshow"
+    assert saved[(ids[2], "music_join")].other == ids[3] and saved[(ids[2], "music_join")].when.endswith("+00:00")
+    page = clips(c, corrected="true")
+    assert [r["clip_id"] for r in page["rows"]] == ids[:3]
+    assert page["rows"][0]["corrections"][0]["value"] == "food"
+    c.post("/api/corrections", json={"clip_id": ids[0], "kind": "category", "value": "apparel"})
+    assert [x.value for x in load_corrections(manifest) if x.clip_id == ids[0]] == ["apparel"]
+    assert read_manifest(manifest).num_rows == 6  # the manifest itself is never rewritten
+
+
+@pytest.mark.parametrize("body, content_type, status, names", [
+    (b"{not json", "application/json", 400, "not JSON"),
+    (b'{"clip_id": "x"}', "text/plain", 415, "application/json"),
+    (b"[1, 2]", "application/json", 400, "object"),
+    (json.dumps({"kind": "category", "value": "food"}).encode(), "application/json", 422, "clip_id"),
+    (json.dumps({"clip_id": "@0", "kind": "colour", "value": "red"}).encode(), "application/json", 422, "kind"),
+    (json.dumps({"clip_id": "@0", "kind": "category", "value": "spaceships"}).encode(), "application/json", 422,
+     "value"),
+    (json.dumps({"clip_id": "@0", "kind": "unusable"}).encode(), "application/json", 422, "reason"),
+    (json.dumps({"clip_id": "@0", "kind": "music_join", "value": "confirm"}).encode(), "application/json", 422,
+     "other"),
+    (json.dumps({"clip_id": "@0", "kind": "music_join", "value": "maybe", "other": "@1"}).encode(),
+     "application/json", 422, "value"),
+    (json.dumps({"clip_id": "@0", "kind": "category", "value": "food", "when": "2020"}).encode(),
+     "application/json", 422, "when"),
+    (json.dumps({"clip_id": "no-such-clip", "kind": "category", "value": "food"}).encode(), "application/json",
+     404, "clip_id"),
+    (json.dumps({"clip_id": "@0", "kind": "music_join", "value": "reject", "other": "ghost"}).encode(),
+     "application/json", 404, "other"),
+    (json.dumps({"clip_id": "@0", "kind": "category", "value": 7}).encode(), "application/json", 422, "value"),
+    (json.dumps({"clip_id": "@0", "kind": "unusable", "reason": "x" * 20_000}).encode(), "application/json", 413,
+     "at most"),
+])
+def test_malformed_corrections_are_a_clear_4xx(tmp_path, body, content_type, status, names):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=4)
+    ids = [r["clip_id"] for r in read_manifest(manifest).to_pylist()]
+    body = body.replace(b"@0", ids[0].encode()).replace(b"@1", ids[1].encode())
+    r = client_for(manifest, root).post("/api/corrections", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == status, r.text
+    assert r.json()["error"].startswith("error:") and names in r.json()["error"]
+    assert not corrections_path(manifest).exists()
+
+
+def test_cli_refuses_a_non_loopback_host_without_the_flag(corpus):
+    from pipelines.cli import main
+
+    manifest, root = corpus
+    r = CliRunner().invoke(main, ["browse", "--manifest", str(manifest), "--data-root", str(root),
+                                  "--host", "0.0.0.0"])
+    assert r.exit_code == 1 and "error:" in r.output and "--allow-remote" in r.output
+    r = CliRunner().invoke(main, ["browse", "--manifest", str(root / "none.parquet"), "--data-root", str(root)])
+    assert r.exit_code == 1 and "no such manifest" in r.output and "Traceback" not in r.output
+
+
+def test_remote_serving_warns(corpus, monkeypatch, capsys):
+    import uvicorn
+
+    from commercial98k.browse.server import is_loopback, serve
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    serve(corpus[0], corpus[1], host="0.0.0.0", port=8123, allow_remote=True)
+    assert seen["host"] == "0.0.0.0" and "warning:" in capsys.readouterr().err
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+
+
+def test_empty_manifest_serves_an_empty_grid(tmp_path):
+    from commercial98k.schema import CLIP_SCHEMA
+
+    manifest = tmp_path / "empty.parquet"
+    write_manifest(pa.Table.from_pylist([], schema=CLIP_SCHEMA), manifest, kind="clips")
+    (tmp_path / "data").mkdir()
+    c = client_for(manifest, tmp_path / "data")
+    assert clips(c) == {"total": 0, "offset": 0, "rows": [], "indexing": False}
+    assert c.get("/api/failures").json()["groups"] == []
