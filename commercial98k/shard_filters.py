@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .corrections import Applied, apply_corrections
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -111,6 +113,17 @@ def with_categories(rows: list[dict], corrected: dict[str, str], mode: str) -> l
         out.append({**r, "crawl_category": r.get("category"), "category": cat, "category_source": source,
                     "category_confidence": conf})
     return out
+
+
+def training_rows(rows: list[dict], corrections: list, mode: str) -> tuple[list[dict], list[dict], Applied]:
+    """``(rows for the split, rows to build from, what the corrections apply)``: the split sees the
+    categories of mode ``any`` (another ``--category-source`` moves no clip to another split); the
+    build rows have ``mode``'s categories, rejected joins split off and unusable clips left out."""
+    if mode not in SOURCE_MODES:
+        raise ValueError(f"--category-source {mode!r}: one of {', '.join(SOURCE_MODES)}")
+    rows, applied = apply_corrections(rows, corrections)
+    usable = [r for r in with_categories(rows, applied.categories, mode) if r["clip_id"] not in applied.unusable]
+    return with_categories(rows, applied.categories, "any"), usable, applied
 
 
 #: what would change each reason a row did not become a sample (named in the empty-data-set line)

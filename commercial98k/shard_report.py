@@ -15,23 +15,14 @@ from .corrections import Applied
 SPLITS = ("train", "val", "test")
 
 
-def split_category_counts(rows: list[dict], skipped: list[dict]) -> dict[str, dict[str, int]]:
-    """{split: {category: samples}} of the rows that became samples (``skipped`` clip ids excluded)."""
+def split_category_counts(rows: list[dict], skipped: list[dict], column: str = "category") -> dict[str, dict[str, int]]:
+    """{split: {category: samples}} of the rows that became samples (``skipped`` clip ids excluded);
+    with ``column="category_source"``: samples per source (crawl, corrected, predicted)."""
     gone = {s["clip_id"] for s in skipped}
     out: dict[str, Counter] = {s: Counter() for s in SPLITS}
     for r in rows:
         if r["clip_id"] not in gone:
-            out.setdefault(r["split"], Counter())[r.get("category") or "?"] += 1
-    return {s: dict(sorted(c.items())) for s, c in out.items()}
-
-
-def split_source_counts(rows: list[dict], skipped: list[dict]) -> dict[str, dict[str, int]]:
-    """{split: {category source: samples}}: crawl, corrected or predicted (``shard_filters.training_category``)."""
-    gone = {s["clip_id"] for s in skipped}
-    out: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    for r in rows:
-        if r["clip_id"] not in gone:
-            out.setdefault(r["split"], Counter())[r.get("category_source") or "?"] += 1
+            out.setdefault(r["split"], Counter())[r.get(column) or "?"] += 1
     return {s: dict(sorted(c.items())) for s, c in out.items()}
 
 

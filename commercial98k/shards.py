@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .corrections import apply_corrections, load_corrections
+from .corrections import load_corrections
 from .engine import error_line
 from .faults import raise_if_environment
 from .features import FeatureStore
@@ -37,8 +37,8 @@ from .fsutil import atomic_path, atomic_write_json, sha256_bytes, sha256_file
 from .label.gems import emotion_classes, row_emotion_vector
 from .manifest import ManifestError, read_manifest
 from .schema import guess_kind
-from .shard_filters import SOURCE_MODES, check_filtered, check_not_empty, reason_kind, with_categories
-from .shard_report import corrections_summary, split_category_counts, split_source_counts
+from .shard_filters import check_filtered, check_not_empty, reason_kind, training_rows
+from .shard_report import corrections_summary, split_category_counts
 from .splits import assign_splits, check_fractions
 from .taxonomy import Taxonomy, UnknownCategory, load_taxonomy
 
@@ -49,8 +49,7 @@ MODEL_COLUMNS = ("audio_model", "frame_model", "emotion_model", "text_model")
 JSON_FIELDS = ("clip_id", "video_id", "music_id", "category", "category_id", "split", "duration_s", "title",
                "tags", "valence", "arousal", "emotion", "dup_group", "clip_start_s", "clip_end_s",
                "has_music", "category_confidence", "emotion_model")
-JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence")
-JSON_FIELDS += ("category_source", "crawl_category")
+JSON_FIELDS += ("ocr_text", "tag_sources", "predicted_category", "category_evidence", "category_source", "crawl_category")
 TAR_MTIME = 0  # fixed integer mtime: byte-identical tars, and no PAX header per member (a float would add one)
 
 
@@ -292,7 +291,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     Splits are assigned over the whole manifest (so a filtered build keeps each clip's split),
     then rows are filtered. Rows whose inputs are missing are skipped with one warning line each.
     Each split gets at least ``min_shards`` shards when it has that many samples (``chunk_rows``).
-    The manifest's corrections file applies unless ``filters.use_corrections`` is false. Nothing to write
+    The manifest's corrections apply (unless ``filters.use_corrections`` is false); nothing to write
     raises ``shard_filters.EmptyDataSet`` (or ``EmptyAfterFilters``) before index.json is written.
     """
     filters = filters or ShardFilters()
@@ -306,14 +305,9 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     if guess_kind(table.schema) != "clips":
         raise ManifestError(f"{manifest}: a videos manifest; build-shards needs the clips manifest "
                             "(made by `c98k split`, labelled by `c98k label`)")
-    if filters.category_source not in SOURCE_MODES:
-        raise ValueError(f"category source {filters.category_source!r}: one of {', '.join(SOURCE_MODES)}")
     corrections = load_corrections(manifest, taxonomy) if filters.use_corrections else []
-    all_rows, applied = apply_corrections(table.to_pylist(), corrections)
-    # split on the categories of mode "any", so builds with another --category-source keep each clip's split
-    split_of = assign_splits(with_categories(all_rows, applied.categories, "any"), fractions, seed)
-    all_rows = [r for r in with_categories(all_rows, applied.categories, filters.category_source)
-                if r["clip_id"] not in applied.unusable]
+    for_split, all_rows, applied = training_rows(table.to_pylist(), corrections, filters.category_source)
+    split_of = assign_splits(for_split, fractions, seed)
     rows, skipped, filtered_out = [], [], Counter()
     dropped_by = {r["clip_id"]: filter_reason(r, filters) for r in all_rows}
     dropped_by = {k: v for k, v in dropped_by.items() if v}
@@ -330,8 +324,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
             skipped.append({"clip_id": r["clip_id"], "cause": cause})
         else:
             rows.append({**r, "split": split_of[r["clip_id"]]})
-    dropped = filtered_out + Counter(reason_kind(s["cause"]) for s in skipped)
-    dropped["unusable"] += len(applied.unusable)
+    dropped = filtered_out + Counter(reason_kind(s["cause"]) for s in skipped) + Counter(unusable=len(applied.unusable))
     if not rows:
         check_not_empty(table.num_rows, dropped, filters.category_source)
 
@@ -365,8 +358,8 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
                                         "bytes": st["bytes"], "sha256": st["sha256"]})
         splits[split]["samples"] += st["samples"]
     if not any(s["samples"] for s in splits.values()):  # every row failed while being written
-        written_skips = Counter(reason_kind(s["cause"]) for s in skipped[before_write:])
-        check_not_empty(table.num_rows, dropped + written_skips, filters.category_source)
+        check_not_empty(table.num_rows, dropped + Counter(reason_kind(s["cause"]) for s in skipped[before_write:]),
+                        filters.category_source)
     index = {
         "version": FORMAT_VERSION,
         "manifest": {"path": str(manifest), "sha256": sha256_file(manifest), "rows": table.num_rows},
@@ -376,7 +369,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
                  "emotion": 2 + len(ctx.classes), "tags": ctx.dims.get("tags")},
         "models": _models(rows), "filters": filters.to_dict(), "filtered_out": dict(filtered_out),
         "splits": splits, "split_categories": split_category_counts(rows, skipped),
-        "category_sources": split_source_counts(rows, skipped), "corrections": corrections_summary(applied),
+        "category_sources": split_category_counts(rows, skipped, "category_source"), "corrections": corrections_summary(applied),
         "split_options": {"fractions": list(fractions), "seed": seed, "grouped_by": ["music_id", "dup_group"]},
         "samples_per_shard": samples_per_shard, "min_shards": min_shards, "with_media": with_media, "min_tag_count": min_tag_count,
         "skipped": {"count": len(skipped), "by_cause": dict(Counter(reason_kind(s["cause"]) for s in skipped)),

@@ -22,8 +22,8 @@ from pipelines.cli import main as cli
 IDS = load_taxonomy().ids()
 
 
-def _metas(out: Path) -> dict[str, dict]:
-    """clip_id -> the sample's json, over every shard of every split."""
+def shard_metas(out: Path) -> dict[str, dict]:
+    """clip_id -> the sample's json, over every shard of every split (test_corrections uses it too)."""
     index = json.loads((out / "index.json").read_text())
     metas = {}
     for split in index["splits"].values():
@@ -96,7 +96,7 @@ def test_plain_folder_of_shared_videos_ends_in_shards_with_predicted_categories(
     base = ["build-shards", "--manifest", str(clips), "--data-root", str(data), "--out", str(out), "--min-shards", "1"]
     res = CliRunner().invoke(cli, base)
     assert res.exit_code == 0, res.output
-    metas = _metas(out)
+    metas = shard_metas(out)
     ok = {r["clip_id"]: r for r in rows if r["status"] == "ok"}
     assert set(metas) == set(ok) and len(ok) == 6
     for clip_id, m in metas.items():
@@ -134,7 +134,7 @@ def mixed(tmp_path) -> tuple[Path, Path, dict[str, dict]]:
 def test_mixed_manifest_keeps_both_sources_counted_separately(mixed, tmp_path):
     manifest, data_root, rows = mixed
     index = build_shards(manifest, tmp_path / "any", data_root, progress=False)
-    metas = _metas(tmp_path / "any")
+    metas = shard_metas(tmp_path / "any")
     assert set(metas) == set(rows)
     for clip_id, m in metas.items():
         r = rows[clip_id]
@@ -148,7 +148,7 @@ def test_mixed_manifest_keeps_both_sources_counted_separately(mixed, tmp_path):
     # only crawl categories: the predicted ones are dropped and counted; each clip keeps its split
     crawl = build_shards(manifest, tmp_path / "crawl", data_root, filters=ShardFilters(category_source="crawl"),
                          progress=False)
-    crawl_metas = _metas(tmp_path / "crawl")
+    crawl_metas = shard_metas(tmp_path / "crawl")
     assert set(crawl_metas) == {k for k, r in rows.items() if r["category"]}
     assert crawl["skipped"]["by_cause"] == {"no category": 30}
     assert all(crawl_metas[k]["split"] == metas[k]["split"] for k in crawl_metas)
@@ -156,7 +156,7 @@ def test_mixed_manifest_keeps_both_sources_counted_separately(mixed, tmp_path):
     # only predictions: every clip, with the predicted category and its probability
     build_shards(manifest, tmp_path / "pred", data_root, filters=ShardFilters(category_source="predicted"),
                  progress=False)
-    pred = _metas(tmp_path / "pred")
+    pred = shard_metas(tmp_path / "pred")
     assert {m["category"] for m in pred.values()} == {IDS[8], IDS[9]}
     assert all(m["category_source"] == "predicted" for m in pred.values())
     assert {round(m["category_confidence"], 3) for m in pred.values()} == {0.3, 0.8, 0.6}
@@ -166,7 +166,7 @@ def test_min_category_confidence_uses_the_predicted_probability(mixed, tmp_path)
     manifest, data_root, rows = mixed
     f = ShardFilters(min_category_confidence=0.5)
     index = build_shards(manifest, tmp_path / "s", data_root, filters=f, fractions=(1.0, 0.0, 0.0), progress=False)
-    kept = set(_metas(tmp_path / "s"))
+    kept = set(shard_metas(tmp_path / "s"))
     low = {k for k, r in rows.items() if not r["category"] and r["category_probs"][IDS[8]] < 0.5}
     assert low and kept == set(rows) - low  # crawl clips (confidence 0.9) all stay
     assert index["filtered_out"] == {"min_category_confidence": len(low)}

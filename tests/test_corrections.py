@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
+from test_category_source import shard_metas
 
 from commercial98k.corrections import (
     Correction,
@@ -101,17 +101,6 @@ def test_concurrent_saves_lose_nothing(tmp_path):
     assert {c.clip_id for c in load_corrections(manifest)} == {f"clip{i}" for i in range(40)}
 
 
-def _metas(out: Path) -> dict[str, dict]:
-    index = json.loads((out / "index.json").read_text())
-    metas = {}
-    for split in index["splits"].values():
-        for sh in split["shards"]:
-            with tarfile.open(out / sh["path"]) as tf:
-                metas.update({m.name.split(".")[0]: json.loads(tf.extractfile(m).read())
-                              for m in tf.getmembers() if m.name.endswith(".json")})
-    return metas
-
-
 def test_build_shards_applies_corrections(tmp_path):
     manifest, data_root = make_labelled_corpus(tmp_path, n_clips=80, seed=4, failed_share=0, dup_share=0)
     rows = read_manifest(manifest).to_pylist()
@@ -130,7 +119,7 @@ def test_build_shards_applies_corrections(tmp_path):
     out = tmp_path / "shards"
     f = ShardFilters(category_source="crawl", min_category_confidence=0.99)  # neither drops a corrected clip
     index = build_shards(manifest, out, data_root, filters=f, fractions=(1.0, 0.0, 0.0), progress=False)
-    metas = _metas(out)
+    metas = shard_metas(out)
     assert metas[fixed["clip_id"]]["category"] == new_cat and metas[fixed["clip_id"]]["category_source"] == "corrected"
     assert metas[fixed["clip_id"]]["crawl_category"] == fixed["category"]
     assert junk["clip_id"] not in metas
@@ -138,7 +127,7 @@ def test_build_shards_applies_corrections(tmp_path):
                                     "unknown_clips": 1}
 
     full = build_shards(manifest, tmp_path / "all", data_root, progress=False)
-    metas = _metas(tmp_path / "all")
+    metas = shard_metas(tmp_path / "all")
     assert junk["clip_id"] not in metas and len(metas) == len(rows) - 1
     assert metas[mover["clip_id"]]["music_id"] == own_music_id(mover["clip_id"])
     assert metas[stays["clip_id"]]["music_id"] == stays["music_id"]
@@ -155,7 +144,7 @@ def test_build_shards_applies_corrections(tmp_path):
     assert "corrections applied: 1 categories, 1 clips split off a rejected music join" in res.output
     ignored = CliRunner().invoke(cli, ["build-shards", "--manifest", str(manifest), "--data-root", str(data_root),
                                        "--out", str(tmp_path / "raw"), "--any-music", "--no-corrections"])
-    assert ignored.exit_code == 0 and junk["clip_id"] in _metas(tmp_path / "raw")
+    assert ignored.exit_code == 0 and junk["clip_id"] in shard_metas(tmp_path / "raw")
 
     # a corrections file naming an unknown category: one error line naming the file, exit 1
     doc = json.loads(corrections_path(manifest).read_text())
