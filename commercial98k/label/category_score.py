@@ -224,6 +224,7 @@ def calibrate_from_corrections(manifest: str | Path, corrections_file: str | Pat
     """
     from ..corrections import latest, read_corrections_file
     from ..manifest import ManifestWriter, read_manifest
+    from ..manifest_lock import manifest_lock
     from ..taxonomy import load_taxonomy
 
     taxonomy = taxonomy or load_taxonomy()
@@ -232,14 +233,15 @@ def calibrate_from_corrections(manifest: str | Path, corrections_file: str | Pat
              if c.kind == "category"}
     if not truth:
         raise ValueError(f"{corrections_file}: no category correction to calibrate on")
-    rows = read_manifest(manifest, "clips").to_pylist()
-    cal = calibrate_on(rows, truth, ids, str(corrections_file))
-    path = cal.save(calibration_path(manifest))
     rescored = 0
-    with ManifestWriter(manifest, "clips", flush_every=4096) as writer:
-        for r in rows:
-            new = recalibrated(r, ids, cal) if r.get("status") == "ok" else None
-            if new is not None:
-                writer.add({**r, **new})
-                rescored += 1
+    with manifest_lock(manifest):  # the rows are rewritten: no other writer in between
+        rows = read_manifest(manifest, "clips").to_pylist()
+        cal = calibrate_on(rows, truth, ids, str(corrections_file))
+        path = cal.save(calibration_path(manifest))
+        with ManifestWriter(manifest, "clips", flush_every=4096) as writer:
+            for r in rows:
+                new = recalibrated(r, ids, cal) if r.get("status") == "ok" else None
+                if new is not None:
+                    writer.add({**r, **new})
+                    rescored += 1
     return cal, path, rescored

@@ -98,7 +98,7 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
 
         try:
             cal, path, rescored = calibrate_from_corrections(manifest, category_calibration)
-        except (ManifestError, KeyError, ValueError, OSError) as e:
+        except (ManifestError, KeyError, ValueError, RuntimeError, OSError) as e:
             fail(e)
         click.echo(f"category calibration {cal.tag()} fitted on {cal.fitted_on}: ECE {cal.ece_before:.3f} -> "
                    f"{cal.ece_after:.3f}; rescored {rescored} labelled clips; saved {path}")
