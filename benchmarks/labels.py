@@ -341,9 +341,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corrections-demo", type=int, metavar="N",
                     help="correct N clips of a synthetic labelled manifest and report ECE of the rest before/after")
     ap.add_argument("--clips", type=int, default=400, help="with --corrections-demo: clips in the manifest")
+    ap.add_argument("--seed", type=int, default=0, help="with --corrections-demo: seed of the synthetic manifest")
     args = ap.parse_args(argv)
     if args.corrections_demo:
-        print("\n".join(corrections_demo(args.work, args.clips, args.corrections_demo)))
+        print("\n".join(corrections_demo(args.work, args.clips, args.corrections_demo, args.seed)))
         return
     if args.manifest or args.truth:
         if not (args.manifest and args.truth):
