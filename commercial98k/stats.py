@@ -146,15 +146,16 @@ def category_sources_and_corrections(rows: list[dict], corrections: list[Correct
     and the corrections: how many per kind, and how often the prediction (and the crawl) agreed with them."""
     chosen = latest(corrections).values()
     corrected = {c.clip_id: c.value for c in chosen if c.kind == "category"}
-    sources = Counter(training_category(r, corrected.get(r["clip_id"]))[1] or "none"
-                      for r in rows if r.get("status") == "ok")
+    unusable = {c.clip_id for c in chosen if c.kind == "unusable"}
+    sources = Counter("unusable" if r["clip_id"] in unusable else training_category(r, corrected.get(r["clip_id"]))[1]
+                      or "none" for r in rows if r.get("status") == "ok")
     by_id = {r["clip_id"]: r for r in rows if r.get("clip_id")}
     judged = [(by_id[c], v) for c, v in corrected.items() if c in by_id]
     predicted = [(r, v) for r, v in judged if r.get("predicted_category")]
     crawl = [(r, v) for r, v in judged if r.get("category")]
     joins = Counter(c.value for c in chosen if c.kind == "music_join")
     return {"category_sources": dict(sources.most_common()), "corrections": {
-        "categories": len(judged), "unusable": sum(1 for c in chosen if c.kind == "unusable" and c.clip_id in by_id),
+        "categories": len(judged), "unusable": len(unusable & set(by_id)),
         "music_joins": dict(joins), "unknown_clips": sum(1 for c in chosen if c.clip_id not in by_id),
         "predicted_right": sum(r["predicted_category"] == v for r, v in predicted), "predicted": len(predicted),
         "crawl_right": sum(r["category"] == v for r, v in crawl), "crawl": len(crawl)}}

@@ -190,7 +190,8 @@ def calibrate_on(rows: list[dict], truth: dict[str, str], ids: list[str], source
     cal = fit_calibration(evidence, list(labels), len(ids))
     after = cv_probs(evidence, labels, len(ids)) if len(used) >= 10 else \
         np.stack([combine(e, len(ids), cal)[0] for e in evidence])
-    cal.fitted_on = f"{len(used)} labelled clips" + (f" of {source}" if source else "")
+    cal.fitted_on = (f"{len(used)} labelled clips" + (f" of {source}" if source else "")
+                     + (" (ECE after: 5-fold out of sample)" if len(used) >= 10 else " (ECE after: in sample)"))
     cal.ece_before = expected_calibration_error(np.stack([row_probs(r, ids) for r in used]), labels)
     cal.ece_after = expected_calibration_error(after, labels)
     return cal
