@@ -146,6 +146,10 @@ def test_build_shards_applies_corrections(tmp_path):
                                        "--out", str(tmp_path / "raw"), "--any-music", "--no-corrections"])
     assert ignored.exit_code == 0 and junk["clip_id"] in shard_metas(tmp_path / "raw")
 
+    res = CliRunner().invoke(cli, ["stats", "--manifest", str(manifest), "--no-report"])
+    assert res.exit_code == 0 and f"crawl {len(rows) - 2}, corrected 1, unusable 1" in res.output
+    assert "1 marked unusable; music joins reject 1; 1 name no clip of this manifest" in res.output
+
     # a corrections file naming an unknown category: one error line naming the file, exit 1
     doc = json.loads(corrections_path(manifest).read_text())
     doc["corrections"][0]["value"] = "shoes"
