@@ -4,7 +4,11 @@
 row is left, or a split that the unfiltered ``ok`` rows would fill is left empty, the build
 stops with ``EmptyAfterFilters``: one line naming the filter that dropped the most rows (of that
 split) and every filter's drop count, so ``c98k build-shards`` exits non-zero instead of writing
-an empty data set.
+an empty data set. Any other way to end with no sample (unknown or missing categories, missing
+feature files, unusable marks) is ``EmptyDataSet`` from ``check_not_empty``: one line with the
+count per reason and what would change it.
+
+Also which category each clip trains with (``training_category``, ``training_rows``).
 """
 
 from __future__ import annotations
