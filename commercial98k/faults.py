@@ -109,7 +109,7 @@ def advice(code: int | None, path: str | None, places: dict[str, tuple[str | os.
         return f"free space there{free}{move}, {AGAIN}"
     if code == errno.EROFS:
         return f"remount {mount_point(target) if path else 'it'} read-write{move}, {AGAIN}"
-    return f"let user {_user()} write to {target}{move}, {AGAIN}"
+    return f"give user {_user()} read and write access to {target}{move}, {AGAIN}"
 
 
 def _user() -> str:
@@ -133,6 +133,15 @@ def _chain(e: BaseException) -> Iterator[BaseException]:
         wrapped = info[1] if isinstance(info, tuple) and len(info) > 1 else None
         # not __context__: an error raised while handling a fault that was dealt with is the item's
         todo += [x.__cause__, getattr(x, "cause", None), wrapped]
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(\.\w+)?$")
+
+
+def final_name(path: str) -> str:
+    """The file an ``fsutil.atomic_path`` temporary (``.<name>.<8 random>.<ext>``) was to become."""
+    m = _TEMP_NAME.match(os.path.basename(path))
+    return os.path.join(os.path.dirname(path), m.group("name")) if m else path
 
 
 def _path_in(text: str) -> str | None:
@@ -172,10 +181,11 @@ def _classify_one(x: BaseException, places: dict[str, tuple[str | os.PathLike, s
         tool = m.group(1) or m.group(2)
         return EnvironmentFault(f"{tool} not found", None, f"{TOOL_HINT[tool]}, {AGAIN}")
     code = x.errno if isinstance(x, OSError) and isinstance(x.errno, int) else None
-    path = os.fspath(x.filename) if isinstance(x, OSError) and x.filename else None
+    path = final_name(os.fspath(x.filename)) if isinstance(x, OSError) and x.filename else None
     if code is None:  # a message that carries the strerror (pyarrow, yt-dlp, ffmpeg)
         code = next((c for t, c in _TEXTS.items() if t in text), None)
         path = path or (_path_in(text) if code is not None else None)
+        path = final_name(path) if path else None
     if code in ALWAYS:
         return EnvironmentFault(ALWAYS[code], path, None, code)
     if code in UNDER_PLACES and (path is None or _under(path, places)):

@@ -1,0 +1,396 @@
+"""Faults of the machine are not faults of an item: fetch, split, label and build-shards x five faults.
+
+Each cell runs a stage through ``c98k`` (in this process) with one fault, then checks the exit
+code, the one ``error:`` line, that no item was recorded as failed, and that a plain re-run
+after the fault is removed ends with the same manifest (or shard index) as a run that never saw
+it. The faults are injected so that they hit in CI, where tests run as root and chmod stops
+nothing: ``OSError(errno)`` raised by the file-system calls (open, os.open, mkdir, replace,
+link) under a folder, a PATH without ffmpeg, and a second process holding the manifest's lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from commercial98k import faults
+from commercial98k.manifest import manifest_exists, read_manifest
+from commercial98k.manifest_lock import ManifestLocked, holder, lock_path, manifest_lock
+from commercial98k.media import MediaError, ffmpeg_bin, ffmpeg_error_line, run_ffmpeg
+from pipelines.cli import main
+
+STAGES = ("fetch", "split", "label", "build-shards")
+FAULTS = ("enospc", "eacces", "erofs", "no-ffmpeg", "second-writer")
+#: the stage's output: (file under the project, manifest kind, the stage's status column)
+OUTPUT = {"fetch": ("manifests/videos.parquet", "videos", "fetch_status"),
+          "split": ("manifests/c98k.parquet", "clips", "split_status"),
+          "label": ("manifests/c98k.parquet", "clips", "label_status"),
+          "build-shards": ("shards/index.json", None, None)}
+#: columns that differ between two clean runs (when the row was written)
+VOLATILE = {"crawled_at"}
+TRACKS = ("pop_2", "rock_2", "electronic_3")
+
+
+def _ff(*args) -> None:
+    subprocess.run([ffmpeg_bin(), "-v", "error", "-y", *map(str, args)], check=True, capture_output=True)
+
+
+def _args(stage: str, proj: Path) -> list[str]:
+    m, data = proj / "manifests", str(proj / "data")
+    if stage == "fetch":
+        return ["fetch", "-c", "cosmetics", "-s", str(proj / "src"), "--manifest", str(m / "videos.parquet"),
+                "--data-root", data]
+    if stage == "split":
+        return ["split", "--videos-manifest", str(m / "videos.parquet"), "--manifest", str(m / "c98k.parquet"),
+                "--data-root", data, "--clip-files", "encode", "--clip-seconds", "8", "--min-clip-seconds", "3"]
+    if stage == "label":
+        return ["label", "--manifest", str(m / "c98k.parquet"), "--data-root", data, "--no-ocr",
+                "--emotion-model", "none", "--visual-evidence", "none"]
+    return ["build-shards", "--manifest", str(m / "c98k.parquet"), "--data-root", data, "--out",
+            str(proj / "shards"), "--min-shards", "2"]
+
+
+def _run(stage: str, proj: Path):
+    return CliRunner().invoke(main, _args(stage, proj))
+
+
+def _state(stage: str, proj: Path):
+    """What a stage leaves: its manifest's rows (volatile columns dropped, floats rounded) or its shard index."""
+    rel, kind, _ = OUTPUT[stage]
+    if kind is None:
+        index = json.loads((proj / rel).read_text(encoding="utf-8"))
+        for when in ("rebuilt_shards", "built_at"):  # which shards this run wrote, and when
+            index.pop(when, None)
+        return _plain(index, str(proj))
+    key = "video_id" if kind == "videos" else "clip_id"
+    rows = sorted(read_manifest(proj / rel, kind).to_pylist(), key=lambda r: r[key])
+    return [{k: _plain(v, str(proj)) for k, v in r.items() if k not in VOLATILE} for r in rows]
+
+
+def _plain(v, proj: str):
+    """``v`` with floats rounded and the project's folder (a source folder's path) named ``<proj>``."""
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, str):
+        return v.replace(proj, "<proj>")
+    if isinstance(v, dict):
+        return {k: _plain(x, proj) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x, proj) for x in v]
+    return v
+
+
+@pytest.fixture(scope="module")
+def golden(shared_media, tmp_path_factory) -> dict[str, Path]:
+    """The project before and after each stage, from runs that saw no fault: ``{stage: (in, out)}``."""
+    base = tmp_path_factory.mktemp("faults")
+    proj = base / "run"
+    (proj / "src").mkdir(parents=True)
+    for n, track in enumerate(TRACKS, 1):  # three 7 s music ads: a picture and a real track
+        _ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-ss", 5, "-i",
+            shared_media / "emotify" / "audio" / f"{track}.mp3", "-t", 7, "-map", "0:v", "-map", "1:a",
+            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", proj / "src" / f"ad{n}.mp4")
+    out = {}
+    for stage in STAGES:  # each stage runs in its own copy, so paths in rows name the folder they are in
+        before, after = base / f"{stage}-in", base / f"{stage}-out"
+        shutil.copytree(proj, before, symlinks=True)
+        shutil.copytree(proj, after, symlinks=True)
+        result = _run(stage, after)
+        assert result.exit_code == 0, result.output
+        out[stage], proj = (before, after), after
+    return out
+
+
+@contextlib.contextmanager
+def failing_fs(code: int, under: Path, *, reads: bool = False, match: str = "", spare: tuple[str, ...] = (".lock",)):
+    """``OSError(code)`` from every file-system call that writes (``reads``: or reads) a path under
+    ``under`` containing ``match``; the manifest's lock file is spared (the fault comes mid-run)."""
+    root = str(under.resolve())
+    real = {"open": builtins.open, "os_open": os.open, "replace": os.replace, "rename": os.rename,
+            "mkdir": os.mkdir, "link": os.link}
+
+    def hit(path, writing: bool) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            return
+        p = os.path.abspath(os.fspath(path))
+        if (p == root or p.startswith(root + os.sep)) and match in p and (writing or reads) \
+                and not p.endswith(spare):
+            raise OSError(code, os.strerror(code), p)
+
+    def fake_open(file, mode="r", *a, **k):
+        hit(file, any(c in mode for c in "wax+"))
+        return real["open"](file, mode, *a, **k)
+
+    def fake_os_open(path, flags, *a, **k):
+        hit(path, bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+        return real["os_open"](path, flags, *a, **k)
+
+    def fake_mkdir(path, *a, **k):
+        if not os.path.isdir(path):  # an existing folder answers EEXIST, never ENOSPC
+            hit(path, True)
+        return real["mkdir"](path, *a, **k)
+
+    def two(name):
+        def fake(src, dst, *a, **k):
+            hit(dst, True)
+            return real[name](src, dst, *a, **k)
+        return fake
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(builtins, "open", fake_open)
+        mp.setattr(io, "open", fake_open)
+        mp.setattr(os, "open", fake_os_open)
+        mp.setattr(os, "mkdir", fake_mkdir)
+        for name in ("replace", "rename", "link"):
+            mp.setattr(os, name, two(name))
+        yield
+
+
+@contextlib.contextmanager
+def without_ffmpeg(tmp: Path):
+    """A PATH holding every tool of this one but ffmpeg/ffprobe, and no imageio-ffmpeg binary."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for exe in os.scandir(folder):
+                if exe.name not in ("ffmpeg", "ffprobe") and not (bin_dir / exe.name).exists():
+                    (bin_dir / exe.name).symlink_to(exe.path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", str(bin_dir))
+        mp.setenv("IMAGEIO_FFMPEG_EXE", str(tmp / "no-such-ffmpeg"))
+        ffmpeg_bin.cache_clear()
+        try:
+            yield
+        finally:
+            ffmpeg_bin.cache_clear()
+
+
+HOLD = """
+import sys, time
+from commercial98k.manifest_lock import manifest_lock
+with manifest_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@contextlib.contextmanager
+def second_writer(target: Path, seconds: float = 120.0):
+    """Another process holding ``target``'s lock; killed (-9) at the end, its lock file left behind."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(target), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _lock_target(stage: str, proj: Path) -> Path:
+    return proj / OUTPUT[stage][0]
+
+
+def _fault_place(stage: str, fault: str, proj: Path) -> tuple[Path, int, bool]:
+    """(folder, errno, reads too) of a file-system fault in a cell."""
+    shards = stage == "build-shards"
+    if fault == "enospc":
+        return proj / ("shards" if shards else "data"), errno.ENOSPC, False
+    if fault == "eacces":  # the data root chmod 000: neither read nor written
+        return proj / "data", errno.EACCES, True
+    return proj / ("shards" if shards else "manifests"), errno.EROFS, False
+
+
+def _where(stage: str, fault: str) -> str:
+    """Which writes fail: a disk that fills up at the second ad (the first one's rows are kept) or at
+    the second shard, and a shards folder that turns read-only before index.json is written."""
+    if fault == "enospc":
+        return "-000001.tar" if stage == "build-shards" else "ad2"
+    return "index.json" if stage == "build-shards" and fault == "erofs" else ""
+
+
+EXPECTED = {"enospc": "no space left on device", "eacces": "permission denied", "erofs": "read-only file system",
+            "no-ffmpeg": "ffmpeg not found", "second-writer": "is being written by pid"}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp_path):
+    before, after = golden[stage]
+    proj = tmp_path / "proj"
+    shutil.copytree(before, proj, symlinks=True)
+    if fault == "no-ffmpeg" and stage != "split":  # only split's clip files need the ffmpeg binary
+        with without_ffmpeg(tmp_path):
+            result = _run(stage, proj)
+        assert result.exit_code == 0, result.output
+        _same(_state(stage, proj), _state(stage, after))
+        return
+    with contextlib.ExitStack() as stack:
+        if fault == "second-writer":
+            pid = stack.enter_context(second_writer(_lock_target(stage, proj))).pid
+        elif fault == "no-ffmpeg":
+            stack.enter_context(without_ffmpeg(tmp_path))
+        else:
+            folder, code, reads = _fault_place(stage, fault, proj)
+            stack.enter_context(failing_fs(code, folder, reads=reads, match=_where(stage, fault)))
+        result = _run(stage, proj)
+        if fault == "second-writer":  # the holder is still alive here: the line names it
+            assert f"pid {pid} on " in result.stderr, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert result.exit_code == 1, result.output
+    assert len(errors) == 1 and EXPECTED[fault] in errors[0], result.output
+    assert "Traceback" not in result.output
+    if fault in ("enospc", "eacces", "erofs"):
+        folder = _fault_place(stage, fault, proj)[0]
+        assert str(folder) in errors[0] and "then run the same command again" in errors[0], errors[0]
+    rel, kind, status = OUTPUT[stage]
+    if kind is not None and manifest_exists(proj / rel):  # nothing recorded as failed for the fault
+        rows = read_manifest(proj / rel, kind).to_pylist()
+        assert not [r for r in rows if r.get(status) == "failed" or r.get("status") == "failed"], rows
+
+    rerun = _run(stage, proj)  # the fault removed (a killed holder's lock is stale: taken over)
+    assert rerun.exit_code == 0, rerun.output
+    _same(_state(stage, proj), _state(stage, after))
+
+
+def _same(got, want) -> None:
+    """``got == want``, naming the first differing row and columns when not."""
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        for g, w in zip(got, want, strict=True):
+            assert g == w, {k: (g.get(k), w.get(k)) for k in w if g.get(k) != w.get(k)}
+    assert got == want
+
+
+def test_wait_starts_when_the_other_writer_ends(golden, tmp_path):
+    before, after = golden["build-shards"]
+    proj = tmp_path / "proj"
+    shutil.copytree(before, proj, symlinks=True)
+    with second_writer(_lock_target("build-shards", proj), seconds=2.0):
+        result = CliRunner().invoke(main, [*_args("build-shards", proj), "--wait"])
+    assert result.exit_code == 0, result.output
+    assert "waiting for pid" in result.stderr
+    _same(_state("build-shards", proj), _state("build-shards", after))
+
+
+def test_reading_commands_never_take_the_lock(golden, tmp_path):
+    manifest = golden["label"][1] / "manifests" / "c98k.parquet"
+    with second_writer(manifest):
+        result = CliRunner().invoke(main, ["stats", "--manifest", str(manifest), "--no-report"])
+        assert result.exit_code == 0, result.output
+        assert holder(lock_path(manifest))["command"].startswith("-c")  # still the writer's
+
+
+def test_the_lock_is_reentrant_and_a_killed_holders_is_taken_over(tmp_path):
+    manifest = tmp_path / "m" / "videos.parquet"
+    with manifest_lock(manifest), manifest_lock(manifest):  # a stage calling a stage (the demo)
+        assert holder(lock_path(manifest))["pid"] == os.getpid()
+    assert holder(lock_path(manifest)) == {}  # released and blank: nobody is named after a finished run
+    with second_writer(manifest) as proc, pytest.raises(ManifestLocked, match=f"pid {proc.pid} on "), \
+            manifest_lock(manifest):
+        pass
+    assert holder(lock_path(manifest))["pid"] == proc.pid  # killed -9: its lock file is left behind
+    with manifest_lock(manifest):
+        assert holder(lock_path(manifest))["pid"] == os.getpid()
+
+
+def test_a_stage_refuses_to_start_on_a_disk_that_cannot_hold_its_output(golden, tmp_path, monkeypatch):
+    proj = tmp_path / "proj"
+    shutil.copytree(golden["split"][0], proj, symlinks=True)
+    monkeypatch.setattr(faults, "free_bytes", lambda path: 700_000)
+    result = _run("split", proj)
+    assert result.exit_code == 1, result.output
+    need = faults.split_bytes(read_manifest(proj / "manifests" / "videos.parquet", "videos").to_pylist(), "encode")
+    assert need > 700_000
+    assert (f"error: not enough free space for split (3 videos): about {faults.size_text(need)} needed, 700.0 kB free"
+            in result.stderr), result.output
+    assert "--data-root" in result.stderr
+    assert not manifest_exists(proj / "manifests" / "c98k.parquet")  # nothing was started
+    assert not (proj / "data" / "audio").exists()
+
+
+def test_an_ffmpeg_item_failure_names_the_error_line_not_the_encoders_statistics(tmp_path):
+    from commercial98k.split.clips import cut_clip
+
+    stderr = ("Input #0, mov,mp4, from 'in.mp4':\n  Duration: 00:00:07.00\n"
+              "[aac @ 0x55d5] Too many bits 8832.000000 > 6144 per frame\n"
+              "[out#0/mp4 @ 0x55d4] video:12kB audio:3kB subtitle:0kB other streams:0kB muxing overhead: 4.1%\n"
+              "[libx264 @ 0x55d6] frame I:1     Avg QP:20.00  size:  1200\n[aac @ 0x55d7] Qavg: 191.102\n")
+    assert ffmpeg_error_line(stderr) == "[aac @ 0x55d5] Too many bits 8832.000000 > 6144 per frame"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    with pytest.raises(MediaError) as e:
+        cut_clip(bad, tmp_path / "out.mp4", 0.0, 2.0)
+    assert "cutting 0.000-2.000 s failed (" in str(e.value) and "Qavg" not in str(e.value)
+    assert faults.classify(e.value) is None  # a broken file is the item's fault
+
+
+def test_ffmpeg_on_a_full_disk_is_a_machine_fault():
+    import ffmpeg
+
+    out = Path("/dev/full")  # every write: ENOSPC, as on a full disk
+    with pytest.raises(OSError) as e:
+        run_ffmpeg(ffmpeg.input("testsrc=size=64x48:rate=10:duration=1", f="lavfi")
+                   .output(str(out), vcodec="mpeg4", format="mp4").overwrite_output(), "cutting", out)
+    fault = faults.classify(e.value)
+    assert e.value.errno == errno.ENOSPC and fault is not None
+    assert str(fault).startswith("no space left on device: /dev/full; free space there")
+
+
+def test_a_crashing_ffmpeg_is_a_machine_fault(tmp_path, monkeypatch):
+    import ffmpeg
+
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    ffmpeg_bin.cache_clear()
+    try:
+        with pytest.raises(faults.EnvironmentFault, match=r"^ffmpeg crashed \(SIGSEGV\): .*out\.mp4; check `c98k doctor`"):
+            run_ffmpeg(ffmpeg.input("in.mp4").output(str(tmp_path / "out.mp4")), "cutting", tmp_path / "out.mp4")
+    finally:
+        ffmpeg_bin.cache_clear()
+
+
+def test_classify_tells_the_machines_faults_from_the_items(tmp_path):
+    root = tmp_path / "data"
+    places = {"data root": (root, "--data-root")}
+    inside, outside = str(root / "videos" / "a.mp4"), str(tmp_path / "src" / "a.mp4")
+    assert faults.classify(OSError(errno.EACCES, "Permission denied", outside), places) is None  # one file
+    assert "--data-root" in str(faults.classify(OSError(errno.EACCES, "Permission denied", inside), places))
+    assert faults.classify(OSError(errno.ENOENT, "No such file", inside), places) is None
+    assert str(faults.classify(MemoryError())).startswith("out of memory (MemoryError); use fewer --workers")
+    wrapped = RuntimeError("ERROR: unable to write data: [Errno 28] No space left on device: '/x/videos/a.mp4'")
+    assert str(faults.classify(wrapped)).startswith("no space left on device: /x/videos/a.mp4;")
+    assert str(faults.classify(MediaError("fpcalc not found: install it"))).startswith("fpcalc not found; apt-get")
+    try:
+        raise MediaError("x.mp4: cannot read it") from OSError(errno.EROFS, "Read-only file system", inside)
+    except MediaError as e:
+        assert str(faults.classify(e, places)).startswith(f"read-only file system: {inside}; remount")
+    fault = faults.classify(OSError(errno.ENOSPC, "No space left on device", inside), places)
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(fault))) == str(fault)  # crosses process pools and Ray
+
+
+def test_a_fault_raised_in_a_ray_task_reaches_the_driver():
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from commercial98k.ray_engine import raise_fault
+
+    err = ray_exceptions.RayTaskError("step", "traceback", OSError(errno.ENOSPC, "No space left on device", "/d/a"))
+    with pytest.raises(faults.EnvironmentFault, match="^no space left on device: /d/a;"):
+        raise_fault(err)
+    raise_fault(ray_exceptions.RayTaskError("step", "traceback", ValueError("bad video")))  # the item's: no raise
