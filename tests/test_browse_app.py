@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -35,20 +36,31 @@ SECRET = "top secret outside the data root"
 
 def _video(path: Path, codec: str, seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = ["-pix_fmt", "yuv420p", "-movflags", "+faststart"] if codec == "libx264" else ["-b:v", "200k"]
+    extra = ["-pix_fmt", "yuv420p", "-preset", "ultrafast", "-movflags", "+faststart"] if codec == "libx264" \
+        else ["-b:v", "200k", "-deadline", "realtime", "-cpu-used", "8"]
     acodec = ["-c:a", "aac"] if codec == "libx264" else ["-c:a", "libvorbis"]
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=192x108:r=12:d={seconds}",
                     "-f", "lavfi", "-i", f"sine=f=440:d={seconds}", "-c:v", codec, *extra, *acodec, "-shortest",
                     str(path)], check=True)
 
 
-def make_browse_corpus(tmp_path: Path, n_clips: int = 16) -> tuple[Path, Path]:
+def generated_videos(folder: Path) -> Path:
+    """The corpus's two videos, generated once into ``folder`` (corpora copy them from there)."""
+    for rel, (codec, seconds) in VIDEOS.items():
+        if not (folder / rel).exists():
+            _video(folder / rel, codec, seconds)
+    return folder
+
+
+def make_browse_corpus(tmp_path: Path, n_clips: int = 16, videos: Path | None = None) -> tuple[Path, Path]:
     """A labelled clips manifest of ``n_clips`` over two real (generated) videos, with the grid's columns:
     disagreeing predictions, category and emotion probabilities, tags with sources, on-screen text,
     one shared music id; from 10 clips on, two split ``no_music`` rows and a label failure."""
     manifest, root = make_labelled_corpus(tmp_path, n_clips=n_clips, failed_share=0.0, clips_per_video=2)
-    for rel, (codec, seconds) in VIDEOS.items():
-        _video(root / rel, codec, seconds)
+    videos = generated_videos(videos or tmp_path / "generated")
+    for rel in VIDEOS:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(videos / rel, root / rel)
     rows = read_manifest(manifest).to_pylist()
     cats = sorted({r["category"] for r in rows})
     for i, r in enumerate(rows):
@@ -73,8 +85,19 @@ def make_browse_corpus(tmp_path: Path, n_clips: int = 16) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    return make_browse_corpus(tmp_path_factory.mktemp("browse"))
+def videos(tmp_path_factory) -> Path:
+    return generated_videos(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, videos) -> tuple[Path, Path]:
+    return make_browse_corpus(tmp_path_factory.mktemp("browse"), videos=videos)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory, videos) -> tuple[Path, Path]:
+    """Four clips; no test writes corrections for it."""
+    return make_browse_corpus(tmp_path_factory.mktemp("small"), n_clips=4, videos=videos)
 
 
 @contextlib.contextmanager
@@ -178,8 +201,8 @@ def test_streamed_pages_equal_indexed_pages(corpus):
         assert [r["clip_id"] for r in streamed["rows"]] == [r["clip_id"] for r in run_query(data, q)["rows"]]
 
 
-def test_index_follows_new_manifest_parts(tmp_path):
-    manifest, root = make_browse_corpus(tmp_path, n_clips=6)
+def test_index_follows_new_manifest_parts(tmp_path, videos):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=6, videos=videos)
     c = client_for(manifest, root)
     row = read_manifest(manifest).to_pylist()[2]
     write_rows_part(manifest, "clips", [{**row, "title": "a retitled clip"}])
@@ -209,9 +232,10 @@ def test_media_is_served_with_http_range(client, corpus):
     assert client.get("/media/videos/ad-a.mp4", headers={"Range": f"bytes={len(data) + 10}-"}).status_code == 416
 
 
-@pytest.fixture
-def escape_root(tmp_path):
+@pytest.fixture(scope="module")
+def escape_root(tmp_path_factory):
     """A data root holding a symlink to a file outside it, a symlinked folder outside it, and one inside."""
+    tmp_path = tmp_path_factory.mktemp("escape")
     root = tmp_path / "root"
     (root / "videos").mkdir(parents=True)
     (root / "videos" / "inside.mp4").write_bytes(b"inside")
@@ -225,6 +249,14 @@ def escape_root(tmp_path):
     return manifest, root
 
 
+@pytest.fixture(scope="module")
+def escape_server(escape_root) -> Iterator[str]:
+    from commercial98k.browse.app import create_app
+
+    with served(create_app(*escape_root)) as base:
+        yield base
+
+
 @pytest.mark.parametrize("url, status", [
     ("/media/../outside/secret.txt", 403), ("/media/videos/../../outside/secret.txt", 403),
     ("/media/%2e%2e/outside/secret.txt", 403), ("/media/videos%2F..%2F..%2Foutside%2Fsecret.txt", 403),
@@ -233,15 +265,12 @@ def escape_root(tmp_path):
     ("/media/videos\\..\\..\\outside\\secret.txt", 400), ("/media/videos/missing.mp4", 404), ("/media/videos", 404),
     ("/thumb?video=../outside/secret.txt&t=0", 403), ("/thumb?video=%2Fetc%2Fpasswd&t=0", 403),
 ])
-def test_nothing_outside_the_data_root_is_served(escape_root, url, status):
+def test_nothing_outside_the_data_root_is_served(escape_server, url, status):
     # a real server and http.client: an HTTP client library would normalise the dot segments away
-    from commercial98k.browse.app import create_app
-
-    with served(create_app(*escape_root)) as base:
-        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
-        conn.request("GET", url)
-        r = conn.getresponse()
-        text = r.read().decode("utf-8", "replace")
+    conn = http.client.HTTPConnection(escape_server.removeprefix("http://"), timeout=30)
+    conn.request("GET", url)
+    r = conn.getresponse()
+    text = r.read().decode("utf-8", "replace")
     assert r.status == status, (url, text)
     assert SECRET not in text and "root:" not in text
     assert json.loads(text)["error"].startswith("error:")
@@ -269,8 +298,8 @@ def test_a_foreign_host_header_is_refused(client):
     assert client.get("/api/meta", headers={"Host": "localhost:8098"}).status_code == 200
 
 
-def test_corrections_are_saved_at_once_with_who_and_when(tmp_path):
-    manifest, root = make_browse_corpus(tmp_path, n_clips=6)
+def test_corrections_are_saved_at_once_with_who_and_when(tmp_path, videos):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=6, videos=videos)
     c = client_for(manifest, root)
     ids = [r["clip_id"] for r in read_manifest(manifest).to_pylist()]
     r = c.post("/api/corrections", json={"clip_id": ids[0], "kind": "category", "value": "food"})
@@ -316,8 +345,8 @@ def test_corrections_are_saved_at_once_with_who_and_when(tmp_path):
     (json.dumps({"clip_id": "@0", "kind": "unusable", "reason": "x" * 20_000}).encode(), "application/json", 413,
      "at most"),
 ])
-def test_malformed_corrections_are_a_clear_4xx(tmp_path, body, content_type, status, names):
-    manifest, root = make_browse_corpus(tmp_path, n_clips=4)
+def test_malformed_corrections_are_a_clear_4xx(small_corpus, body, content_type, status, names):
+    manifest, root = small_corpus
     ids = [r["clip_id"] for r in read_manifest(manifest).to_pylist()]
     body = body.replace(b"@0", ids[0].encode()).replace(b"@1", ids[1].encode())
     r = client_for(manifest, root).post("/api/corrections", content=body, headers={"Content-Type": content_type})
