@@ -12,7 +12,7 @@ merged (NFKC, case and spacing ignored). ``ocr_text`` is the merged lines joined
 The recogniser often drops the spaces of English overlays ("Tapordrawaroundanythingyouwant"),
 which hides their words from the text match and the tags. ``split_glued`` splits such runs with
 SymSpell's word segmentation (``symspellpy``, MIT; its English unigram frequencies ship in the
-wheel, nothing is downloaded): only a run of 6+ letters that is neither a dictionary word nor a
+wheel, nothing is downloaded): only a run of 7+ letters that is neither a dictionary word nor a
 brand of ``manifests/brands.json``, and only into common words, so names ("Maybelline", not
 "may bel line") stay whole.
 """
@@ -40,7 +40,7 @@ MAX_FRAMES = 3
 LONG_SIDE = 960  # keyframes are scaled so the longer side is at most this (small text stays readable)
 DUP_THRESHOLD = 6.0  # mean absolute difference (0-255) of 8x8 grey thumbnails under which frames are duplicates
 SEPARATOR = " | "
-GLUED_MIN_LETTERS = 6
+GLUED_MIN_LETTERS = 7
 #: a split is kept only if every part is at least this common (log10 of its unigram share: "glow" is
 #: -5.0, "elegance" -5.4; fragments of unknown names such as "chino" or "ava" are rarer) and, in a run
 #: shorter than ``ONE_LETTER_MIN_RUN``, no part is one letter ("Weleda" is not "We led a")
@@ -174,7 +174,7 @@ def word_splitter() -> WordSplitter:
 
 def split_glued(text: str) -> str:
     """``text`` with glued English words split ("Tapordrawaroundanythingyouwant" -> "Tap or draw
-    around anything you want"); text without a run of 6+ letters is returned as is."""
+    around anything you want"); text without a run of 7+ letters is returned as is."""
     if not _LETTER_RUN.search(text):
         return text
     return word_splitter().split(text)
