@@ -59,6 +59,35 @@ def _postings(raws: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray
     return prefix[first].astype(np.uint32), clip[first].astype(np.uint32), np.minimum(pos[first], 65535).astype(np.uint16)
 
 
+def lookup(query: tuple[np.ndarray, np.ndarray, np.ndarray], segment: tuple[np.ndarray, np.ndarray, np.ndarray],
+           limit: int, min_shared: int, out: dict[tuple[int, int], dict[int, int]]) -> None:
+    """Add to ``out`` (query clip, segment clip) -> {offset: shared keys} for pairs sharing ``min_shared`` keys.
+
+    Both are sorted ``(key, clip, position)`` postings; a key held by more than ``limit`` segment
+    postings (silence, a tone, a sound heard everywhere) is ignored.
+    """
+    q_prefix, q_clip, q_pos = query
+    prefix = segment[0]
+    lo = np.searchsorted(prefix, q_prefix, "left")
+    hi = np.searchsorted(prefix, q_prefix, "right")
+    n = hi - lo
+    keep = (n > 0) & (n <= limit)
+    if not keep.any():
+        return
+    lo, n = lo[keep], n[keep]
+    qc, qp = np.repeat(q_clip[keep], n), np.repeat(q_pos[keep].astype(np.int64), n)
+    idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+    kc, kp = np.asarray(segment[1])[idx], np.asarray(segment[2])[idx].astype(np.int64)
+    off = qp - kp
+    key = (qc.astype(np.int64) << 42) | (kc.astype(np.int64) << 18) | (off + 131072)  # offsets of +-2**17 items
+    keys, counts = np.unique(key, return_counts=True)
+    _, inv = np.unique(keys >> 18, return_inverse=True)
+    shared = np.bincount(inv, weights=counts)
+    sel = shared[inv] >= min_shared  # only pairs sharing enough keys reach Python
+    for k, c in zip(keys[sel].tolist(), counts[sel].tolist(), strict=True):
+        out[(k >> 42, (k >> 18) & 0xFFFFFF)][(k & 0x3FFFF) - 131072] += c
+
+
 class MusicIndex:
     """Known clips' fingerprints, persisted in ``folder``; ``add`` assigns music ids to new clips."""
 
@@ -132,34 +161,33 @@ class MusicIndex:
                 return items[starts[i]:starts[i + 1]]
         raise KeyError(clip)
 
+    # -- the fingerprint kind (Chromaprint here; split.landmark_index overrides these) ------
+    def decode_items(self, fingerprint: str | np.ndarray) -> np.ndarray:
+        """A stored fingerprint as the uint32 items the index keeps."""
+        return decode(fingerprint) if isinstance(fingerprint, str) else np.asarray(fingerprint, np.uint32)
+
+    def usable(self, items: np.ndarray) -> bool:
+        """Not empty and not constant (silence would make every silent clip one track)."""
+        return bool(len(items)) and (len(items) == 1 or bool((items != items[0]).any()))
+
+    def postings(self, raws: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted (key, clip, position) postings of clips numbered from ``base``."""
+        return _postings(raws, base)
+
+    def batch_pairs(self, arrays: list[np.ndarray]) -> dict[tuple[int, int], dict[int, int]]:
+        """Candidate pairs among new clips -> {offset: shared keys}."""
+        limit = max(50, int(self.stop_share * len(arrays)))
+        return {ab: dict(offs) for ab, offs in _candidate_pairs(arrays, PREFIX_SHIFT, limit).items()}
+
     # -- matching -------------------------------------------------------------------------
     def _candidates(self, new: list[np.ndarray]) -> dict[tuple[int, int], dict[int, int]]:
         """(new clip, known clip) -> {offset: shared prefixes} over every segment."""
-        q_prefix, q_clip, q_pos = _postings(new, 0)
+        query = self.postings(new, 0)
         limit = max(50, int(self.stop_share * (self.size + len(new))))
         out: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
         for name in self.segments:
             seg = self._segment(name)
-            prefix = seg["prefix"]
-            lo = np.searchsorted(prefix, q_prefix, "left")
-            hi = np.searchsorted(prefix, q_prefix, "right")
-            n = hi - lo
-            keep = (n > 0) & (n <= limit)
-            if not keep.any():
-                continue
-            lo, n = lo[keep], n[keep]
-            qc, qp = np.repeat(q_clip[keep], n), np.repeat(q_pos[keep].astype(np.int64), n)
-            idx = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-            kc, kp = np.asarray(seg["clip"])[idx], np.asarray(seg["pos"])[idx].astype(np.int64)
-            off = qp - kp
-            key = (qc.astype(np.int64) << 40) | (kc.astype(np.int64) << 16) | (off + 32768)
-            keys, counts = np.unique(key, return_counts=True)
-            pair = keys >> 16
-            upair, inv = np.unique(pair, return_inverse=True)
-            shared = np.bincount(inv, weights=counts)
-            sel = shared[inv] >= self.min_shared  # only pairs sharing enough prefixes reach Python
-            for k, c in zip(keys[sel].tolist(), counts[sel].tolist(), strict=True):
-                out[(k >> 40, (k >> 16) & 0xFFFFFF)][(k & 0xFFFF) - 32768] += c
+            lookup(query, (seg["prefix"], seg["clip"], seg["pos"]), limit, self.min_shared, out)
         return out
 
     def _matches(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> bool:
@@ -178,9 +206,8 @@ class MusicIndex:
         """
         self._load_ids()
         known = set(self._ids or [])
-        raw = {k: (decode(v) if isinstance(v, str) else np.asarray(v, np.uint32))
-               for k, v in fingerprints.items() if k not in known}
-        raw = {k: v for k, v in raw.items() if len(v) and (len(v) == 1 or (v != v[0]).any())}
+        raw = {k: self.decode_items(v) for k, v in fingerprints.items() if k not in known}
+        raw = {k: v for k, v in raw.items() if self.usable(v)}
         keys = sorted(raw)
         if not keys:
             return {}
@@ -196,10 +223,9 @@ class MusicIndex:
             if self._matches(arrays[a], self._raw(b), offs):
                 uf.parent.setdefault(node, node)
                 uf.union(f"n:{keys[a]}", node)
-        limit = max(50, int(self.stop_share * len(keys)))
-        for (a, b), offs in _candidate_pairs(arrays, PREFIX_SHIFT, limit).items():
+        for (a, b), offs in self.batch_pairs(arrays).items():
             if sum(offs.values()) >= self.min_shared and uf.find(f"n:{keys[a]}") != uf.find(f"n:{keys[b]}") \
-                    and self._matches(arrays[a], arrays[b], dict(offs)):
+                    and self._matches(arrays[a], arrays[b], offs):
                 uf.union(f"n:{keys[a]}", f"n:{keys[b]}")
         result: dict[str, str] = {}
         for members in uf.groups().values():
@@ -217,8 +243,7 @@ class MusicIndex:
         self._load_ids()
         known = set(self._ids or [])
         keys = sorted(k for k in fingerprints if k not in known)
-        arrays = [decode(fingerprints[k]) if isinstance(fingerprints[k], str) else np.asarray(fingerprints[k], np.uint32)
-                  for k in keys]
+        arrays = [self.decode_items(fingerprints[k]) for k in keys]
         keep = [i for i, a in enumerate(arrays) if len(a)]
         if keep:
             self._append([keys[i] for i in keep], [arrays[i] for i in keep], [music_ids[keys[i]] for i in keep])
@@ -229,7 +254,7 @@ class MusicIndex:
         starts = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
         self._save_arrays(f"clips-{tag}", items=np.concatenate(arrays).astype(np.uint32), starts=starts)
         atomic_write_json(self.folder / f"ids-{tag}.json", {"clip_ids": keys, "music_ids": music})
-        prefix, clip, pos = _postings(arrays, base)
+        prefix, clip, pos = self.postings(arrays, base)
         name = f"seg-{tag}"
         self._save_arrays(name, prefix=prefix, clip=clip, pos=pos)
         self.clip_blocks.append({"name": f"clips-{tag}", "base": base, "n": n})

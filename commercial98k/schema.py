@@ -70,8 +70,13 @@ SPLIT_FIELDS = [
     pa.field("music_end_s", pa.float64()),
     pa.field("has_music", pa.bool_()),
     pa.field("music_ratio", pa.float32()),  # share of the clip's frames classified as music
+    pa.field("speech_segments", pa.list_(SPAN)),  # spans where someone speaks (a voice-over), video time
+    pa.field("speech_ratio", pa.float32()),  # share of the clip's frames classified as speech
     pa.field("music_id", pa.string()),  # same track, same id (audio fingerprint)
+    pa.field("music_track", pa.string()),  # the reference-library track the clip plays (--music-library)
+    pa.field("music_offset_s", pa.float64()),  # where in that track the clip starts
     pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64 (or "raw:" + base64 uint32, fpcalc -raw)
+    pa.field("landmarks", pa.string()),  # spectral-peak constellation ("lm1:" + base64), see split.landmarks
     pa.field("video_phash", pa.string()),  # perceptual hash of keyframes (hex)
     pa.field("dup_group", pa.string()),  # near-duplicate video group
     pa.field("clip_path", pa.string()),  # relative to the data root
@@ -242,7 +247,7 @@ def validate_table(table: pa.Table, kind: str | None = None, max_problems: int =
 #: The columns ``_row_problems`` reads; rows are built from these alone, a batch at a time,
 #: so validating a large manifest does not turn all of it into Python objects at once.
 _ROW_CHECK_COLUMNS = ("status", "duration_s", "clip_start_s", "clip_end_s", "music_start_s", "music_end_s",
-                      "shots", "music_segments", "valence", "arousal", "category_confidence", "split")
+                      "shots", "music_segments", "speech_segments", "valence", "arousal", "category_confidence", "split")
 
 
 def _checked_rows(table: pa.Table, batch_rows: int = 4096) -> Iterator[dict]:
@@ -280,7 +285,7 @@ def _suspect_rows(table: pa.Table) -> np.ndarray:
 
     mark(spans(col("clip_start_s"), col("clip_end_s"), dur))
     mark(spans(col("music_start_s"), col("music_end_s"), dur))
-    for name in ("shots", "music_segments"):
+    for name in ("shots", "music_segments", "speech_segments"):
         if name not in names or not n:
             continue
         lists = table.column(name).combine_chunks()
@@ -329,7 +334,7 @@ def _row_problems(i: int, r: dict, key: str | None) -> list[Problem]:
     if "clip_start_s" in r:
         check_span("clip_end_s", r.get("clip_start_s"), r.get("clip_end_s"))
         check_span("music_end_s", r.get("music_start_s"), r.get("music_end_s"))
-        for column in ("shots", "music_segments"):
+        for column in ("shots", "music_segments", "speech_segments"):
             for s in r.get(column) or []:
                 check_span(column, s.get("start_s"), s.get("end_s"))
         for column in ("valence", "arousal"):

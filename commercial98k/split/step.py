@@ -30,7 +30,9 @@ from .identity import (
     segment_of,
     video_phash,
 )
-from .music import SAMPLE_RATE, get_detector
+from .landmarks import encode as encode_landmarks
+from .landmarks import extract_peaks, landmark_info, voiced_frames
+from .music import SAMPLE_RATE, get_detector, span_share, speech_spans
 from .shots import detector_info
 from .streamcopy import copy_clip
 
@@ -52,6 +54,7 @@ class SplitConfig:
     max_hamming: int = 8
     max_ber: float = 0.15
     clip_files: str = "none"  # none | copy | encode: whether clips/<clip_id>.mp4 is written, and how
+    fingerprint: str = "landmark"  # landmark | chromaprint | both: which fingerprint gives music_id
 
 
 def none_clip_id(video_id: str) -> str:
@@ -95,6 +98,7 @@ class SplitStep:
         if s.music is not None:
             base["music_detector"] = get_detector().info.tag()
             base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
+            base["speech_segments"] = [{"start_s": a, "end_s": b} for a, b in speech_spans(s.music.probs)]
             main = s.music.main_span()
             base.update(has_music=main is not None, music_start_s=main[0] if main else None,
                         music_end_s=main[1] if main else None)
@@ -113,7 +117,8 @@ class SplitStep:
         shots = [(x.start_s, x.end_s) for x in s.shots.shots] if s.shots else []
         times = keyframe_times(shots, s.duration_s)
         phash = s.scan.keyframe_phash(times) if s.scan is not None else video_phash(path, times)
-        fp_info = fingerprinter_info().tag()
+        fp_info = f"{fingerprinter_info().tag()}; {landmark_info().tag()}"
+        speech = speech_spans(s.music.probs) if s.music is not None else []
         rows = []
         for w in s.clips:
             clip_id = f"{base['video_id']}-c{w.index:03d}"
@@ -132,11 +137,13 @@ class SplitStep:
                 fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
             except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
                 fingerprint = fingerprint_file(root.resolve(audio_rel))
+            peaks = extract_peaks(audio, voiced_frames(speech, w.start_s, len(audio)))
             segment = segment_of(w.start_s, w.end_s, s.music.spans) if s.music is not None else None
             rows.append(record(dict(
                 base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,
                 clip_start_frame=w.start_frame, clip_end_frame=w.end_frame,
                 music_ratio=s.music.music_ratio(w.start_s, w.end_s, self.config.music_threshold), fingerprint=fingerprint,
+                speech_ratio=span_share(speech, w.start_s, w.end_s), landmarks=encode_landmarks(peaks),
                 video_phash=phash, clip_path=clip_rel, audio_path=audio_rel, fingerprinter=fp_info,
                 music_start_s=segment[0] if segment else None, music_end_s=segment[1] if segment else None,
                 has_music=segment is not None), "split", "ok", None))

@@ -38,20 +38,26 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
                    "copy, re-encoding only codecs MP4 cannot hold) or encode (H.264 re-encode at crf 12, frame-accurate; "
                    "about the source's bitrate, so features stay within cosine 0.99 of the span's). "
                    "build-shards --with-media needs copy or encode.")
+@click.option("--fingerprint", type=click.Choice(["landmark", "chromaprint", "both"]), default="landmark",
+              show_default=True,
+              help="Which audio fingerprint joins clips of one track into a music_id: landmark (spectral-peak pairs "
+                   "at one time offset; holds under a voice-over), chromaprint (the earlier identity; fails under "
+                   "speech) or both (joined when either matches). Both are always stored in the manifest.")
 @click.option("--retry-failed", is_flag=True, help="Split videos whose split failed before again.")
 @click.option("--wait", is_flag=True,
               help="When another process is writing the clips manifest, wait for it to finish instead of exiting 1.")
 @engine_options
 def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
             clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, clip_files: str,
-            retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
+            fingerprint: str, retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
     """Cut every fetched video into clips where its background music plays.
 
     \b
     Per video, from one decode: shots (PySceneDetect), music segment (YAMNet) and clips of up
     to --clip-seconds (spans in the manifest; files in data/clips/<clip_id>.mp4 only with
-    --clip-files copy|encode) with their audio in data/audio/<clip_id>.wav (mono 16 kHz), a
-    Chromaprint fingerprint per clip and a perceptual hash of keyframes.
+    --clip-files copy|encode) with their audio in data/audio/<clip_id>.wav (mono 16 kHz), where
+    a voice-over speaks (speech_segments, speech_ratio), landmark and Chromaprint fingerprints
+    per clip and a perceptual hash of keyframes. A music bed under a voice-over stays one segment.
     Then clips of the same track get one music_id and re-uploaded videos one dup_group.
     Resumable: finished videos are skipped; failed ones too, unless --retry-failed.
 
@@ -68,7 +74,7 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                                  param_hint="--min-clip-seconds")
     config = SplitConfig(data_root=data_root, detector=detector, threshold=threshold, clip_seconds=clip_seconds,
                          min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
-                         clip_height=clip_height or None, clip_files=clip_files)
+                         clip_height=clip_height or None, clip_files=clip_files, fingerprint=fingerprint)
     try:
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
                            retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))

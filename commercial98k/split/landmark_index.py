@@ -1,0 +1,102 @@
+"""The persisted music-identity index over landmark fingerprints (``split.landmarks``).
+
+The same storage and incremental matching as the Chromaprint index (``identity_index.MusicIndex``:
+memory-mapped sorted segments, size-tiered merges, aliases when a clip joins two groups); what
+differs is the key and the check. Postings are every landmark hash of a clip with its anchor
+frame (not only the first occurrence), a candidate pair needs ``min_shared`` hashes agreeing on
+one offset, and a candidate is confirmed by ``landmarks.match`` / ``is_match`` at its most-voted
+offsets. The index lives beside the Chromaprint one: ``<manifest>.landmarks/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..identity_index import MusicIndex, lookup
+from . import landmarks as lm
+
+#: Fewer peaks than this (about one second of music) cannot identify a track.
+MIN_PEAKS = 40
+
+
+def landmark_problem(text: str | None) -> str | None:
+    """Why a clip's landmarks cannot give it a music identity, or None."""
+    if not text:
+        return "no landmark fingerprint"
+    try:
+        n = len(lm.packed_items(text))
+    except Exception as e:  # a damaged string
+        return f"unreadable landmark fingerprint ({type(e).__name__}: {e})"
+    if n < MIN_PEAKS:
+        return (f"too few spectral peaks ({n} < {MIN_PEAKS}): the clip's audio is silent, "
+                "too quiet or too short to identify the track")
+    return None
+
+
+def landmark_index_dir(manifest: str | os.PathLike) -> Path:
+    """``<manifest>.landmarks/`` beside the clips manifest."""
+    m = Path(manifest)
+    return m.with_name(m.name + ".landmarks")
+
+
+class LandmarkIndex(MusicIndex):
+    """Known clips' constellations; ``add`` (inherited) assigns music ids to new clips."""
+
+    def __init__(self, folder: str | os.PathLike, params: lm.MatchParams = lm.MatchParams(),
+                 min_shared: int = 4, stop_share: float = 0.05):
+        super().__init__(folder, min_shared=min_shared, stop_share=stop_share)
+        self.params = params
+        self._hashes: dict[int, tuple[lm.Hashes, int]] = {}
+
+    def decode_items(self, fingerprint: str | np.ndarray) -> np.ndarray:
+        return lm.packed_items(fingerprint) if isinstance(fingerprint, str) else np.asarray(fingerprint, np.uint32)
+
+    def usable(self, items: np.ndarray) -> bool:
+        return len(items) >= MIN_PEAKS
+
+    def postings(self, raws: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every hash of every clip: (hash, clip, anchor frame), sorted by hash then clip."""
+        hs = [lm.hashes(lm.unpack(r)) for r in raws]
+        if not hs or not sum(len(h) for h in hs):
+            return np.zeros(0, np.uint32), np.zeros(0, np.uint32), np.zeros(0, np.uint16)
+        key = np.concatenate([h.h for h in hs])
+        clip = np.concatenate([np.full(len(h), base + i, np.int64) for i, h in enumerate(hs)])
+        pos = np.concatenate([h.t for h in hs])
+        order = np.lexsort((pos, clip, key))
+        return (key[order].astype(np.uint32), clip[order].astype(np.uint32),
+                np.minimum(pos[order], 65535).astype(np.uint16))
+
+    def batch_pairs(self, arrays: list[np.ndarray]) -> dict[tuple[int, int], dict[int, int]]:
+        """Pairs (a < b) of new clips sharing hashes at one offset -> {offset of b in a: votes}."""
+        own = self.postings(arrays, 0)
+        out: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        lookup(own, own, max(50, int(self.stop_share * len(arrays))), self.min_shared, out)
+        return {(a, b): offs for (a, b), offs in out.items() if a < b}
+
+    def _matches(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> bool:
+        ha, hb = lm.hashes(lm.unpack(a)), lm.hashes(lm.unpack(b))
+        top = sorted(offsets, key=lambda o: -offsets[o])[:5]
+        frames_a = int(lm.unpack(a[-1:]).t[0]) + 1 if len(a) else 0
+        frames_b = int(lm.unpack(b[-1:]).t[0]) + 1 if len(b) else 0
+        return lm.is_match(lm.match(ha, hb, frames_a, frames_b, self.params, offsets=top), self.params)
+
+
+def update_landmark_ids(manifest: str | os.PathLike, fingerprints: dict[str, str],
+                        current: dict[str, str | None], linked=()) -> dict[str, str]:
+    """clip_id -> music_id from the manifest's persisted landmark index (new clips only).
+
+    The first time, clips that already carry a ``music_id`` in ``current`` are loaded as they are,
+    so a manifest whose ids came from Chromaprint keeps them and new clips join those groups.
+    """
+    idx = LandmarkIndex(landmark_index_dir(manifest))
+    if idx.size == 0:
+        labelled = {c: m for c, m in current.items() if m and c in fingerprints}
+        if labelled:
+            idx.bulk_load(labelled, {c: fingerprints[c] for c in labelled})
+    idx.add(fingerprints, linked)
+    ids = idx.music_ids()
+    return {c: ids[c] for c in fingerprints if c in ids}
