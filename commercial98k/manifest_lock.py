@@ -5,7 +5,8 @@ whole run (split's also covers the identity index ``<manifest>.identity/``; on R
 holds it, the actors write parts under it). Reading (``stats``, ``validate``, ``browse``) never
 takes it. The lock is an ``flock`` on the file, so the kernel drops it when its holder dies
 (``kill -9`` included): a lock file left by a dead process is taken over at once. The file
-names its holder (pid, host, command, start time) for the message a second writer prints.
+names its holder (pid, host, command, start time) for the message a second writer prints, and
+is removed when its holder finishes.
 """
 
 from __future__ import annotations
@@ -95,17 +96,8 @@ def manifest_lock(manifest: str | os.PathLike, wait: bool = False, poll_s: float
                 _HELD[key][1] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _acquire(path, manifest, wait, poll_s, on_wait)
     try:
-        if not _try_lock(fd):
-            who = describe(holder(path))
-            if not wait:
-                raise ManifestLocked(f"{manifest} is being written by {who}: wait for it to finish, or pass "
-                                     "--wait to start when it does")
-            if on_wait is not None:
-                on_wait(f"waiting for {who} to finish writing {manifest}")
-            while not _try_lock(fd):
-                time.sleep(poll_s)
         stale = holder(path)
         if stale and stale.get("pid") != os.getpid():  # its holder died without releasing it (kill -9)
             log.warning("taking over the lock of %s: %s is no longer running", manifest, describe(stale))
@@ -119,10 +111,35 @@ def manifest_lock(manifest: str | os.PathLike, wait: bool = False, poll_s: float
         finally:
             with _GUARD:
                 del _HELD[key]
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # blank: the next holder's message never names a finished run
+            with contextlib.suppress(OSError):  # removed while held: a waiter re-opens it (see _acquire)
+                path.unlink()
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(path: Path, manifest: str | os.PathLike, wait: bool, poll_s: float, on_wait) -> int:
+    """An open descriptor of ``path`` holding its flock. The holder removes the file when done, so
+    a lock taken on a file no longer at ``path`` is dropped and ``path`` opened again."""
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if _try_lock(fd):
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            continue
+        who = describe(holder(path))
+        os.close(fd)
+        if not wait:
+            raise ManifestLocked(f"{manifest} is being written by {who}: wait for it to finish, or pass "
+                                 "--wait to start when it does")
+        if on_wait is not None and not told:
+            on_wait(f"waiting for {who} to finish writing {manifest}")
+            told = True
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
