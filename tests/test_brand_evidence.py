@@ -128,24 +128,62 @@ def test_glued_words_are_split_into_common_words(glued: str, want: str) -> None:
     assert split_glued(glued) == want
 
 
-def test_real_ocr_of_a_tightly_set_overlay_reads_glued_words_then_splits_them(shared_media: Path) -> None:
-    """PP-OCRv4 drops the spaces of tightly set English text (as in real ads); ``read_frames`` splits them
-    back, and the brand becomes evidence for a folder clip without page text."""
+def _tight_overlay(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+    """``lines`` drawn on ``frame`` with 2 px between words (the recogniser then reads each line as one word)."""
     if not EN_FONT.is_file():
         pytest.skip(f"{EN_FONT} not installed (Debian: fonts-dejavu-core)")
-    frame = load_keyframes(shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv", [12.0], (854, 480))[0]
     im = Image.fromarray(frame)
     draw, font = ImageDraw.Draw(im), ImageFont.truetype(str(EN_FONT), 30)
-    for y, line in ((330, "Tap or draw around anything you want"), (390, "Glow all day with Maybelline")):
+    for n, line in enumerate(lines):
         x = 40.0
-        for word in line.split():  # 2 px between words: the recogniser reads one word
-            draw.text((x, y), word, font=font, fill="white", stroke_width=2, stroke_fill="black")
+        for word in line.split():
+            draw.text((x, 330 + 60 * n), word, font=font, fill="white", stroke_width=2, stroke_fill="black")
             x += font.getlength(word) + 2
+    return np.array(im)
+
+
+@pytest.fixture(scope="module")
+def real_frame(shared_media: Path) -> np.ndarray:
+    return load_keyframes(shared_media / "videos" / "big_buck_bunny_trailer_480p.mkv", [12.0], (854, 480))[0]
+
+
+def test_real_ocr_of_a_tightly_set_overlay_reads_glued_words_then_splits_them(real_frame: np.ndarray) -> None:
+    """PP-OCRv4 drops the spaces of tightly set English text (as in real ads); ``read_frames`` splits them
+    back, and the brand becomes evidence for a folder clip without page text."""
+    frame = _tight_overlay(real_frame, ["Tap or draw around anything you want", "Glow all day with Maybelline"])
     model = ocr_model()
-    raw = [line.text for line in model.read(np.array(im))]
+    raw = [line.text for line in model.read(frame)]
     assert "Tapordrawaroundanythingyouwant" in raw  # the failure this fixes, on the real model
-    lines = model.read_frames(np.array(im)[None])
+    lines = model.read_frames(frame[None])
     assert "Tap or draw around anything you want" in lines and "Glow all day with Maybelline" in lines
     ids = load_taxonomy().ids()
     p = brand_evidence(None, {"platform": "local", "title": "clip_7"}, ocr_text=" | ".join(lines))
     assert ids[int(np.argmax(p))] == "cosmetics"
+
+
+def test_label_text_side_uses_brand_evidence_for_a_folder_clip(real_frame: np.ndarray, tmp_path: Path) -> None:
+    """``c98k label``'s text side on a clip from a folder (its title is a file name): the on-screen brand
+    is the ``brand`` evidence, stored with its distribution, and the glued slogan is stored split."""
+    import av
+
+    from commercial98k.label.batch import text_features
+    from commercial98k.label.clip_features import LabelConfig, models_for
+
+    frame = _tight_overlay(real_frame, ["CHARLOTTE TILBURY", "Your skin deserves more"])
+    (tmp_path / "videos").mkdir()
+    with av.open(str(tmp_path / "videos" / "ad_12.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+        for _ in range(10):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    row = {"clip_id": "local-ad_12-c000", "video_id": "local-ad_12", "platform": "local", "platform_id": "ad_12",
+           "title": "ad_12", "video_path": "videos/ad_12.mp4", "clip_start_s": 0.0, "clip_end_s": 2.0,
+           "width": frame.shape[1], "height": frame.shape[0], "category": None}
+    models = models_for(LabelConfig(emotion_model="none", visual_evidence="none", ocr_frames=1))
+    [parts] = text_features([row], models, None, None, tmp_path)
+    assert "Your skin deserves more" in parts.ocr_text
+    assert "brand" in parts.category_evidence and "page_text" not in parts.category_evidence
+    ids = load_taxonomy().ids()
+    assert ids[int(np.argmax(parts.category_evidence_probs["brand"]))] == "cosmetics"
+    assert parts.predicted_category == "cosmetics"
