@@ -228,6 +228,5 @@ def create_app(manifest: str | os.PathLike, data_root: str | os.PathLike, who: s
     ]
     hosts = allowed_hosts or LOOPBACK_HOSTS
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
-    app.state.browser = browser
-    browser.index.start()
+    app.state.browser = browser  # the index builds on the first request, once the server listens
     return app

@@ -96,14 +96,13 @@ def _eq(column: pa.Array, value: str) -> pa.Array:
 
 def _text_mask(table: pa.Table, text: str) -> pa.Array:
     """Rows whose title, on-screen text or one of the tags contains ``text`` (case-insensitive)."""
-    mask = pc.fill_null(pc.match_substring(table.column("title").cast(pa.string()), text, ignore_case=True), False)
+    mask = pc.fill_null(pc.match_substring(table.column("title"), text, ignore_case=True), False)
     ocr = pc.fill_null(pc.match_substring(table.column("ocr_text"), text, ignore_case=True), False)
     mask = pc.or_(mask, ocr)
-    tags = table.column("tags").combine_chunks()
-    tag_rows, values = flat_children(tags)
+    tag_rows, values = flat_children(table.column("tags").combine_chunks())
     if len(values):
         hit = pc.fill_null(pc.match_substring(values, text, ignore_case=True), False).to_numpy(zero_copy_only=False)
-        in_tags = np.zeros(len(tags), bool)
+        in_tags = np.zeros(table.num_rows, bool)
         in_tags[tag_rows[hit]] = True
         mask = pc.or_(mask, pa.array(in_tags))
     return mask
@@ -207,12 +206,12 @@ def _correction_dict(c: Correction) -> dict:
 def failures(data: IndexData, examples: int = 3) -> list[dict]:
     """Rows that stopped, grouped by (where they stopped, normalised cause), largest group first."""
     t = data.table
-    stopped = t.filter(pc.is_valid(t.column("stopped")))
-    if not stopped.num_rows:
+    rows = pc.indices_nonzero(pc.is_valid(t.column("stopped")))
+    if not len(rows):
         return []
-    small = pa.table({"stopped": stopped.column("stopped").cast(pa.string()),
-                      "cause": pc.fill_null(stopped.column("cause").cast(pa.string()), ""),
-                      "clip_id": stopped.column("clip_id")})
+    small = pa.table({"stopped": pc.take(t.column("stopped"), rows).cast(pa.string()),
+                      "cause": pc.fill_null(pc.take(t.column("cause"), rows).cast(pa.string()), ""),
+                      "clip_id": pc.take(t.column("clip_id"), rows)})
     grouped = small.group_by(["stopped", "cause"]).aggregate([("clip_id", "count"), ("clip_id", "list")])
     out = []
     for g in grouped.to_pylist():
