@@ -96,6 +96,7 @@ def _clips(b: Browser, params: dict[str, str]) -> dict:
     data = b.index.current()
     if data is None and q.sort == "manifest":
         out = stream_query(b.manifest, q, corrections)
+        b.index.start()
     else:
         out = run_query(data if data is not None else b.index.wait(), q, corrections)
     out["indexing"] = b.index.indexing

@@ -212,8 +212,9 @@ def _reduce_schema() -> pa.Schema:
 class ClipIndex:
     """The index of one manifest, shared between request threads.
 
-    The first build runs in a background thread (``start``) so the server answers at once: until it
-    is done, ``current()`` is None and the grid streams the manifest instead. When the manifest
+    The first build runs in a background thread (``start``), begun after the first page was
+    streamed (both read the manifest; together each takes as long as the whole build). Until it is
+    done, ``current()`` is None and the grid streams the manifest instead. When the manifest
     changes, the old index keeps serving while the new one builds.
     """
 
@@ -248,8 +249,10 @@ class ClipIndex:
         threading.Thread(target=self._build, args=(sig,), name="browse-index", daemon=True).start()
 
     def current(self) -> IndexData | None:
-        """The latest finished index (None before the first build ends); starts a rebuild on change."""
-        self.start()
+        """The latest finished index (None before the first build ends); starts a rebuild when the
+        manifest changed since a finished build (the first build is the caller's to ``start``)."""
+        if self._data is not None:
+            self.start()
         return self._data
 
     @property

@@ -229,7 +229,22 @@ async function load() {
   $("#next").disabled = page.total === null ? page.rows.length < PAGE : last >= page.total;
   $("#grid").replaceChildren(...page.rows.map(renderCard));
   showScope();
-  if (page.indexing) setTimeout(async () => { await loadMeta(); if (mine === seq) load(); }, 1000);
+  if (page.indexing) waitForIndex().then(() => { if (mine === seq) load(); });
+}
+
+// While the server indexes a large manifest, pages are streamed without a count; ask for the
+// count (and the filter menus) again once the index is ready, without streaming meanwhile.
+let indexWait = null;
+function waitForIndex() {
+  indexWait = indexWait || (async () => {
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const meta = await loadMeta().catch(() => ({ indexing: true }));
+      if (!meta.indexing) break;
+    }
+    indexWait = null;
+  })();
+  return indexWait;
 }
 
 function showScope() {
