@@ -85,7 +85,8 @@ async def meta(request: Request) -> Response:
     return JSONResponse({
         "manifest": str(b.manifest), "data_root": str(b.root.root), "who": b.who,
         "categories": [{"id": c.id, "name_en": c.name_en, "name_zh": c.name_zh} for c in b.taxonomy.categories],
-        "indexing": data is None or b.index.indexing,
+        "indexing": b.index.indexing or (data is None and b.index.error is None),
+        "index_error": f"error: {b.index.error}" if b.index.error else None,
         "facets": facets(data) if data is not None else None,
     })
 
@@ -207,6 +208,11 @@ async def thumbnail(request: Request) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
+async def failed(request: Request, exc: Exception) -> Response:
+    """Any other failure (an unreadable manifest or corrections file): one error line, status 500."""
+    return _error(500, f"error: {exc}")
+
+
 async def home(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
@@ -228,6 +234,7 @@ def create_app(manifest: str | os.PathLike, data_root: str | os.PathLike, who: s
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     hosts = allowed_hosts or LOOPBACK_HOSTS
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+                    exception_handlers={Exception: failed})
     app.state.browser = browser  # the index builds on the first request, once the server listens
     return app
