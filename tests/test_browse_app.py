@@ -388,3 +388,28 @@ def test_empty_manifest_serves_an_empty_grid(tmp_path):
     c = client_for(manifest, tmp_path / "data")
     assert clips(c) == {"total": 0, "offset": 0, "rows": [], "indexing": False}
     assert c.get("/api/failures").json()["groups"] == []
+
+
+def test_first_page_streams_before_the_index(corpus):
+    from commercial98k.browse.app import create_app
+
+    c = starlette_testclient.TestClient(create_app(*corpus), base_url="http://127.0.0.1")
+    assert c.get("/api/meta").json()["indexing"] is True
+    first = clips(c, limit=5, text="spot")
+    assert first["total"] is None and len(first["rows"]) == 5  # streamed, not counted
+    c.app.state.browser.index.wait()
+    counted = clips(c, limit=5, text="spot")
+    assert counted["total"] == 16 and counted["rows"] == first["rows"]
+    meta = c.get("/api/meta").json()
+    assert meta["indexing"] is False and meta["facets"]["rows"] == 16
+    assert "<title>c98k browse</title>" in c.get("/").text and c.get("/static/app.js").status_code == 200
+
+
+def test_a_broken_corrections_file_is_one_error_line(tmp_path, videos):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=4, videos=videos)
+    corrections_path(manifest).write_text("{ not json")
+    c = client_for(manifest, root)
+    c = starlette_testclient.TestClient(c.app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    r = c.get("/api/clips")
+    assert r.status_code == 500
+    assert r.json()["error"].startswith("error: ") and "corrections.json: not JSON" in r.json()["error"]

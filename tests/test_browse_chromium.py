@@ -63,7 +63,9 @@ def test_grid_filter_playback_and_corrections_in_chromium(browser, tmp_path):
         page.goto(base + "/")
         page.wait_for_function("n => document.querySelectorAll('.card').length === n", arg=len(rows))
         assert _cards(page) == ids
-        assert "of 40" in page.text_content("#count")
+        # the first page is streamed; the count follows once the index is built
+        page.wait_for_function("() => document.querySelector('#count').textContent.endsWith('of 40')")
+        assert page.eval_on_selector_all("select[name=category] option", "os => os.length") > 1
 
         # a filter narrows the grid: the free text matches titles "... spot 1", "... spot 10".."spot 19"
         page.fill("input[name=text]", "spot 1")
@@ -104,6 +106,16 @@ def test_grid_filter_playback_and_corrections_in_chromium(browser, tmp_path):
         page.click(f"{card} .set-unusable")
         page.wait_for_selector(f"{card} .msg.ok")
 
+        # "all clips of this track" in one click, and a music-id join rejected there
+        page.click(f".card[data-clip-id='{rows[1]['clip_id']}'] .music-link")
+        page.wait_for_function("() => document.querySelectorAll('.card').length === 2")
+        assert _cards(page) == [rows[1]["clip_id"], rows[3]["clip_id"]]
+        card = f".card[data-clip-id='{rows[3]['clip_id']}']"
+        page.click(f"{card} details.correct summary")
+        page.click(f"{card} .join-reject")
+        page.wait_for_selector(f"{card} .msg.ok")
+        page.click("#scope button")
+
         # the failures view lists the stopped rows by cause and opens them in the grid
         page.click("#tab-failures")
         page.wait_for_selector("#failures tbody td")
@@ -122,11 +134,14 @@ def test_grid_filter_playback_and_corrections_in_chromium(browser, tmp_path):
     assert saved[(target["clip_id"], "category")].value == new_cat
     assert saved[(target["clip_id"], "category")].who == "chromium-test"
     assert saved[(rows[6]["clip_id"], "unusable")].reason == "a slideshow, no ad"
+    join = saved[(rows[3]["clip_id"], "music_join")]
+    assert (join.value, join.other) == ("reject", rows[1]["clip_id"])
 
     # the next build-shards uses them
     index = build_shards(manifest, tmp_path / "shards", root, progress=False)
     assert index["corrections"]["categories"] == 1
     assert index["corrections"]["unusable"] == {"a slideshow, no ad": 1}
+    assert index["corrections"]["rejected_joins"] == 1
     usable = [r for r in rows if r["status"] == "ok" and r["has_music"]]
     assert sum(s["samples"] for s in index["splits"].values()) == len(usable) - 1
     sources = {src: n for per in index["category_sources"].values() for src, n in per.items()}
