@@ -254,8 +254,8 @@ def require_free(path: str | os.PathLike, need: float, what: str, flag: str) -> 
     """Refuse to start ``what`` when the file system of ``path`` has less than ``need`` bytes free."""
     free = free_bytes(path)
     if need > free:
-        raise EnvironmentFault(f"not enough free space for {what}: about {size_text(need)} needed, "
-                               f"{size_text(free)} free on {mount_point(path)}", os.fspath(path),
+        raise EnvironmentFault(f"not enough free space for {what} in {os.fspath(path)}: about {size_text(need)} "
+                               f"needed, {size_text(free)} free on {mount_point(path)}", None,
                                f"free {size_text(need - free)} there or pass {flag} on a larger disk, {AGAIN}")
 
 

@@ -117,6 +117,26 @@ def manifest_lock(manifest: str | os.PathLike, wait: bool = False, poll_s: float
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def _locked(manifest: str | os.PathLike, who: str) -> ManifestLocked:
+    return ManifestLocked(f"{manifest} is being written by {who}: wait for it to finish, or pass --wait to start "
+                          "when it does")
+
+
+def check_unlocked(manifest: str | os.PathLike) -> None:
+    """Raise ``ManifestLocked`` when a live process holds ``manifest``'s lock (taking nothing): a
+    command's early check, before it spends seconds importing models, of what its stage then locks."""
+    path = lock_path(manifest)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or none readable): the stage's own lock decides
+    try:
+        if not _try_lock(fd):
+            raise _locked(manifest, describe(holder(path)))
+    finally:
+        os.close(fd)
+
+
 def _acquire(path: Path, manifest: str | os.PathLike, wait: bool, poll_s: float, on_wait) -> int:
     """An open descriptor of ``path`` holding its flock. The holder removes the file when done, so
     a lock taken on a file no longer at ``path`` is dropped and ``path`` opened again."""
@@ -134,8 +154,7 @@ def _acquire(path: Path, manifest: str | os.PathLike, wait: bool, poll_s: float,
         who = describe(holder(path))
         os.close(fd)
         if not wait:
-            raise ManifestLocked(f"{manifest} is being written by {who}: wait for it to finish, or pass "
-                                 "--wait to start when it does")
+            raise _locked(manifest, who)
         if on_wait is not None and not told:
             on_wait(f"waiting for {who} to finish writing {manifest}")
             told = True

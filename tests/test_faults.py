@@ -314,8 +314,8 @@ def test_a_stage_refuses_to_start_on_a_disk_that_cannot_hold_its_output(golden, 
     assert result.exit_code == 1, result.output
     need = faults.split_bytes(read_manifest(proj / "manifests" / "videos.parquet", "videos").to_pylist(), "encode")
     assert need > 700_000
-    assert (f"error: not enough free space for split (3 videos): about {faults.size_text(need)} needed, 700.0 kB free"
-            in result.stderr), result.output
+    assert (f"error: not enough free space for split (3 videos) in {proj / 'data'}: about {faults.size_text(need)} "
+            "needed, 700.0 kB free on " in result.stderr), result.output
     assert "--data-root" in result.stderr
     assert not manifest_exists(proj / "manifests" / "c98k.parquet")  # nothing was started
     assert not (proj / "data" / "audio").exists()

@@ -24,8 +24,18 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _unless_locked(ctx: click.Context, param: click.Parameter, wait: bool) -> bool:
+    """A second writer exits at once, before --device loads torch (seconds); the stage then locks."""
+    from commercial98k.manifest_lock import check_unlocked
+
+    if not wait and ctx.params.get("manifest"):
+        check_unlocked(ctx.params["manifest"])
+    return wait
+
+
 @click.command("label")
 @click.option("--manifest", default=DEFAULT_CLIPS_MANIFEST, show_default=True, type=click.Path(dir_okay=False),
+              is_eager=True,
               help="Clips manifest written by `c98k split`; updated in place.")
 @data_root
 @click.option("--audio-model", default="musicnn", show_default=True,
@@ -37,6 +47,10 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--emotion-model", default="gems-head", show_default=True,
               help="Emotion head over audio embeddings (`c98k emotion train` makes one); 'none' leaves "
                    "emotion columns empty.")
+@click.option("--speech-pooling", type=click.Choice(["weighted", "none"]), default="weighted", show_default=True,
+              help="weighted: the emotion leans on each clip's music-only audio frames (speech_segments from "
+                   "`c98k split`; voiced frames corrected and down-weighted; emotion_model tag "
+                   "'-speech-weighted'); none: every frame alike, as before.")
 @click.option("--frame-fps", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Frames sampled per second of clip for frame embeddings.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
@@ -62,7 +76,7 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
               help="Calibration JSON of the combined category score (benchmarks/labels.py --fit-calibration), "
                    "or a corrections file (<manifest>.corrections.json from `c98k browse`): the weights are then "
                    "fitted on the corrected clips and every labelled clip is rescored with them.")
-@click.option("--wait", is_flag=True,
+@click.option("--wait", is_flag=True, is_eager=True, callback=_unless_locked,
               help="When another process is writing the manifest, wait for it to finish instead of exiting 1.")
 @click.option("--retry-failed", is_flag=True, help="Label clips whose labelling failed before again.")
 def command(manifest: str, data_root: str, audio_model: str, frame_model: str, text_model: str,
@@ -70,7 +84,7 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
             music_tag_threshold: float, device: str, weights: tuple[str, ...], workers: int, engine: str,
             address: str | None, gpus_per_worker: float, limit: int | None, ocr: bool = True, ocr_frames: int = 3,
             visual_evidence: str = "table", category_calibration: str | None = None,
-            retry_failed: bool = False, wait: bool = False) -> None:
+            retry_failed: bool = False, wait: bool = False, speech_pooling: str = "weighted") -> None:
     """Compute what YuYin learns from, for every `ok` clip not yet labelled by these models.
 
     \b
@@ -106,7 +120,8 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
     config = LabelConfig(audio_model=audio_model, frame_model=frame_model, text_model=text_model,
                          emotion_model=emotion_model, device=device, batch_size=batch_size,
                          weights=_weights(weights), ocr=ocr, ocr_frames=ocr_frames,
-                         visual_evidence=visual_evidence, category_calibration=category_calibration)
+                         visual_evidence=visual_evidence, category_calibration=category_calibration,
+                         speech_pooling=speech_pooling)
     options = LabelOptions(frame_fps=frame_fps, music_tag_threshold=music_tag_threshold,
                            clips_per_batch=clips_per_batch)
     try:
