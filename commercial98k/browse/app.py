@@ -40,6 +40,14 @@ MAX_BODY = 16_384  # a correction is a few hundred bytes
 CLIENT_FIELDS = {"clip_id", "kind", "value", "reason", "other", "who"}
 
 
+def _user() -> str:
+    """The login name recorded with corrections when the page does not give one."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        return "unknown"
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -53,7 +61,7 @@ class Browser:
         self.root = DataRoot(data_root)
         self.index = ClipIndex(self.manifest)
         self.taxonomy = taxonomy or load_taxonomy()
-        self.who = who or getpass.getuser()
+        self.who = who or _user()
         self.thumbnails = Thumbnails()
         self._corrections: tuple[tuple, dict[str, list[Correction]]] = ((), {})
         self._lock = threading.Lock()

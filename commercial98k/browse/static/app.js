@@ -150,6 +150,7 @@ function renderCard(row) {
   const start = row.clip_start_s || 0;
   const end = row.clip_end_s || start;
   const thumb = $(".thumb", card);
+  thumb.addEventListener("error", () => thumb.classList.add("missing"));  // an unreadable video: no picture
   if (row.video_path) {
     thumb.src = `/thumb?video=${encodeURIComponent(row.video_path)}&t=${((start + end) / 2).toFixed(2)}`;
     $(".play", card).addEventListener("click", () => play(card, row));
