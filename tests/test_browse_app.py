@@ -290,3 +290,12 @@ def test_a_broken_corrections_file_is_one_error_line(tmp_path, videos):
     r = c.get("/api/clips")
     assert r.status_code == 500
     assert r.json()["error"].startswith("error: ") and "corrections.json: not JSON" in r.json()["error"]
+
+
+def test_a_nan_in_the_manifest_is_null_in_json(tmp_path, videos):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=4, videos=videos)
+    row = read_manifest(manifest).to_pylist()[1]
+    write_rows_part(manifest, "clips", [{**row, "category_confidence": float("nan"), "valence": float("nan")}])
+    page = clips(client_for(manifest, root), limit=10)
+    shown = next(r for r in page["rows"] if r["clip_id"] == row["clip_id"])
+    assert shown["category_confidence"] is None and shown["valence"] is None

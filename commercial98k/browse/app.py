@@ -87,16 +87,19 @@ class Browser:
         return self._corrections[1]
 
 
-async def meta(request: Request) -> Response:
-    b: Browser = request.app.state.browser
+def _meta(b: Browser) -> dict:
     data = b.index.current()
-    return JSONResponse({
+    return {
         "manifest": str(b.manifest), "data_root": str(b.root.root), "who": b.who,
         "categories": [{"id": c.id, "name_en": c.name_en, "name_zh": c.name_zh} for c in b.taxonomy.categories],
         "indexing": b.index.indexing or (data is None and b.index.error is None),
         "index_error": f"error: {b.index.error}" if b.index.error else None,
         "facets": facets(data) if data is not None else None,
-    })
+    }
+
+
+async def meta(request: Request) -> Response:
+    return JSONResponse(await run_in_threadpool(_meta, request.app.state.browser))
 
 
 def _clips(b: Browser, params: dict[str, str]) -> dict:

@@ -164,6 +164,9 @@ def _page(data: IndexData, picked: pa.Array, corrections: Mapping[str, list[Corr
     """The rows ``picked`` (row numbers) as dicts, with their top emotions and corrections."""
     page = data.table.take(picked).to_pylist()
     for i, row in zip(picked.to_pylist(), page, strict=True):
+        for k, v in row.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                row[k] = None  # JSON has no NaN
         row["top_emotions"] = _top_emotions(data.emotions[i], data.emotion_classes)
         row["corrections"] = [_correction_dict(c) for c in corrections.get(row["clip_id"], [])]
     return page
