@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -130,6 +131,13 @@ def test_cli_refuses_a_non_loopback_host_without_the_flag(small_corpus):
     assert r.exit_code == 1 and "error:" in r.output and "--allow-remote" in r.output
     r = CliRunner().invoke(main, ["browse", "--manifest", str(root / "none.parquet"), "--data-root", str(root)])
     assert r.exit_code == 1 and "no such manifest" in r.output and "Traceback" not in r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = CliRunner().invoke(main, ["browse", "--manifest", str(manifest), "--data-root", str(root),
+                                      "--port", str(port)])
+    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output and "--port" in r.output
 
 
 def test_remote_serving_warns(small_corpus, monkeypatch, capsys):
@@ -139,7 +147,7 @@ def test_remote_serving_warns(small_corpus, monkeypatch, capsys):
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
-    serve(small_corpus[0], small_corpus[1], host="0.0.0.0", port=8123, allow_remote=True)
+    serve(small_corpus[0], small_corpus[1], host="0.0.0.0", port=0, allow_remote=True)
     assert seen["host"] == "0.0.0.0" and "warning:" in capsys.readouterr().err
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")

@@ -47,6 +47,17 @@ def check_manifest(manifest: str | os.PathLike) -> None:
             raise BrowseError(f"{path}: a {kind} manifest; c98k browse shows a clips manifest (manifests/c98k.parquet)")
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another process listens on, naming it (uvicorn would log and exit 3)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise BrowseError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port") from None
+
+
 def serve(manifest: str | os.PathLike, data_root: str | os.PathLike, host: str = "127.0.0.1", port: int = 8098,
           allow_remote: bool = False, who: str | None = None, log_level: str = "warning") -> None:
     """Serve until interrupted. A non-loopback ``host`` needs ``allow_remote`` and prints a warning:
@@ -58,6 +69,7 @@ def serve(manifest: str | os.PathLike, data_root: str | os.PathLike, host: str =
     if not loopback and not allow_remote:
         raise BrowseError(f"--host {host} is not a loopback address; add --allow-remote to serve other machines "
                           f"(no login: anyone who reaches the port can watch the videos and write corrections)")
+    check_port(host, port)
     import uvicorn
 
     from .app import create_app
