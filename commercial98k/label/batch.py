@@ -32,6 +32,7 @@ from .evidence import (
     text_distributions,
     visual_evidence,
 )
+from .speech_pooling import SpeechAwareEmotion, row_speech_share
 from .tags import music_tags
 
 
@@ -130,7 +131,8 @@ def label_rows(rows: list[dict], models: LabelModels, store: FeatureStore, opts:
     for i, text in zip(live, texts, strict=True):
         seq, tag_probs = audio[i]
         try:
-            out[i] = _finish_row(rows[i], seq, tag_probs, frames[i], text, emotion, prov, keys, store, opts)
+            emo = _predict_emotion(emotion, rows[i], seq, models.audio)
+            out[i] = _finish_row(rows[i], seq, tag_probs, frames[i], text, emo, prov, keys, store, opts)
         except Exception as e:
             raise_if_environment(e, store.data_root)  # writing the feature files: a full disk stops the run
             out[i] = _failed(rows[i], error_line(e))
@@ -206,15 +208,25 @@ def text_features(rows: list[dict], models: LabelModels, frame_seqs: list[np.nda
     return out
 
 
+def _predict_emotion(emotion: Any, row: dict, audio_seq: np.ndarray, audio_model: Any) -> dict[str, Any] | None:
+    """The clip's emotion; a speech-aware head gets the voiced share of each audio frame from the row."""
+    if emotion is None:
+        return None
+    if audio_seq.ndim != 2 or len(audio_seq) == 0:
+        raise ValueError(f"audio model returned no frames (shape {audio_seq.shape})")
+    if isinstance(emotion, SpeechAwareEmotion):
+        return emotion.predict(audio_seq, row_speech_share(row, len(audio_seq), audio_model))
+    return emotion.predict(audio_seq)
+
+
 def _finish_row(row: dict, audio_seq: np.ndarray, tag_probs: dict[str, float] | None, frame_seq: np.ndarray,
-                text: TextParts, emotion: Any, prov: dict[str, str | None], keys: dict[str, str],
+                text: TextParts, pred: dict[str, Any] | None, prov: dict[str, str | None], keys: dict[str, str],
                 store: FeatureStore, opts: LabelOptions) -> dict:
-    """Emotion, feature files and the updated manifest row of one clip."""
+    """Feature files and the updated manifest row of one clip (``pred``: its emotion, or None)."""
     if audio_seq.ndim != 2 or len(audio_seq) == 0:
         raise ValueError(f"audio model returned no frames (shape {audio_seq.shape})")
     out = dict(row)
-    if emotion is not None:
-        pred = emotion.predict(audio_seq)
+    if pred is not None:
         out.update(valence=pred["valence"], arousal=pred["arousal"], emotion=pred["emotion"],
                    emotion_probs={k: float(v) for k, v in pred["probs"].items()})
     else:

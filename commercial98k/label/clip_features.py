@@ -24,6 +24,7 @@ from ..models.registry import AUDIO, EMOTION, FRAMES, TEXT, ModelInfo
 from ..split.decode import decode_span
 from ..taxonomy import Taxonomy, load_taxonomy
 from .category import DEFAULT_TEMPERATURE, CategoryMatcher
+from .speech_pooling import SPEECH_POOLING, SpeechAwareEmotion, bundled_correction
 from .tags import TagNormalizer
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class LabelConfig:
     ocr_frames: int = 3
     visual_evidence: str = "table"  # "table", "embedding" or "none" (see label.visual)
     category_calibration: str | None = None  # calibration JSON (default: the bundled one)
+    # "weighted": the emotion head leans on each clip's music-only frames (label.speech_pooling);
+    # a model choice, so it is here and in the emotion_model provenance tag
+    speech_pooling: str = "weighted"
 
     def batch_for(self, kind: str) -> int:
         """The batch size of one model kind: the explicit one, else the measured default for the device."""
@@ -113,7 +117,8 @@ class LabelModels:
 
     @property
     def emotion(self):
-        """The emotion head (``EMOTION`` registry), or None with ``emotion_model="none"``."""
+        """The emotion head (``EMOTION`` registry; wrapped in ``SpeechAwareEmotion`` unless
+        ``speech_pooling="none"``), or None with ``emotion_model="none"``."""
         if not self.config.has_emotion:
             return None
         return self._get("emotion", self._build_emotion)
@@ -125,7 +130,12 @@ class LabelModels:
         opts: dict[str, Any] = {"device": self.config.device, "audio_model": self.audio.info}
         if self.config.weights_for("emotion"):
             opts["path"] = self.config.weights_for("emotion")
-        return EMOTION.create(self.config.emotion_model, **opts)
+        head = EMOTION.create(self.config.emotion_model, **opts)
+        if self.config.speech_pooling == "none":
+            return head
+        if self.config.speech_pooling != "weighted":
+            raise ValueError(f"speech_pooling {self.config.speech_pooling!r}: expected one of {SPEECH_POOLING}")
+        return SpeechAwareEmotion(head, bundled_correction(self.audio.info))
 
     @property
     def taxonomy(self) -> Taxonomy:

@@ -278,7 +278,8 @@ class GemsHead:
             raise EmotionHeadError(f"emotion head {self.path or '(in memory)'} was trained on audio model "
                                    f"{self.audio_model!r}, not {tag!r}; retrain it with `c98k emotion train`")
 
-    def _check(self, seq: np.ndarray) -> np.ndarray:
+    def check_sequence(self, seq: np.ndarray) -> np.ndarray:
+        """``seq`` as float64 ``[T, D]``, refused (``EmotionHeadError``) when empty or of another dimension."""
         seq = np.asarray(seq, dtype=np.float64)
         if seq.ndim != 2 or seq.shape[0] == 0:
             raise EmotionHeadError(f"audio embedding must be [T, D] with T > 0, got shape {seq.shape}")
@@ -307,7 +308,7 @@ class GemsHead:
         """``[T, D]`` embeddings -> ``dict(valence, arousal, emotion, probs)`` (windows averaged)."""
         if audio_model is not None:
             self.check_audio_model(audio_model)
-        probs, va = self.predict_features(window_features(self._check(audio_seq), self.window_frames))
+        probs, va = self.predict_features(window_features(self.check_sequence(audio_seq), self.window_frames))
         p, v = probs.mean(axis=0), va.mean(axis=0)
         return {"valence": float(v[0]), "arousal": float(v[1]), "emotion": self.classes[int(np.argmax(p))],
                 "probs": {c: float(x) for c, x in zip(self.classes, p, strict=True)}}
