@@ -299,3 +299,17 @@ def test_a_nan_in_the_manifest_is_null_in_json(tmp_path, videos):
     page = clips(client_for(manifest, root), limit=10)
     shown = next(r for r in page["rows"] if r["clip_id"] == row["clip_id"])
     assert shown["category_confidence"] is None and shown["valence"] is None
+
+
+def test_match_cache_pages_like_a_fresh_query(corpus):
+    from commercial98k.browse.index import build_index
+    from commercial98k.browse.queries import MatchCache, Query, run_query
+
+    data, cache = build_index(corpus[0]), MatchCache(size=2)
+    for q in (Query(disagree=True, limit=2), Query(disagree=True, limit=2, offset=2),
+              Query(disagree=True, sort="-confidence", limit=3), Query(text="spot", corrected=True),
+              Query(text="spot", limit=4, offset=4), Query(disagree=True, limit=2, offset=1)):
+        for corrections in ({}, {"synth-v00000-c000": []}):
+            assert run_query(data, q, corrections, cache) == run_query(data, q, corrections)
+    rebuilt = build_index(corpus[0])  # a new index (the manifest changed): nothing of the old one is reused
+    assert cache.rows(rebuilt, Query(disagree=True), set()) is not cache.rows(data, Query(disagree=True), set())

@@ -32,7 +32,7 @@ from ..fsutil import DataRoot
 from ..taxonomy import Taxonomy, load_taxonomy
 from .files import Refused, Thumbnails, served_path
 from .index import ClipIndex
-from .queries import QueryError, facets, failures, find_clip, parse_query, run_query, stream_query
+from .queries import MatchCache, QueryError, facets, failures, find_clip, parse_query, run_query, stream_query
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -63,6 +63,7 @@ class Browser:
         self.taxonomy = taxonomy or load_taxonomy()
         self.who = who or _user()
         self.thumbnails = Thumbnails()
+        self.matches = MatchCache()
         self._corrections: tuple[tuple, dict[str, list[Correction]]] = ((), {})
         self._lock = threading.Lock()
 
@@ -110,7 +111,7 @@ def _clips(b: Browser, params: dict[str, str]) -> dict:
         out = stream_query(b.manifest, q, corrections)
         b.index.start()
     else:
-        out = run_query(data if data is not None else b.index.wait(), q, corrections)
+        out = run_query(data if data is not None else b.index.wait(), q, corrections, b.matches)
     out["indexing"] = b.index.indexing
     return out
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pyarrow as pa
@@ -172,12 +174,45 @@ def _page(data: IndexData, picked: pa.Array, corrections: Mapping[str, list[Corr
     return page
 
 
-def run_query(data: IndexData, q: Query, corrections: Mapping[str, list[Correction]] | None = None) -> dict:
+def _matching(data: IndexData, q: Query, corrected: set[str]) -> pa.Array:
+    """Row numbers of the rows that pass the query's filters, in manifest order."""
+    mask = _mask(data, q, corrected)
+    return pa.array(np.arange(data.table.num_rows, dtype=np.int64)) if mask is None else \
+        pc.indices_nonzero(mask).cast(pa.int64())
+
+
+class MatchCache:
+    """The matching rows of the last few filters over one index, so that paging through a filter,
+    or sorting it another way, does not filter a million rows again."""
+
+    def __init__(self, size: int = 16):
+        self._size = size
+        self._data: IndexData | None = None
+        self._rows: OrderedDict[tuple, pa.Array] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rows(self, data: IndexData, q: Query, corrected: set[str]) -> pa.Array:
+        key = (replace(q, sort="manifest", offset=0, limit=1), frozenset(corrected) if q.corrected else None)
+        with self._lock:
+            if self._data is not data:
+                self._data, self._rows = data, OrderedDict()
+            if key in self._rows:
+                self._rows.move_to_end(key)
+                return self._rows[key]
+        rows = _matching(data, q, corrected)
+        with self._lock:
+            if self._data is data:
+                self._rows[key] = rows
+                while len(self._rows) > self._size:
+                    self._rows.popitem(last=False)
+        return rows
+
+
+def run_query(data: IndexData, q: Query, corrections: Mapping[str, list[Correction]] | None = None,
+              cache: MatchCache | None = None) -> dict:
     """``{"total", "offset", "rows"}``: the query's page; each row carries its ``corrections``."""
     corrections = corrections or {}
-    mask = _mask(data, q, set(corrections))
-    rows = pa.array(np.arange(data.table.num_rows, dtype=np.int64)) if mask is None else \
-        pc.indices_nonzero(mask).cast(pa.int64())
+    rows = cache.rows(data, q, set(corrections)) if cache else _matching(data, q, set(corrections))
     picked = _order(data.table, rows, q.sort, min(len(rows), q.offset + q.limit))[q.offset:]
     return {"total": len(rows), "offset": q.offset, "rows": _page(data, picked, corrections)}
 
