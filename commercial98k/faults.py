@@ -29,7 +29,7 @@ UNDER_PLACES = {errno.EACCES: "permission denied", errno.EPERM: "operation not p
 #: the strerror texts tools print for them (ffmpeg, yt-dlp, pyarrow wrap the OSError in text)
 _TEXTS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
           "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES}
-_TOOL_MISSING = re.compile(r"^(ffmpeg|ffprobe|fpcalc)\b[^:]*: not found|^(ffmpeg|ffprobe|fpcalc) not found")
+_TOOL_MISSING = re.compile(r"^(ffmpeg|ffprobe|fpcalc) not found")
 #: Ray errors raised in the driver when the cluster itself is gone (not one task's worker)
 _RAY_LOST = ("RaySystemError", "GcsConnectionError", "RpcError", "ConnectionError")
 TOOL_HINT = {"ffmpeg": "apt-get install ffmpeg (or pip install imageio-ffmpeg)",
@@ -178,7 +178,7 @@ def _classify_one(x: BaseException, places: dict[str, tuple[str | os.PathLike, s
         return lost_cluster(text)
     m = _TOOL_MISSING.search(text)
     if m:
-        tool = m.group(1) or m.group(2)
+        tool = m.group(1)
         return EnvironmentFault(f"{tool} not found", None, f"{TOOL_HINT[tool]}, {AGAIN}")
     code = x.errno if isinstance(x, OSError) and isinstance(x.errno, int) else None
     path = final_name(os.fspath(x.filename)) if isinstance(x, OSError) and x.filename else None
