@@ -238,6 +238,7 @@ def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp
         assert result.exit_code == 0, result.output
         _same(_state(stage, proj), _state(stage, after))
         return
+    files = _files(proj)
     with contextlib.ExitStack() as stack:
         if fault == "second-writer":
             pid = stack.enter_context(second_writer(_lock_target(stage, proj))).pid
@@ -249,6 +250,8 @@ def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp
         result = _run(stage, proj)
         if fault == "second-writer":  # the holder is still alive here: the line names it
             assert f"pid {pid} on " in result.stderr, result.output
+            # stopped before touching anything: files, manifest parts, the identity index
+            assert _files(proj) - {lock_path(_lock_target(stage, proj))} == files
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert result.exit_code == 1, result.output
     assert len(errors) == 1 and EXPECTED[fault] in errors[0], result.output
@@ -264,6 +267,10 @@ def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp
     rerun = _run(stage, proj)  # the fault removed (a killed holder's lock is stale: taken over)
     assert rerun.exit_code == 0, rerun.output
     _same(_state(stage, proj), _state(stage, after))
+
+
+def _files(proj: Path) -> set[Path]:
+    return {p for p in proj.rglob("*") if p.is_file()}
 
 
 def _same(got, want) -> None:
@@ -394,3 +401,16 @@ def test_a_fault_raised_in_a_ray_task_reaches_the_driver():
     with pytest.raises(faults.EnvironmentFault, match="^no space left on device: /d/a;"):
         raise_fault(err)
     raise_fault(ray_exceptions.RayTaskError("step", "traceback", ValueError("bad video")))  # the item's: no raise
+
+
+def test_doctor_shows_free_space_and_a_manifest_folder_it_cannot_write(tmp_path):
+    from commercial98k.doctor import run_checks
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with failing_fs(errno.EROFS, manifests):
+        checks = {c.name: c for c in run_checks(data_root=str(tmp_path / "data"), manifest_dir=str(manifests),
+                                                min_free_gb=0.0)}
+    data, folder = checks["data root"], checks["manifest folder"]
+    assert data.ok and " free on /" in data.detail
+    assert not folder.ok and folder.detail.startswith(f"{manifests}: ") and "cannot write there" in folder.detail
