@@ -414,3 +414,18 @@ def test_doctor_shows_free_space_and_a_manifest_folder_it_cannot_write(tmp_path)
     data, folder = checks["data root"], checks["manifest folder"]
     assert data.ok and " free on /" in data.detail
     assert not folder.ok and folder.detail.startswith(f"{manifests}: ") and "cannot write there" in folder.detail
+
+
+def test_a_lost_cluster_and_a_driver_out_of_memory_stop_the_stage(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from commercial98k import ray_engine
+
+    def gone(*args, **kwargs):
+        raise ray.exceptions.RaySystemError("GCS at 10.0.0.1:6379 unreachable")
+
+    monkeypatch.setattr(ray, "wait", gone)
+    with pytest.raises(faults.EnvironmentFault, match=r"^lost the Ray cluster \(RaySystemError: .*unreachable\); "
+                                                      r"check it with `ray status`"):
+        ray_engine.wait(["ref"])
+    with pytest.raises(faults.EnvironmentFault, match=r"^out of memory \(MemoryError\)"), faults.stage_faults({}):
+        raise MemoryError
