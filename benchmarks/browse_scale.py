@@ -153,6 +153,7 @@ def main() -> None:
                             f"&text=spring&sort=-confidence&offset=60")
         next_s, _ = _get(f"{base}/api/clips?limit=60&category=cosmetics&conf_min=0.2&conf_max=0.9"
                          f"&text=spring&sort=-confidence&offset=120")
+        text_s, text = _get(f"{base}/api/clips?limit=60&text=spring")
         dis_s, dis = _get(f"{base}/api/clips?limit=60&disagree=true&emotion=power")
         fail_s, fails = _get(f"{base}/api/failures")
         rss = _rss_mb(server.pid)
@@ -171,6 +172,7 @@ def main() -> None:
     print(f"filtered page (category+confidence+text, sorted, page 2; {filt['total']:,} match): "
           f"{filt_s * 1000:.0f} ms = {filt_s / ref_s:.3f}x the reference")
     print(f"its next page (the filter's rows cached): {next_s * 1000:.0f} ms")
+    print(f"free text alone ({text['total']:,} match): {text_s * 1000:.0f} ms = {text_s / ref_s:.3f}x the reference")
     print(f"disagreement + emotion page ({dis['total']:,} match): {dis_s * 1000:.0f} ms")
     print(f"failures view ({len(fails['groups'])} groups): {fail_s * 1000:.0f} ms")
     print(f"server RSS: {rss:.0f} MB")

@@ -313,3 +313,15 @@ def test_match_cache_pages_like_a_fresh_query(corpus):
             assert run_query(data, q, corrections, cache) == run_query(data, q, corrections)
     rebuilt = build_index(corpus[0])  # a new index (the manifest changed): nothing of the old one is reused
     assert cache.rows(rebuilt, Query(disagree=True), set()) is not cache.rows(data, Query(disagree=True), set())
+
+
+def test_text_rows_matches_within_one_row_only():
+    from commercial98k.browse.queries import text_rows
+
+    search = pa.array(["red lipstick\x1fsale", "", None, "kick\x1f口红 新品", "ab", "cde"], pa.large_string())
+    assert text_rows(search, "LIPSTICK").tolist() == [True, False, False, False, False, False]
+    assert text_rows(search, "ck").tolist() == [True, False, False, True, False, False]
+    assert text_rows(search, "口红").tolist() == [False, False, False, True, False, False]
+    assert not text_rows(search, "bc").any()  # "ab" + "cde" are two rows: no match across them
+    assert not text_rows(search, "lipstick sale").any()  # nor across two fields of a row
+    assert text_rows(search.slice(3), "kick").tolist() == [True, False, False]

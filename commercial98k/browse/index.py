@@ -32,6 +32,9 @@ READ_COLUMNS = ["clip_id", "video_id", "title", "url", "category", "predicted_ca
                 "ocr_text", "music_id", "has_music", "dup_group", "status", "error", "video_path", "clip_path",
                 "clip_start_s", "clip_end_s", "duration_s",
                 *(f"{s}_{w}" for s in STAGES for w in ("status", "error"))]
+SEPARATOR = "\x1f"
+#: index columns that no page shows
+HIDDEN = ("search",)
 _DICTIONARY = ("video_id", "category", "predicted_category", "emotion", "status", "video_path", "stopped",
                "cause")
 
@@ -58,7 +61,7 @@ def _signature(manifest: Path) -> tuple:
     return tuple(out)
 
 
-def flat_children(arr: pa.Array, child: str = "values") -> tuple[np.ndarray, pa.Array]:
+def _flat_children(arr: pa.Array, child: str = "values") -> tuple[np.ndarray, pa.Array]:
     """(parent row of each child, children) of a list or map array, slices honoured
     (``list_parent_indices`` does not take maps)."""
     offsets = arr.offsets.to_numpy()
@@ -105,8 +108,8 @@ def _map_value(probs: pa.Array, wanted: pa.Array) -> pa.Array:
         mat = items.cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(n, k)
         out = np.where(col >= 0, mat[np.arange(n), np.maximum(col, 0)], np.nan).astype(np.float32)
         return pa.array(out, mask=np.isnan(out))
-    parents, keys = flat_children(probs, "keys")
-    values = flat_children(probs, "items")[1].cast(pa.float32())
+    parents, keys = _flat_children(probs, "keys")
+    values = _flat_children(probs, "items")[1].cast(pa.float32())
     hit = pc.fill_null(pc.equal(keys, pc.take(wanted, pa.array(parents))), False).to_numpy(zero_copy_only=False)
     out = np.full(n, np.nan, np.float32)
     out[parents[hit]] = values.to_numpy(zero_copy_only=False)[hit]
@@ -129,13 +132,13 @@ def _emotion_matrix(probs: pa.Array, classes: list[str]) -> np.ndarray:
         out[:, [classes.index(c) for c in names]] = items.cast(pa.float32()).to_numpy(
             zero_copy_only=False).reshape(n, k)
         return out
-    parents, keys = flat_children(probs, "keys")
+    parents, keys = _flat_children(probs, "keys")
     for k in pc.unique(keys).to_pylist():
         if k is not None and k not in classes:
             classes.append(k)
     col = pc.index_in(keys, value_set=pa.array(classes)).to_numpy(zero_copy_only=False)
     out = np.zeros((n, len(classes)), np.float32)
-    items = flat_children(probs, "items")[1].cast(pa.float32())
+    items = _flat_children(probs, "items")[1].cast(pa.float32())
     out[parents, col.astype(np.int64)] = items.to_numpy(zero_copy_only=False)
     return out
 
@@ -162,6 +165,14 @@ def _causes(error: pa.Array) -> pa.Array:
     return pc.take(causes, enc.indices)
 
 
+def _search_text(batch: pa.RecordBatch) -> pa.Array:
+    """Title, on-screen text and tags of each row, lower-cased, in one string (``queries.text_rows``
+    searches its bytes at once). Fields are joined by a unit separator, which no search contains."""
+    tags = pc.fill_null(pc.binary_join(batch.column("tags"), " "), "")
+    fields = [pc.fill_null(pc.cast(batch.column(c), pa.string()), "") for c in ("title", "ocr_text")]
+    return pc.utf8_lower(pc.binary_join_element_wise(*fields, tags, SEPARATOR)).cast(pa.large_string())
+
+
 def _reduce(batch: pa.RecordBatch, classes: list[str]) -> tuple[pa.RecordBatch, np.ndarray]:
     """A manifest batch as index columns plus its emotion matrix."""
     p_pred = _map_value(batch.column("category_probs"), batch.column("predicted_category"))
@@ -169,8 +180,8 @@ def _reduce(batch: pa.RecordBatch, classes: list[str]) -> tuple[pa.RecordBatch, 
     cause = pc.if_else(pc.is_valid(stopped), _causes(batch.column("error")), pa.nulls(batch.num_rows, pa.string()))
     keep = [c for c in READ_COLUMNS if c not in ("category_probs", "emotion_probs")
             and not c.endswith(("_status", "_error"))]
-    arrays = [batch.column(c) for c in keep] + [p_pred, stopped, cause]
-    names = keep + ["p_predicted", "stopped", "cause"]
+    arrays = [batch.column(c) for c in keep] + [p_pred, stopped, cause, _search_text(batch)]
+    names = keep + ["p_predicted", "stopped", "cause", "search"]
     return pa.RecordBatch.from_arrays(arrays, names=names), _emotion_matrix(batch.column("emotion_probs"), classes)
 
 

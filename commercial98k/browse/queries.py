@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..corrections import Correction
-from .index import IndexData, flat_children, iter_index_batches
+from .index import HIDDEN, IndexData, iter_index_batches
 
 SORTS = ("manifest", "confidence", "-confidence", "p_predicted", "-p_predicted", "clip_id", "music_id")
 MAX_LIMIT = 500
@@ -96,18 +96,34 @@ def _eq(column: pa.Array, value: str) -> pa.Array:
     return pc.fill_null(pc.equal(column, pa.scalar(value)), False)
 
 
-def _text_mask(table: pa.Table, text: str) -> pa.Array:
-    """Rows whose title, on-screen text or one of the tags contains ``text`` (case-insensitive)."""
-    mask = pc.fill_null(pc.match_substring(table.column("title"), text, ignore_case=True), False)
-    ocr = pc.fill_null(pc.match_substring(table.column("ocr_text"), text, ignore_case=True), False)
-    mask = pc.or_(mask, ocr)
-    tag_rows, values = flat_children(table.column("tags").combine_chunks())
-    if len(values):
-        hit = pc.fill_null(pc.match_substring(values, text, ignore_case=True), False).to_numpy(zero_copy_only=False)
-        in_tags = np.zeros(table.num_rows, bool)
-        in_tags[tag_rows[hit]] = True
-        mask = pc.or_(mask, pa.array(in_tags))
-    return mask
+def text_rows(search: pa.Array, text: str) -> np.ndarray:
+    """Boolean per row: whether its lower-cased search string (``index._search_text``) contains
+    ``text``. Vectorised over all the rows' bytes at once: candidates where the first three bytes
+    match, narrowed byte by byte (Arrow's per-string matcher is several times slower here)."""
+    if isinstance(search, pa.ChunkedArray):
+        search = search.combine_chunks()
+    needle = np.frombuffer(text.lower().encode("utf-8"), np.uint8)
+    out = np.zeros(len(search), bool)
+    _, offsets_buf, data_buf = search.buffers()
+    if not len(needle) or data_buf is None or not len(search):
+        return out
+    offsets = np.frombuffer(offsets_buf, np.int64)[search.offset:search.offset + len(search) + 1]
+    hay = np.frombuffer(data_buf, np.uint8)[offsets[0]:offsets[-1]]
+    span = len(hay) - len(needle) + 1
+    if span <= 0:
+        return out
+    head = min(3, len(needle))  # whole-array compares for the first bytes: few candidates to gather
+    hit = hay[:span] == needle[0]
+    for i in range(1, head):
+        hit &= hay[i:span + i] == needle[i]
+    pos = np.flatnonzero(hit)
+    for i in range(head, len(needle)):
+        pos = pos[hay[pos + i] == needle[i]]
+    ends = offsets - offsets[0]
+    rows = np.searchsorted(ends, pos, side="right") - 1
+    inside = pos + len(needle) <= ends[rows + 1]  # not across two rows
+    out[rows[inside]] = True
+    return out
 
 
 def _mask(data: IndexData, q: Query, corrected_ids: set[str]) -> pa.Array | None:
@@ -128,15 +144,14 @@ def _mask(data: IndexData, q: Query, corrected_ids: set[str]) -> pa.Array | None
         masks.append(pc.fill_null(pc.greater_equal(conf, q.conf_min), False))
     if q.conf_max is not None:
         masks.append(pc.fill_null(pc.less_equal(conf, q.conf_max), False))
-    if q.text:
-        masks.append(_text_mask(t, q.text))
     if q.corrected:
         masks.append(pc.is_in(t.column("clip_id"), value_set=pa.array(sorted(corrected_ids), pa.string())))
-    if not masks:
-        return None
-    mask = masks[0]
+    mask = masks[0] if masks else None
     for m in masks[1:]:
         mask = pc.and_(mask, m)
+    if q.text:
+        text = pa.array(text_rows(t.column("search"), q.text))
+        mask = text if mask is None else pc.and_(mask, text)
     return mask
 
 
@@ -164,7 +179,7 @@ def _top_emotions(row: np.ndarray, classes: tuple[str, ...]) -> list[list]:
 
 def _page(data: IndexData, picked: pa.Array, corrections: Mapping[str, list[Correction]]) -> list[dict]:
     """The rows ``picked`` (row numbers) as dicts, with their top emotions and corrections."""
-    page = data.table.take(picked).to_pylist()
+    page = data.table.drop_columns(list(HIDDEN)).take(picked).to_pylist()
     for i, row in zip(picked.to_pylist(), page, strict=True):
         for k, v in row.items():
             if isinstance(v, float) and not math.isfinite(v):
@@ -277,6 +292,6 @@ def find_clip(data: IndexData, clip_id: str) -> dict | None:
     i = pc.index(data.table.column("clip_id"), clip_id).as_py()
     if i < 0:
         return None
-    row = data.table.slice(i, 1).to_pylist()[0]
+    row = data.table.drop_columns(list(HIDDEN)).slice(i, 1).to_pylist()[0]
     row["top_emotions"] = _top_emotions(data.emotions[i], data.emotion_classes)
     return row
