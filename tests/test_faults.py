@@ -16,12 +16,14 @@ import errno
 import io
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import ffmpeg
 import pytest
 from click.testing import CliRunner
 
@@ -178,13 +180,8 @@ def without_ffmpeg(tmp: Path):
             ffmpeg_bin.cache_clear()
 
 
-HOLD = """
-import sys, time
-from commercial98k.manifest_lock import manifest_lock
-with manifest_lock(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-"""
+HOLD = ("import sys, time\nfrom commercial98k.manifest_lock import manifest_lock\nwith manifest_lock(sys.argv[1]):\n"
+        "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
 
 
 @contextlib.contextmanager
@@ -200,26 +197,16 @@ def second_writer(target: Path, seconds: float = 120.0):
         proc.wait(timeout=30)
 
 
-def _lock_target(stage: str, proj: Path) -> Path:
-    return proj / OUTPUT[stage][0]
-
-
-def _fault_place(stage: str, fault: str, proj: Path) -> tuple[Path, int, bool]:
-    """(folder, errno, reads too) of a file-system fault in a cell."""
+def _fault(stage: str, fault: str, proj: Path) -> tuple[Path, int, bool, str]:
+    """(folder, errno, reads too, paths containing) of a cell's file-system fault: a disk that fills
+    up at the second ad (the first one's rows are kept) or shard; the data root chmod 000; the
+    manifest (shards) folder turning read-only mid-run (build-shards: at index.json)."""
     shards = stage == "build-shards"
     if fault == "enospc":
-        return proj / ("shards" if shards else "data"), errno.ENOSPC, False
-    if fault == "eacces":  # the data root chmod 000: neither read nor written
-        return proj / "data", errno.EACCES, True
-    return proj / ("shards" if shards else "manifests"), errno.EROFS, False
-
-
-def _where(stage: str, fault: str) -> str:
-    """Which writes fail: a disk that fills up at the second ad (the first one's rows are kept) or at
-    the second shard, and a shards folder that turns read-only before index.json is written."""
-    if fault == "enospc":
-        return "-000001.tar" if stage == "build-shards" else "ad2"
-    return "index.json" if stage == "build-shards" and fault == "erofs" else ""
+        return proj / ("shards" if shards else "data"), errno.ENOSPC, False, "-000001.tar" if shards else "ad2"
+    if fault == "eacces":
+        return proj / "data", errno.EACCES, True, ""
+    return proj / ("shards" if shards else "manifests"), errno.EROFS, False, "index.json" if shards else ""
 
 
 EXPECTED = {"enospc": "no space left on device", "eacces": "permission denied", "erofs": "read-only file system",
@@ -241,24 +228,23 @@ def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp
     files = _files(proj)
     with contextlib.ExitStack() as stack:
         if fault == "second-writer":
-            pid = stack.enter_context(second_writer(_lock_target(stage, proj))).pid
+            pid = stack.enter_context(second_writer(proj / OUTPUT[stage][0])).pid
         elif fault == "no-ffmpeg":
             stack.enter_context(without_ffmpeg(tmp_path))
         else:
-            folder, code, reads = _fault_place(stage, fault, proj)
-            stack.enter_context(failing_fs(code, folder, reads=reads, match=_where(stage, fault)))
+            folder, code, reads, match = _fault(stage, fault, proj)
+            stack.enter_context(failing_fs(code, folder, reads=reads, match=match))
         result = _run(stage, proj)
         if fault == "second-writer":  # the holder is still alive here: the line names it
             assert f"pid {pid} on " in result.stderr, result.output
             # stopped before touching anything: files, manifest parts, the identity index
-            assert _files(proj) - {lock_path(_lock_target(stage, proj))} == files
+            assert _files(proj) - {lock_path(proj / OUTPUT[stage][0])} == files
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert result.exit_code == 1, result.output
     assert len(errors) == 1 and EXPECTED[fault] in errors[0], result.output
     assert "Traceback" not in result.output
     if fault in ("enospc", "eacces", "erofs"):
-        folder = _fault_place(stage, fault, proj)[0]
-        assert str(folder) in errors[0] and "then run the same command again" in errors[0], errors[0]
+        assert str(_fault(stage, fault, proj)[0]) in errors[0] and "then run the same command again" in errors[0], errors[0]
     rel, kind, status = OUTPUT[stage]
     if kind is not None and manifest_exists(proj / rel):  # nothing recorded as failed for the fault
         rows = read_manifest(proj / rel, kind).to_pylist()
@@ -285,7 +271,7 @@ def test_wait_starts_when_the_other_writer_ends(golden, tmp_path):
     before, after = golden["build-shards"]
     proj = tmp_path / "proj"
     shutil.copytree(before, proj, symlinks=True)
-    with second_writer(_lock_target("build-shards", proj), seconds=2.0):
+    with second_writer(proj / OUTPUT["build-shards"][0], seconds=2.0):
         result = CliRunner().invoke(main, [*_args("build-shards", proj), "--wait"])
     assert result.exit_code == 0, result.output
     assert "waiting for pid" in result.stderr
@@ -345,8 +331,6 @@ def test_an_ffmpeg_item_failure_names_the_error_line_not_the_encoders_statistics
 
 
 def test_ffmpeg_on_a_full_disk_is_a_machine_fault():
-    import ffmpeg
-
     out = Path("/dev/full")  # every write: ENOSPC, as on a full disk
     with pytest.raises(OSError) as e:
         run_ffmpeg(ffmpeg.input("testsrc=size=64x48:rate=10:duration=1", f="lavfi")
@@ -357,8 +341,6 @@ def test_ffmpeg_on_a_full_disk_is_a_machine_fault():
 
 
 def test_a_crashing_ffmpeg_is_a_machine_fault(tmp_path, monkeypatch):
-    import ffmpeg
-
     fake = tmp_path / "bin" / "ffmpeg"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\nkill -SEGV $$\n")
@@ -388,19 +370,7 @@ def test_classify_tells_the_machines_faults_from_the_items(tmp_path):
     except MediaError as e:
         assert str(faults.classify(e, places)).startswith(f"read-only file system: {inside}; remount")
     fault = faults.classify(OSError(errno.ENOSPC, "No space left on device", inside), places)
-    import pickle
-
     assert str(pickle.loads(pickle.dumps(fault))) == str(fault)  # crosses process pools and Ray
-
-
-def test_a_fault_raised_in_a_ray_task_reaches_the_driver():
-    ray_exceptions = pytest.importorskip("ray.exceptions")
-    from commercial98k.ray_engine import raise_fault
-
-    err = ray_exceptions.RayTaskError("step", "traceback", OSError(errno.ENOSPC, "No space left on device", "/d/a"))
-    with pytest.raises(faults.EnvironmentFault, match="^no space left on device: /d/a;"):
-        raise_fault(err)
-    raise_fault(ray_exceptions.RayTaskError("step", "traceback", ValueError("bad video")))  # the item's: no raise
 
 
 def test_doctor_shows_free_space_and_a_manifest_folder_it_cannot_write(tmp_path):
@@ -416,9 +386,14 @@ def test_doctor_shows_free_space_and_a_manifest_folder_it_cannot_write(tmp_path)
     assert not folder.ok and folder.detail.startswith(f"{manifests}: ") and "cannot write there" in folder.detail
 
 
-def test_a_lost_cluster_and_a_driver_out_of_memory_stop_the_stage(monkeypatch):
+def test_ray_task_faults_a_lost_cluster_and_a_driver_out_of_memory_stop_the_stage(monkeypatch):
     ray = pytest.importorskip("ray")
     from commercial98k import ray_engine
+
+    err = ray.exceptions.RayTaskError("step", "tb", OSError(errno.ENOSPC, "No space left on device", "/d/a"))
+    with pytest.raises(faults.EnvironmentFault, match="^no space left on device: /d/a;"):
+        ray_engine.raise_fault(err)  # raised in a worker, reaches the driver
+    ray_engine.raise_fault(ray.exceptions.RayTaskError("step", "tb", ValueError("bad video")))  # the item's
 
     def gone(*args, **kwargs):
         raise ray.exceptions.RaySystemError("GCS at 10.0.0.1:6379 unreachable")
