@@ -325,3 +325,13 @@ def test_text_rows_matches_within_one_row_only():
     assert not text_rows(search, "bc").any()  # "ab" + "cde" are two rows: no match across them
     assert not text_rows(search, "lipstick sale").any()  # nor across two fields of a row
     assert text_rows(search.slice(3), "kick").tolist() == [True, False, False]
+
+
+def test_an_absolute_video_path_inside_the_root_plays(tmp_path, videos):
+    manifest, root = make_browse_corpus(tmp_path, n_clips=4, videos=videos)
+    row = read_manifest(manifest).to_pylist()[0]
+    write_rows_part(manifest, "clips", [{**row, "video_path": str(root.resolve() / row["video_path"])}])
+    c = client_for(manifest, root)
+    shown = next(r for r in clips(c)["rows"] if r["clip_id"] == row["clip_id"])
+    assert shown["video_path"] == row["video_path"]
+    assert c.get(f"/media/{shown['video_path']}").status_code == 200

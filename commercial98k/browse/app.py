@@ -9,6 +9,7 @@ with a 4xx status naming the field or path.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -112,6 +113,11 @@ def _clips(b: Browser, params: dict[str, str]) -> dict:
         b.index.start()
     else:
         out = run_query(data if data is not None else b.index.wait(), q, corrections, b.matches)
+    for row in out["rows"]:  # an absolute path inside the root plays through its relative reference
+        path = row.get("video_path")
+        if path and os.path.isabs(path):
+            with contextlib.suppress(ValueError):
+                row["video_path"] = b.root.relative(path)
     out["indexing"] = b.index.indexing
     return out
 
