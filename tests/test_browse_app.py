@@ -221,15 +221,25 @@ def test_media_is_served_with_http_range(client, corpus):
     assert client.get("/media/videos/ad-a.mp4", headers={"Range": f"bytes={len(data) + 10}-"}).status_code == 416
 
 
-def test_thumbnail_is_a_jpeg_of_the_span(client):
-    from PIL import Image
-
-    r = client.get("/thumb", params={"video": "videos/ad-b.webm", "t": "2.5"})
-    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+@pytest.mark.parametrize("video", list(VIDEOS))
+def test_thumbnail_is_the_frame_at_its_time(client, corpus, video):
     import io
 
-    assert Image.open(io.BytesIO(r.content)).size == (192, 108)
-    assert client.get("/thumb", params={"video": "videos/ad-a.mp4", "t": "soon"}).status_code == 400
+    import numpy as np
+    from PIL import Image
+
+    from commercial98k.media import load_frames
+
+    def thumb(t: float) -> np.ndarray:
+        r = client.get("/thumb", params={"video": video, "t": str(t)})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), np.float32)
+
+    truth = load_frames(corpus[1] / video, fps=12, size=(192, 108), start_s=7.5, duration_s=0.2)[0]
+    at, other = thumb(7.5), thumb(2.0)
+    assert at.shape == truth.shape
+    assert np.abs(at - truth).mean() < np.abs(other - truth).mean() / 2  # testsrc2 moves: another time differs
+    assert client.get("/thumb", params={"video": video, "t": "soon"}).status_code == 400
 
 
 def test_corrections_are_saved_at_once_with_who_and_when(tmp_path, videos):

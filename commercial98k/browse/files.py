@@ -82,6 +82,19 @@ class Thumbnails:
         return data
 
     def _decode(self, path: Path, t: float) -> bytes:
+        # Reference frames only first: a frame within a B-frame gap of t, 5x less decoding on
+        # 1080p H.264; codecs that mark no frame as non-reference decode all anyway.
+        picture = self._frame(path, t, "NONREF") or self._frame(path, t, "DEFAULT")
+        if picture is None:
+            raise ValueError(f"{path.name}: no frame decoded at {t:.2f} s")
+        picture.thumbnail((self.width, self.width * 4))
+        out = io.BytesIO()
+        picture.save(out, format="JPEG", quality=80)
+        return out.getvalue()
+
+    @staticmethod
+    def _frame(path: Path, t: float, skip: str):
+        """The first decoded frame at or after ``t`` (the last one before the end) as a PIL image, or None."""
         import av
 
         with av.open(str(path)) as container:
@@ -89,16 +102,11 @@ class Thumbnails:
             if stream is None:
                 raise ValueError(f"{path.name}: no video stream")
             stream.thread_type = "AUTO"
+            stream.codec_context.skip_frame = skip
             seek_before(container, stream, t)
             image = None
             for frame in container.decode(stream):
                 image = frame
                 if frame.time is not None and frame.time >= t:
                     break
-            if image is None:
-                raise ValueError(f"{path.name}: no frame decoded at {t:.2f} s")
-            picture = image.to_image()
-        picture.thumbnail((self.width, self.width * 4))
-        out = io.BytesIO()
-        picture.save(out, format="JPEG", quality=80)
-        return out.getvalue()
+            return image.to_image() if image is not None else None
