@@ -40,7 +40,8 @@ def browser():
     _need(os.path.exists(CHROMIUM), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+                              args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                                    "--autoplay-policy=no-user-gesture-required"])
         yield b
         b.close()
 
