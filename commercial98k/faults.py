@@ -82,7 +82,7 @@ def free_bytes(path: str | os.PathLike) -> int:
 
 def mount_point(path: str | os.PathLike) -> str:
     """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
-    p = free_root(path)
+    p = Path(os.path.realpath(free_root(path)))  # a symlinked folder lives on its target's disk
     while not os.path.ismount(p) and p != p.parent:
         p = p.parent
     return str(p)
@@ -102,8 +102,9 @@ def advice(code: int | None, path: str | None, places: dict[str, tuple[str | os.
     move = f" or pass {place[2]} on another disk" if place else ""
     target = place[1] if place else (os.path.dirname(path) if path else "it")
     if code in (errno.ENOSPC, errno.EDQUOT):
+        target = os.path.dirname(path) if path else target  # its own disk (a folder may link elsewhere)
         try:
-            free = f" ({size_text(free_bytes(target))} free on {mount_point(target)})"
+            free = f" ({size_text(free_bytes(target))} free on {mount_point(target)})" if path or place else ""
         except OSError:
             free = ""
         return f"free space there{free}{move}, {AGAIN}"
@@ -159,7 +160,7 @@ def classify(e: BaseException, places: dict[str, tuple[str | os.PathLike, str]] 
     places = dict(places or {})
     places.update({f"root{i}": (r, "--data-root") for i, r in enumerate(roots) if r})
     for x in _chain(e):
-        if isinstance(x, EnvironmentFault):
+        if type(x) is EnvironmentFault:  # not Ray's RayTaskError(EnvironmentFault): its ``cause`` is the fault
             return x.locate(places)
     for x in _chain(e):
         fault = _classify_one(x, places)

@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # a failed write() names no file: name the one written
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

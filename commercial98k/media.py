@@ -289,10 +289,17 @@ def wav_at_rate(path: str | Path, sample_rate: int) -> np.ndarray | None:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono float audio as a 16-bit WAV (atomic)."""
+    """Write mono float audio as a 16-bit WAV (atomic).
+
+    Encoded in memory and written by Python: libsndfile reports a full disk only as
+    ``LibsndfileError: System error.``, an ``OSError`` keeps its errno (ENOSPC: the machine's fault).
+    """
+    import io
+
     import soundfile as sf
 
-    from .fsutil import atomic_path
+    from .fsutil import atomic_write_bytes
 
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(tmp, np.clip(audio, -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(path, buf.getvalue())

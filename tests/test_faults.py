@@ -120,43 +120,27 @@ def failing_fs(code: int, under: Path, *, reads: bool = False, match: str = "", 
     """``OSError(code)`` from every file-system call that writes (``reads``: or reads) a path under
     ``under`` containing ``match``; the manifest's lock file is spared (the fault comes mid-run)."""
     root = str(under.resolve())
-    real = {"open": builtins.open, "os_open": os.open, "replace": os.replace, "rename": os.rename,
-            "mkdir": os.mkdir, "link": os.link}
 
     def hit(path, writing: bool) -> None:
-        if not isinstance(path, (str, os.PathLike)):
-            return
-        p = os.path.abspath(os.fspath(path))
-        if (p == root or p.startswith(root + os.sep)) and match in p and (writing or reads) \
-                and not p.endswith(spare):
+        p = os.path.abspath(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else ""
+        if (p == root or p.startswith(root + os.sep)) and match in p and (writing or reads) and not p.endswith(spare):
             raise OSError(code, os.strerror(code), p)
 
-    def fake_open(file, mode="r", *a, **k):
-        hit(file, any(c in mode for c in "wax+"))
-        return real["open"](file, mode, *a, **k)
+    def patch(mp, obj, name: str, arg: int, writes) -> None:
+        real = getattr(obj, name)
 
-    def fake_os_open(path, flags, *a, **k):
-        hit(path, bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
-        return real["os_open"](path, flags, *a, **k)
-
-    def fake_mkdir(path, *a, **k):
-        if not os.path.isdir(path):  # an existing folder answers EEXIST, never ENOSPC
-            hit(path, True)
-        return real["mkdir"](path, *a, **k)
-
-    def two(name):
-        def fake(src, dst, *a, **k):
-            hit(dst, True)
-            return real[name](src, dst, *a, **k)
-        return fake
+        def fake(*a, **k):
+            hit(a[arg], writes(a, k))
+            return real(*a, **k)
+        mp.setattr(obj, name, fake)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(builtins, "open", fake_open)
-        mp.setattr(io, "open", fake_open)
-        mp.setattr(os, "open", fake_os_open)
-        mp.setattr(os, "mkdir", fake_mkdir)
+        for obj in (builtins, io):
+            patch(mp, obj, "open", 0, lambda a, k: any(c in (a[1] if len(a) > 1 else k.get("mode", "r")) for c in "wax+"))
+        patch(mp, os, "open", 0, lambda a, k: bool(a[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)))
+        patch(mp, os, "mkdir", 0, lambda a, k: not os.path.isdir(a[0]))  # an existing folder answers EEXIST
         for name in ("replace", "rename", "link"):
-            mp.setattr(os, name, two(name))
+            patch(mp, os, name, 1, lambda a, k: True)
         yield
 
 
@@ -404,3 +388,26 @@ def test_ray_task_faults_a_lost_cluster_and_a_driver_out_of_memory_stop_the_stag
         ray_engine.wait(["ref"])
     with pytest.raises(faults.EnvironmentFault, match=r"^out of memory \(MemoryError\)"), faults.stage_faults({}):
         raise MemoryError
+
+
+def test_a_real_full_disk_under_the_clip_audio(golden, tmp_path):
+    """The kernel's own ENOSPC (libsndfile, pyarrow, ffmpeg write in C): a 300 kB tmpfs as data/audio."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN (the injected ENOSPC cells above run everywhere)")
+    try:
+        proj = tmp_path / "proj"
+        shutil.copytree(golden["split"][0], proj, symlinks=True)
+        (proj / "data" / "audio").symlink_to(disk)  # a folder on another, small disk: one clip WAV fits
+        result = _run("split", proj)
+        assert result.exit_code == 1, result.output
+        assert f"error: no space left on device: {proj / 'data' / 'audio'}/" in result.stderr, result.output
+        assert f" free on {disk})" in result.stderr, result.output
+        rows = read_manifest(proj / OUTPUT["split"][0], "clips").to_pylist()
+        assert rows and all(r["status"] == "ok" for r in rows), rows  # the first ad's row is kept, none failed
+        subprocess.run(["mount", "-o", "remount,size=4M", str(disk)], check=True)  # space freed
+        assert _run("split", proj).exit_code == 0
+        _same(_state("split", proj), _state("split", golden["split"][1]))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
