@@ -1,11 +1,10 @@
 """Faults of the machine are not faults of an item: fetch, split, label and build-shards x five faults.
 
-Each cell runs a stage through ``c98k`` (in this process) with one fault, then checks the exit
-code, the one ``error:`` line, that no item was recorded as failed, and that a plain re-run
-after the fault is removed ends with the same manifest (or shard index) as a run that never saw
-it. The faults are injected so that they hit in CI, where tests run as root and chmod stops
-nothing: ``OSError(errno)`` raised by the file-system calls (open, os.open, mkdir, replace,
-link) under a folder, a PATH without ffmpeg, and a second process holding the manifest's lock.
+Each cell runs a stage through ``c98k`` (in this process) with one fault, then checks the exit code,
+the one ``error:`` line, that no item was recorded as failed, and that a plain re-run without the
+fault ends with the manifest (or shard index) of a run that never saw it. Faults are injected so
+that they hit in CI as root (chmod stops nothing): ``OSError(errno)`` from the file-system calls
+under a folder, a PATH without ffmpeg, another process holding the manifest's lock.
 """
 
 from __future__ import annotations
@@ -83,15 +82,11 @@ def _state(stage: str, proj: Path):
 
 def _plain(v, proj: str):
     """``v`` with floats rounded and the project's folder (a source folder's path) named ``<proj>``."""
-    if isinstance(v, float):
-        return round(v, 4)
-    if isinstance(v, str):
-        return v.replace(proj, "<proj>")
     if isinstance(v, dict):
         return {k: _plain(x, proj) for k, x in v.items()}
     if isinstance(v, list):
         return [_plain(x, proj) for x in v]
-    return v
+    return round(v, 4) if isinstance(v, float) else v.replace(proj, "<proj>") if isinstance(v, str) else v
 
 
 @pytest.fixture(scope="module")
@@ -229,14 +224,16 @@ def test_fault_stops_the_stage_and_a_rerun_finishes_it(stage, fault, golden, tmp
     assert "Traceback" not in result.output
     if fault in ("enospc", "eacces", "erofs"):
         assert str(_fault(stage, fault, proj)[0]) in errors[0] and "then run the same command again" in errors[0], errors[0]
-    rel, kind, status = OUTPUT[stage]
-    if kind is not None and manifest_exists(proj / rel):  # nothing recorded as failed for the fault
-        rows = read_manifest(proj / rel, kind).to_pylist()
-        assert not [r for r in rows if r.get(status) == "failed" or r.get("status") == "failed"], rows
-
+    assert not _failed(stage, proj)  # nothing recorded as failed for the fault
     rerun = _run(stage, proj)  # the fault removed (a killed holder's lock is stale: taken over)
     assert rerun.exit_code == 0, rerun.output
     _same(_state(stage, proj), _state(stage, after))
+
+
+def _failed(stage: str, proj: Path) -> list[dict]:
+    rel, kind, status = OUTPUT[stage]
+    rows = read_manifest(proj / rel, kind).to_pylist() if kind and manifest_exists(proj / rel) else []
+    return [r for r in rows if "failed" in (r.get(status), r.get("status"))]
 
 
 def _files(proj: Path) -> set[Path]:
@@ -251,23 +248,36 @@ def _same(got, want) -> None:
     assert got == want
 
 
-def test_wait_starts_when_the_other_writer_ends(golden, tmp_path):
+def test_wait_starts_when_the_other_writer_ends_and_readers_never_wait(golden, tmp_path):
     before, after = golden["build-shards"]
     proj = tmp_path / "proj"
     shutil.copytree(before, proj, symlinks=True)
     with second_writer(proj / OUTPUT["build-shards"][0], seconds=2.0):
         result = CliRunner().invoke(main, [*_args("build-shards", proj), "--wait"])
-    assert result.exit_code == 0, result.output
-    assert "waiting for pid" in result.stderr
+    assert result.exit_code == 0 and "waiting for pid" in result.stderr, result.output
     _same(_state("build-shards", proj), _state("build-shards", after))
-
-
-def test_reading_commands_never_take_the_lock(golden, tmp_path):
-    manifest = golden["label"][1] / "manifests" / "c98k.parquet"
-    with second_writer(manifest):
+    manifest = proj / "manifests" / "c98k.parquet"
+    with second_writer(manifest):  # stats reads a manifest being written
         result = CliRunner().invoke(main, ["stats", "--manifest", str(manifest), "--no-report"])
         assert result.exit_code == 0, result.output
         assert holder(lock_path(manifest))["command"].startswith("-c")  # still the writer's
+
+
+@pytest.mark.ray
+def test_on_ray_a_workers_fault_stops_the_stage_in_the_driver(golden, tmp_path):
+    """split's actors without ffmpeg: the fault crosses Ray (``RayTaskError(EnvironmentFault)``)."""
+    proj = tmp_path / "proj"
+    shutil.copytree(golden["split"][0], proj, symlinks=True)
+    with without_ffmpeg(tmp_path):  # the local Ray this run starts inherits the environment
+        run = subprocess.run([sys.executable, "-m", "pipelines.cli", *_args("split", proj), "--engine", "ray",
+                              "--workers", "1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                             text=True, timeout=600)
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
+    assert run.returncode == 1 and errors == [f"error: ffmpeg not found; {faults.TOOL_HINT['ffmpeg']}, "
+                                              f"{faults.AGAIN}"], run.stderr
+    assert not _failed("split", proj)
+    assert _run("split", proj).exit_code == 0
+    _same(_state("split", proj), _state("split", golden["split"][1]))
 
 
 def test_the_lock_is_reentrant_and_a_killed_holders_is_taken_over(tmp_path):
@@ -314,22 +324,17 @@ def test_an_ffmpeg_item_failure_names_the_error_line_not_the_encoders_statistics
     assert faults.classify(e.value) is None  # a broken file is the item's fault
 
 
-def test_ffmpeg_on_a_full_disk_is_a_machine_fault():
-    out = Path("/dev/full")  # every write: ENOSPC, as on a full disk
+def test_ffmpeg_on_a_full_disk_or_crashing_is_a_machine_fault(tmp_path, monkeypatch):
+    full = Path("/dev/full")  # every write: ENOSPC, as on a full disk
     with pytest.raises(OSError) as e:
         run_ffmpeg(ffmpeg.input("testsrc=size=64x48:rate=10:duration=1", f="lavfi")
-                   .output(str(out), vcodec="mpeg4", format="mp4").overwrite_output(), "cutting", out)
-    fault = faults.classify(e.value)
-    assert e.value.errno == errno.ENOSPC and fault is not None
-    assert str(fault).startswith("no space left on device: /dev/full; free space there")
-
-
-def test_a_crashing_ffmpeg_is_a_machine_fault(tmp_path, monkeypatch):
-    fake = tmp_path / "bin" / "ffmpeg"
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\nkill -SEGV $$\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+                   .output(str(full), vcodec="mpeg4", format="mp4").overwrite_output(), "cutting", full)
+    assert e.value.errno == errno.ENOSPC
+    assert str(faults.classify(e.value)).startswith("no space left on device: /dev/full; free space there")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ffmpeg").write_text("#!/bin/sh\nkill -SEGV $$\n")
+    (tmp_path / "bin" / "ffmpeg").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     ffmpeg_bin.cache_clear()
     try:
         with pytest.raises(faults.EnvironmentFault, match=r"^ffmpeg crashed \(SIGSEGV\): .*out\.mp4; check `c98k doctor`"):
@@ -404,8 +409,7 @@ def test_a_real_full_disk_under_the_clip_audio(golden, tmp_path):
         assert result.exit_code == 1, result.output
         assert f"error: no space left on device: {proj / 'data' / 'audio'}/" in result.stderr, result.output
         assert f" free on {disk})" in result.stderr, result.output
-        rows = read_manifest(proj / OUTPUT["split"][0], "clips").to_pylist()
-        assert rows and all(r["status"] == "ok" for r in rows), rows  # the first ad's row is kept, none failed
+        assert read_manifest(proj / OUTPUT["split"][0], "clips").num_rows and not _failed("split", proj)  # 1st kept
         subprocess.run(["mount", "-o", "remount,size=4M", str(disk)], check=True)  # space freed
         assert _run("split", proj).exit_code == 0
         _same(_state("split", proj), _state("split", golden["split"][1]))
