@@ -89,3 +89,20 @@ def test_emotify_under_real_speech_moves_less_with_speech_pooling(shared_media):
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_correction_fit_recovers_a_known_map_and_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    true = rng.normal(scale=0.1, size=(6, 5))
+    mix = [rng.normal(size=(4, 5)) for _ in range(60)]
+    shares = [rng.uniform(0, 1, 4) * (rng.random(4) < 0.7) for _ in range(60)]
+    clean = [m + s[:, None] * (np.c_[m, np.ones(4)] @ true) for m, s in zip(mix, shares, strict=True)]
+    corr = sp.fit_correction(mix, clean, shares, "toy 1 abc", l2=1e-6)
+    np.testing.assert_allclose(corr.apply(mix[0], shares[0]), clean[0], atol=1e-5)
+    np.testing.assert_array_equal(corr.apply(mix[0], np.zeros(4)), mix[0])  # no speech: untouched
+    path = corr.save(tmp_path / "c.npz")
+    again = sp.SpeechCorrection.load(path)
+    assert again.audio_model == "toy 1 abc" and again.to_bytes() == path.read_bytes()
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz: not a speech correction file"):
+        sp.SpeechCorrection.load(tmp_path / "bad.npz")

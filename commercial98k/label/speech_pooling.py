@@ -23,7 +23,6 @@ manifest, or no voice) is pooled exactly as before.
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -128,16 +127,11 @@ class SpeechCorrection:
 
     def to_bytes(self) -> bytes:
         """Deterministic ``.npz`` bytes (fixed zip timestamps), numpy only."""
-        arrays = {"format": np.array(FORMAT), "audio_model": np.array(self.audio_model),
-                  "weight": np.asarray(self.weight, np.float32), "meta": np.array(json.dumps(self.meta, sort_keys=True))}
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, arr in sorted(arrays.items()):
-                member = io.BytesIO()
-                np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-                zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue(),
-                            compress_type=zipfile.ZIP_DEFLATED)
-        return buf.getvalue()
+        from ..models.emotion import npz_bytes
+
+        return npz_bytes({"format": np.array(FORMAT), "audio_model": np.array(self.audio_model),
+                          "weight": np.asarray(self.weight, np.float32),
+                          "meta": np.array(json.dumps(self.meta, sort_keys=True))})
 
     def save(self, path: str | Path) -> Path:
         data = self.to_bytes()

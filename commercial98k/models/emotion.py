@@ -196,6 +196,20 @@ def _mse(y, yhat, w):
 # ---- the head ------------------------------------------------------------------------------
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``.npz`` bytes without pickles, deterministic (fixed zip timestamps, sorted members): the
+    same arrays give the same bytes, so a file's sha256 names its content."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in sorted(arrays.items()):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue(),
+                        compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+
 @dataclass
 class GemsHead:
     """A trained emotion head; see the module docstring. Build with ``train_head`` or ``load``."""
@@ -227,15 +241,8 @@ class GemsHead:
         return arrays
 
     def to_bytes(self) -> bytes:
-        """The ``.npz`` bytes: deterministic (fixed zip timestamps, sorted members)."""
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, arr in sorted(self._arrays().items()):
-                member = io.BytesIO()
-                np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-                zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue(),
-                            compress_type=zipfile.ZIP_DEFLATED)
-        return buf.getvalue()
+        """The ``.npz`` bytes: deterministic (``npz_bytes``)."""
+        return npz_bytes(self._arrays())
 
     def save(self, path: str | Path) -> Path:
         """Write the head atomically; returns the path."""
