@@ -67,14 +67,16 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
 
 #: the columns the identity pass reads (never the whole rows, except of the rows it changes)
 IDENTITY_COLUMNS = ["clip_id", "video_id", "status", "error", "fetch_status", "fetch_error", "split_status",
-                    "split_error", "label_status", "label_error", "fingerprint", "landmarks", "video_phash", "clip_start_s",
+                    "split_error", "label_status", "label_error", "fingerprint", "landmarks", "music_track", "music_offset_s",
+                    "video_phash", "clip_start_s",
                     "clip_end_s", "music_start_s", "music_end_s", "music_id", "dup_group", "has_music"]
 #: the columns the identity pass may change
-IDENTITY_CHANGES = ["music_id", "dup_group", "status", "error", "split_status", "split_error", "has_music"]
+IDENTITY_CHANGES = ["music_id", "dup_group", "status", "error", "split_status", "split_error", "has_music",
+                    "music_track", "music_offset_s"]
 
 
 def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hamming: int = 8,
-                    fingerprint: str = "landmark") -> pa.Table:
+                    fingerprint: str = "landmark", music_library: str | Path | None = None) -> pa.Table:
     """Give the clips manifest its identities (``split.assign.with_identities``).
 
     Reads only ``IDENTITY_COLUMNS``, writes only the rows that changed as one manifest part (never
@@ -87,7 +89,7 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     if not batches:
         return read_manifest(clips_manifest, "clips").select(IDENTITY_COLUMNS)
     before = pa.concat_tables(batches, promote_options="permissive")
-    after = with_identities(before, clips_manifest, max_ber, max_hamming, fingerprint)
+    after = with_identities(before, clips_manifest, max_ber, max_hamming, fingerprint, music_library)
     kept = set(after.column("clip_id").to_pylist())
     dropped = [(c, v) for c, v in zip(before.column("clip_id").to_pylist(), before.column("video_id").to_pylist(),
                                       strict=True) if c not in kept]
@@ -151,7 +153,8 @@ def _run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: 
                     counts["crashed"] = counts.get("crashed", 0) + 1
                 writer.extend(result["rows"])
     if manifest_exists(clips_manifest):
-        table = assign_identity(clips_manifest, config.max_ber, config.max_hamming, config.fingerprint)
+        table = assign_identity(clips_manifest, config.max_ber, config.max_hamming, config.fingerprint,
+                                config.music_library)
         compact(clips_manifest, "clips")  # incremental: the base is rewritten only when parts outweigh it
         ok = np.array([s == "ok" for s in table.column("status").to_pylist()], bool)
         counts["clips"] = int(ok.sum())

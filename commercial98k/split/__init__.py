@@ -5,6 +5,7 @@ For one new video (e.g. ``yuyin recommend``)::
     from commercial98k.split import plan_video
     s = plan_video("ad.mp4")                 # probe + shots + music spans + clip windows
     s.status, s.clips, s.music.spans, s.shots.shots, s.audio   # audio: 16 kHz mono float32
+    s.speech                                 # where a voice-over speaks (Silero VAD)
 
 The ``c98k split`` stage (``split.step.SplitStep``) runs this per video, cuts the clips, writes
 their audio and fingerprints, then groups clips into ``music_id`` and videos into ``dup_group``.
@@ -24,8 +25,9 @@ import numpy as np
 from ..media import MediaError, Probe, probe
 from .clips import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, plan_clips
 from .decode import ScanResult, scan_video
-from .music import MusicSegmentation, get_detector, spans_from_probs
+from .music import OFFSET_SHARE, MusicSegmentation, get_detector, spans_from_probs
 from .shots import Shot, ShotList
+from .vad import get_vad
 
 __all__ = ["ClipWindow", "MusicSegmentation", "Shot", "ShotList", "VideoStructure", "plan_video"]
 
@@ -43,6 +45,7 @@ class VideoStructure:
     audio: np.ndarray | None = field(default=None, repr=False)  # 16 kHz mono, whole video
     error: str | None = None
     scan: ScanResult | None = field(default=None, repr=False)  # the one decode pass (keyframe pHashes)
+    speech: list[tuple[float, float]] = field(default_factory=list)  # where someone speaks (split.vad)
 
     @property
     def duration_s(self) -> float:
@@ -86,11 +89,13 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     fps = info.fps or shots.fps
     bounds = [b for b in shots.boundaries_s() if b < info.duration_s]
     music = audio = None
+    speech: list[tuple[float, float]] = []
     if info.has_audio:
         if scan.probs is None:
             raise MediaError(f"{path}: no audio samples decoded")
         audio = scan.audio
-        found = spans_from_probs(scan.probs, music_threshold, 0.6 * music_threshold)
+        speech = get_vad(num_threads=num_threads).speech_spans(audio)
+        found = spans_from_probs(scan.probs, music_threshold, OFFSET_SHARE * music_threshold, speech_segments=speech)
         spans = [(s, min(e, info.duration_s)) for s, e in found if s < info.duration_s]
         music = MusicSegmentation(spans, scan.probs)
     if require_music:
@@ -101,7 +106,7 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
                    f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
                    f"P(music) reaches {peak:.2f} only in bursts shorter than the 2 s minimum span")
             return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
-                                  error=f"no background music detected ({why})", scan=scan)
+                                  error=f"no background music detected ({why})", scan=scan, speech=speech)
         spans = music.spans
     else:
         spans = [(0.0, info.duration_s)]
@@ -109,4 +114,4 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     status = "ok" if clips else "no_music"
     error = None if clips else f"music spans shorter than --min-clip-seconds {min_clip_seconds:g}"
     return VideoStructure(path, info, status, shots=shots, music=music, clips=clips, audio=audio, error=error,
-                          scan=scan)
+                          scan=scan, speech=speech)

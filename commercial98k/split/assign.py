@@ -16,20 +16,26 @@ from ..stages import record, split_result
 from ..unionfind import UnionFind
 from .identity import fingerprint_problem, group_duplicates, segment_links
 from .landmark_index import landmark_problem, update_landmark_ids
+from .library import match_library, open_library, with_library_ids
 from .step import none_clip_id
 
 
 def _music_ids(table: pa.Table, ok: dict[str, bool], clips_manifest: str | Path, fingerprint: str,
                max_ber: float, linked: list[tuple[str, str]]) -> dict[str, str]:
-    """clip_id -> music_id from the landmark index, the Chromaprint index, or both joined."""
+    """clip_id -> music_id from the landmark index, the Chromaprint index, or both joined.
+
+    Clips split before landmarks existed have a Chromaprint fingerprint only: where there are any,
+    ``landmark`` also runs the Chromaprint index (new clips carry both), so old groups keep their
+    ids and new clips can still join them.
+    """
     clip_ids = table.column("clip_id").to_pylist()
     current = dict(zip(clip_ids, table.column("music_id").to_pylist(), strict=True))
+    lms = {c: f for c, f in zip(clip_ids, table.column("landmarks").to_pylist(), strict=True) if f and ok.get(c)}
+    fps = {c: f for c, f in zip(clip_ids, table.column("fingerprint").to_pylist(), strict=True) if f and ok.get(c)}
     maps = []
     if fingerprint in ("landmark", "both"):
-        lms = {c: f for c, f in zip(clip_ids, table.column("landmarks").to_pylist(), strict=True) if f and ok.get(c)}
         maps.append(update_landmark_ids(clips_manifest, lms, current, linked=linked))
-    if fingerprint in ("chromaprint", "both"):
-        fps = {c: f for c, f in zip(clip_ids, table.column("fingerprint").to_pylist(), strict=True) if f and ok.get(c)}
+    if fingerprint in ("chromaprint", "both") or set(fps) - set(lms):
         maps.append(update_music_ids(clips_manifest, fps, current, max_ber=max_ber, linked=linked))
     if len(maps) == 1:
         return maps[0]
@@ -39,17 +45,23 @@ def _music_ids(table: pa.Table, ok: dict[str, bool], clips_manifest: str | Path,
         for c, gid in m.items():
             uf.union(first.setdefault(gid, c), c)
     out = {}
-    for members in uf.groups().values():
-        ids = sorted({maps[0][c] for c in members if c in maps[0]}) or sorted({maps[1][c] for c in members})
+    for members in uf.groups().values():  # a group keeps an id it already had in the manifest
+        ids = (sorted({current[c] for c in members if current.get(c)})
+               or sorted({maps[0][c] for c in members if c in maps[0]}) or sorted({maps[1][c] for c in members}))
         out.update({c: ids[0] for c in members})
     return out
 
 
 def with_identities(table: pa.Table, clips_manifest: str | Path, max_ber: float = 0.15,
-                    max_hamming: int = 8, fingerprint: str = "landmark") -> pa.Table:
+                    max_hamming: int = 8, fingerprint: str = "landmark", music_library: str | Path | None = None,
+                    ) -> pa.Table:
     """``table`` (a clips manifest) with ``music_id`` of new fingerprinted clips from the persisted index
     next to ``clips_manifest`` (``identity_index``: new clips are matched against the known tracks, not
     all clips against each other) and ``dup_group`` over all videos.
+
+    With ``music_library``, new clips are also matched against its full tracks (``split.library``):
+    a clip playing a library track gets ``music_track``/``music_offset_s``; a clip that got them in an
+    earlier run keeps them, and either way its group takes the track's id.
 
     Also drops a stale ``<video_id>-none`` row of a video that now has clips, and makes an ``ok``
     clip left without a ``music_id`` ``no_music`` (``without_music_identity``).
@@ -65,6 +77,19 @@ def with_identities(table: pa.Table, clips_manifest: str | Path, max_ber: float 
     linked = segment_links(tuple(r.values()) for r in spans.to_pylist())
     # only new clips are matched (against the persisted index and each other)
     music = _music_ids(table, ok, clips_manifest, fingerprint, max_ber, linked)
+    tracks = {c: t for c, t in zip(cols["clip_id"], table.column("music_track").to_pylist(), strict=True) if t}
+    offsets = dict(zip(cols["clip_id"], table.column("music_offset_s").to_pylist(), strict=True))
+    if music_library is not None:
+        idx, keys = open_library(music_library)
+        new = {c: f for c, f in zip(cols["clip_id"], table.column("landmarks").to_pylist(), strict=True)
+               if f and ok[c] and c not in tracks}
+        for c, (track, offset) in match_library(idx, keys, new).items():
+            tracks[c], offsets[c] = track, offset
+        for name, values in (("music_track", tracks), ("music_offset_s", offsets)):
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, table.schema.field(i),
+                                     pa.array([values.get(c) for c in cols["clip_id"]], table.schema.field(i).type))
+    music = with_library_ids(music, tracks)
     phashes: dict[str, str] = {}
     for v, h in zip(cols["video_id"], cols["video_phash"], strict=True):
         if h and v not in phashes:
@@ -91,8 +116,8 @@ def without_music_identity(table: pa.Table, fingerprint: str = "landmark") -> pa
     changed = False
     for r in rows:
         if split_result(r) == "ok" and not r["music_id"]:
-            why = ((landmark_problem(r["landmarks"]) if fingerprint != "chromaprint" else None)
-                   or (fingerprint_problem(r["fingerprint"]) if fingerprint != "landmark" else None)
+            landmarks = fingerprint != "chromaprint" and (r["landmarks"] or not r["fingerprint"])
+            why = ((landmark_problem(r["landmarks"]) if landmarks else fingerprint_problem(r["fingerprint"]))
                    or "no music identity (fingerprint matched nothing)")
             r.update(record(r, "split", "no_music", why), has_music=False)
             changed = True

@@ -10,18 +10,19 @@ music's peaks where they were, which is why this survives speech far better than
 band-energy bits (measured in ``benchmarks/voiceover.py``).
 
 A voice shared by two ads (a brand's voice-over, a tagline) matches as readily as music. Each
-peak carries a *voiced* flag (YAMNet's per-patch ``P(speech)``, computed by split anyway) and a
-*steady* flag (a spectral ridge holding its frequency for ~150 ms: sustained notes do, speech
-harmonics mostly glide), and ``match`` can weight votes where both clips are voiced
-(``MatchParams.voiced_weight``/``steady_weight``). Measured on Emotify music under real speech
-(``benchmarks/voiceover.py``), neither flag separates a shared voice from shared music well
-enough yet: YAMNet's 0.96-s speech patches miss much of a voice at 0 dB, and read speech has
-steady vowels. So by default every vote counts; a match must spread over the clips' overlap
-(``min_seconds``, ``min_cover``), which keeps a shared 2-s jingle or a reused spoken word from
-joining two ads, but not a whole shared voice-over.
+peak carries a *voiced* flag (YAMNet's per-patch ``P(speech)``, computed by split anyway), and
+``match`` can weight down votes where both clips are voiced (``MatchParams.voiced_weight``).
+Measured on Emotify music under real speech (``benchmarks/voiceover.py``), that does not yet
+separate a shared voice from shared music: YAMNet's 0.96-s speech patches miss much of a voice
+under music at 0 dB, and even an exact voice mask leaves too few unvoiced votes for music under
+two different voices. Keeping only steady peaks (sustained notes; speech harmonics glide) cut a
+shared voice's votes ~20x but also most of the music's under a voice. So by default every vote
+counts; a match must spread over the clips' overlap (``min_seconds``, ``min_cover``), which
+keeps a shared 2-s jingle or a reused spoken word from joining two ads, but not a whole shared
+voice-over.
 
 Stored form (``landmarks`` column): ``"lm1:"`` + base64(zlib(uint32 little-endian peaks)), each
-peak ``t << 12 | f << 3 | voiced << 1 | steady`` (``t``: 16 ms frame, ``f``: FFT bin 0-511).
+peak ``t << 12 | f << 3 | voiced << 1`` (``t``: 16 ms frame, ``f``: FFT bin 0-511; bits 0 and 2 reserved).
 """
 
 from __future__ import annotations
@@ -57,12 +58,11 @@ def landmark_info() -> ModelInfo:
 
 @dataclass(frozen=True)
 class Peaks:
-    """A clip's constellation: frame index, FFT bin, voiced and steady flags (sorted by time)."""
+    """A clip's constellation: frame index, FFT bin and voiced flag (sorted by time)."""
 
     t: np.ndarray  # int64 [N]
     f: np.ndarray  # int64 [N]
     voiced: np.ndarray  # bool [N]
-    steady: np.ndarray  # bool [N]
 
     def __len__(self) -> int:
         return len(self.t)
@@ -89,25 +89,12 @@ def _local_max(s: np.ndarray, df: int, dt: int) -> np.ndarray:
     return s >= maximum_filter(s, size=(2 * dt + 1, 2 * df + 1), mode="nearest")
 
 
-def _steady(s: np.ndarray, t: np.ndarray, f: np.ndarray, half: int = 4, drift: int = 1) -> np.ndarray:
-    """A peak whose bin (within ``drift``) is a frequency ridge in nearly all of ``t ± half`` frames."""
-    from scipy.ndimage import maximum_filter1d
-
-    ridge = s >= maximum_filter1d(s, size=5, axis=1, mode="nearest")  # a local max across frequency
-    ridge = maximum_filter1d(ridge.astype(np.uint8), size=2 * drift + 1, axis=1, mode="constant") > 0
-    cum = np.concatenate([np.zeros((1, s.shape[1]), np.int32), np.cumsum(ridge, axis=0, dtype=np.int32)])
-    lo = np.clip(t - half, 0, len(s))
-    hi = np.clip(t + half + 1, 0, len(s))
-    held = cum[hi, f] - cum[lo, f]
-    return held >= (hi - lo) - 1
-
-
 def extract_peaks(audio: np.ndarray, voiced_at: np.ndarray | None = None) -> Peaks:
     """The constellation of 16 kHz mono ``audio``; ``voiced_at`` [frames] marks voiced frames (or None)."""
     s = _spectrogram(audio)
     empty = np.zeros(0, np.int64)
     if len(s) == 0 or float(s.max() - s.min()) < 1e-3:  # too short, or digital silence
-        return Peaks(empty, empty, np.zeros(0, bool), np.zeros(0, bool))
+        return Peaks(empty, empty, np.zeros(0, bool))
     s = s - s.mean(axis=0, keepdims=True)  # a fixed colouring (EQ, a band limit) moves no peak
     peaks = _local_max(s, 6, 6) & (s > np.median(s) + 1.0)
     ts, fs = [], []
@@ -127,14 +114,14 @@ def extract_peaks(audio: np.ndarray, voiced_at: np.ndarray | None = None) -> Pea
         ts.append(t[keep])
         fs.append(f[keep] + lo)
     if not ts:
-        return Peaks(empty, empty, np.zeros(0, bool), np.zeros(0, bool))
+        return Peaks(empty, empty, np.zeros(0, bool))
     t, f = np.concatenate(ts).astype(np.int64), np.concatenate(fs).astype(np.int64)
     order = np.lexsort((f, t))
     t, f = t[order], f[order]
     voiced = np.zeros(len(t), bool)
     if voiced_at is not None and len(voiced_at):
         voiced = np.asarray(voiced_at, bool)[np.minimum(t, len(voiced_at) - 1)]
-    return Peaks(t, f, voiced, _steady(s, t, f))
+    return Peaks(t, f, voiced)
 
 
 def voiced_frames(speech_spans: list[tuple[float, float]], start_s: float, n_samples: int) -> np.ndarray:
@@ -152,15 +139,14 @@ def voiced_frames(speech_spans: list[tuple[float, float]], start_s: float, n_sam
 
 def encode(p: Peaks) -> str:
     """``lm1:`` text of a constellation (see the module docstring)."""
-    packed = (p.t.astype(np.uint64) << 12 | p.f.astype(np.uint64) << 3
-              | p.voiced.astype(np.uint64) << 1 | p.steady.astype(np.uint64)).astype("<u4")
+    packed = (p.t.astype(np.uint64) << 12 | p.f.astype(np.uint64) << 3 | p.voiced.astype(np.uint64) << 1).astype("<u4")
     return PREFIX + base64.b64encode(zlib.compress(packed.tobytes(), 6)).decode("ascii")
 
 
 def unpack(packed: np.ndarray) -> Peaks:
     """Peaks from packed uint32 items (the index keeps them packed)."""
     x = np.asarray(packed, np.uint32).astype(np.int64)
-    return Peaks(x >> 12, (x >> 3) & 511, (x >> 1 & 1).astype(bool), (x & 1).astype(bool))
+    return Peaks(x >> 12, (x >> 3) & 511, (x >> 1 & 1).astype(bool))
 
 
 def packed_items(text: str) -> np.ndarray:
@@ -180,12 +166,11 @@ def decode(text: str) -> Peaks:
 
 @dataclass(frozen=True)
 class Hashes:
-    """Landmark hashes of one clip: hash value, anchor frame, and the anchor pair's flags."""
+    """Landmark hashes of one clip: hash value, anchor frame, and whether the pair is voiced."""
 
     h: np.ndarray  # int64 [M]
     t: np.ndarray  # int64 [M]
     voiced: np.ndarray  # bool [M]: anchor or target voiced
-    steady: np.ndarray  # bool [M]: anchor and target steady
 
     def __len__(self) -> int:
         return len(self.h)
@@ -194,7 +179,7 @@ class Hashes:
 def hashes(p: Peaks) -> Hashes:
     """Pair each anchor with its next ``FAN_OUT`` peaks within ``MAX_DT`` frames and ``MAX_DF`` bins."""
     n = len(p)
-    hs, ts, vs, ss = [], [], [], []
+    hs, ts, vs = [], [], []
     if n >= 2:
         idx = np.arange(n)
         for k in range(1, 4 * FAN_OUT + 1):  # candidates in time order; the first FAN_OUT that fit are kept
@@ -208,17 +193,15 @@ def hashes(p: Peaks) -> Hashes:
             hs.append(p.f[a] << 14 | (df + 128) << 6 | dt)
             ts.append(p.t[a])
             vs.append(p.voiced[a] | p.voiced[b])
-            ss.append(p.steady[a] & p.steady[b])
-        h, t = np.concatenate(hs), np.concatenate(ts)
-        v, s = np.concatenate(vs), np.concatenate(ss)
+        h, t, v = np.concatenate(hs), np.concatenate(ts), np.concatenate(vs)
         # at most FAN_OUT per anchor: rank the fitting pairs of each anchor by time of the target
         order = np.lexsort((h & 63, h >> 14, t))  # by anchor (time, bin), then the target's time
-        h, t, v, s = h[order], t[order], v[order], s[order]
+        h, t, v = h[order], t[order], v[order]
         key = t << 9 | h >> 14
         keep = (np.arange(len(key)) - np.searchsorted(key, key, "left")) < FAN_OUT
-        return Hashes(h[keep], t[keep], v[keep], s[keep])
+        return Hashes(h[keep], t[keep], v[keep])
     empty = np.zeros(0, np.int64)
-    return Hashes(empty, empty, np.zeros(0, bool), np.zeros(0, bool))
+    return Hashes(empty, empty, np.zeros(0, bool))
 
 
 @dataclass(frozen=True)
@@ -227,10 +210,9 @@ class MatchParams:
 
     min_votes: float = 6.0  # hashes agreeing on the best offset
     min_seconds: int = 3  # distinct seconds of the overlap holding a vote (a shared jingle or word covers 1-2)
-    min_cover: float = 0.3  # ... and at least this share of the overlap's seconds
+    min_cover: float = 0.4  # ... and at least this share of the overlap's seconds
     min_overlap_s: float = 2.0
-    voiced_weight: float = 1.0  # a vote where both clips are voiced; 0 discounts a shared voice (see below)
-    steady_weight: float = 1.0  # ... unless both anchor pairs are steady
+    voiced_weight: float = 1.0  # a vote where both clips are voiced (0 would discount a shared voice)
     tolerance: int = 1  # frames either side of the offset
 
 
@@ -282,15 +264,13 @@ def match(a: Hashes, b: Hashes, frames_a: int, frames_b: int, params: MatchParam
           offsets: list[int] | None = None) -> Match | None:
     """The best-supported offset of ``b`` in ``a`` with its music evidence, or None without shared hashes.
 
-    Votes are weighted: 1 where at least one clip is not voiced at the hash, ``steady_weight``
-    where both are voiced but both anchor pairs are steady, ``voiced_weight`` otherwise.
+    Votes are weighted: 1 where at least one clip is not voiced at the hash, ``voiced_weight``
+    where both are.
     """
     off, ia, ib = _pairs(a, b)
     if not len(off):
         return None
-    both_voiced = a.voiced[ia] & b.voiced[ib]
-    steady = a.steady[ia] & b.steady[ib]
-    w = np.where(both_voiced, np.where(steady, params.steady_weight, params.voiced_weight), 1.0)
+    w = np.where(a.voiced[ia] & b.voiced[ib], params.voiced_weight, 1.0)
     if offsets is None:
         cand, counts = np.unique(off, return_counts=True)
         offsets = cand[np.argsort(-counts)[:5]].tolist()

@@ -32,9 +32,10 @@ from .identity import (
 )
 from .landmarks import encode as encode_landmarks
 from .landmarks import extract_peaks, landmark_info, voiced_frames
-from .music import SAMPLE_RATE, get_detector, span_share, speech_spans
+from .music import SAMPLE_RATE, get_detector, span_share
 from .shots import detector_info
 from .streamcopy import copy_clip
+from .vad import get_vad
 
 VIDEO_COLUMNS = VIDEO_SCHEMA.names
 
@@ -55,6 +56,7 @@ class SplitConfig:
     max_ber: float = 0.15
     clip_files: str = "none"  # none | copy | encode: whether clips/<clip_id>.mp4 is written, and how
     fingerprint: str = "landmark"  # landmark | chromaprint | both: which fingerprint gives music_id
+    music_library: str | None = None  # a folder of full tracks: clips that play one get its id (split.library)
 
 
 def none_clip_id(video_id: str) -> str:
@@ -96,9 +98,10 @@ class SplitStep:
             base["shots"] = [{"start_s": min(x.start_s, p.duration_s), "end_s": min(x.end_s, p.duration_s)}
                              for x in s.shots.shots]
         if s.music is not None:
-            base["music_detector"] = get_detector().info.tag()
+            base["music_detector"] = f"{get_detector().info.tag()}; {get_vad().info.tag()}"
             base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
-            base["speech_segments"] = [{"start_s": a, "end_s": b} for a, b in speech_spans(s.music.probs)]
+            base["speech_segments"] = [{"start_s": a, "end_s": min(b, p.duration_s)} for a, b in s.speech
+                                       if a < p.duration_s]
             main = s.music.main_span()
             base.update(has_music=main is not None, music_start_s=main[0] if main else None,
                         music_end_s=main[1] if main else None)
@@ -118,7 +121,7 @@ class SplitStep:
         times = keyframe_times(shots, s.duration_s)
         phash = s.scan.keyframe_phash(times) if s.scan is not None else video_phash(path, times)
         fp_info = f"{fingerprinter_info().tag()}; {landmark_info().tag()}"
-        speech = speech_spans(s.music.probs) if s.music is not None else []
+        speech = s.speech
         rows = []
         for w in s.clips:
             clip_id = f"{base['video_id']}-c{w.index:03d}"
@@ -169,7 +172,8 @@ class SplitStage(Stage):
 
     def setup(self) -> None:
         super().setup()
-        get_detector()  # YAMNet once per worker
+        get_detector()  # YAMNet and the VAD once per worker
+        get_vad()
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         step = SplitStep(self.config)

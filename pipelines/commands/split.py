@@ -30,7 +30,8 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
 @click.option("--min-clip-seconds", type=click.FloatRange(0.0), default=4.0, show_default=True,
               help="Shorter windows are dropped.")
 @click.option("--music-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="YAMNet P(music) that starts a music segment (it ends below 0.6x this).")
+              help="YAMNet P(music) that starts a music segment (it ends below 0.3x this; under a voice-over "
+                   "it continues while P(music) stays above 0.05).")
 @click.option("--clip-height", type=click.IntRange(0), default=480, show_default=True,
               help="Scale clips taller than this down to it (0: keep the source size).")
 @click.option("--clip-files", type=click.Choice(["none", "copy", "encode"]), default="none", show_default=True,
@@ -43,13 +44,18 @@ from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, d
               help="Which audio fingerprint joins clips of one track into a music_id: landmark (spectral-peak pairs "
                    "at one time offset; holds under a voice-over), chromaprint (the earlier identity; fails under "
                    "speech) or both (joined when either matches). Both are always stored in the manifest.")
+@click.option("--music-library", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A folder of full music tracks (any audio or video files, searched recursively). Each is "
+                   "fingerprinted once (cached, incremental); a clip that plays one gets its path as music_track, "
+                   "its start in the track as music_offset_s, and the track's id as music_id, so ads playing "
+                   "different parts of one track share it. Clips matching no track keep the pipeline's ids.")
 @click.option("--retry-failed", is_flag=True, help="Split videos whose split failed before again.")
 @click.option("--wait", is_flag=True,
               help="When another process is writing the clips manifest, wait for it to finish instead of exiting 1.")
 @engine_options
 def command(videos_manifest: str, manifest: str, data_root: str, detector: str, threshold: float | None,
             clip_seconds: float, min_clip_seconds: float, music_threshold: float, clip_height: int, clip_files: str,
-            fingerprint: str, retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
+            fingerprint: str, music_library: str | None, retry_failed: bool, workers: int, engine: str, address: str | None, wait: bool = False) -> None:
     """Cut every fetched video into clips where its background music plays.
 
     \b
@@ -65,6 +71,7 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
     Examples:
       c98k split
       c98k split --clip-seconds 15 --detector content --workers 2
+      c98k split --music-library ~/licensed-music      # name the track each ad plays
       c98k split --videos-manifest run2/videos.parquet --manifest run2/c98k.parquet --data-root run2/data
     """
     from pipelines.split import SplitConfig, run_split
@@ -74,7 +81,8 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                                  param_hint="--min-clip-seconds")
     config = SplitConfig(data_root=data_root, detector=detector, threshold=threshold, clip_seconds=clip_seconds,
                          min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
-                         clip_height=clip_height or None, clip_files=clip_files, fingerprint=fingerprint)
+                         clip_height=clip_height or None, clip_files=clip_files, fingerprint=fingerprint,
+                         music_library=music_library)
     try:
         counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
                            retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))

@@ -1,0 +1,120 @@
+"""A reference music library: which licensed track each clip plays (``c98k split --music-library DIR``).
+
+A fingerprint can only match audio it shares, so two ads that play different parts of one track
+are never joined by comparing the ads with each other. With the full tracks at hand they are:
+every audio file under the library folder is fingerprinted once (landmarks of the whole track,
+``split.landmarks``), kept in a ``LandmarkIndex`` in the cache (``<cache>/music-library/<sha12 of
+the folder>/``, so a read-only library works), and updated incrementally (a file is fingerprinted
+again only when its size or modification time changed). A clip whose landmarks match a track
+gets ``music_track`` (the file's path inside the library), ``music_offset_s`` (where in the track
+the clip starts) and the track's id ``t-`` + sha1(path)[:12] as its ``music_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..fsutil import atomic_write_json
+from ..media import load_audio
+from ..models.weights import cache_dir
+from . import landmarks as lm
+from .landmark_index import LandmarkIndex
+
+AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif",
+                  ".mp4", ".mkv", ".webm", ".mov"}
+
+
+def track_id(track: str) -> str:
+    """The music id of a library track (its path inside the library)."""
+    return f"t-{hashlib.sha1(track.encode('utf-8')).hexdigest()[:12]}"
+
+
+def library_index_dir(library: str | os.PathLike) -> Path:
+    """Where the library's fingerprints are cached."""
+    key = hashlib.sha1(str(Path(library).resolve()).encode("utf-8")).hexdigest()[:12]
+    return cache_dir() / "music-library" / key
+
+
+def library_files(library: str | os.PathLike) -> dict[str, Path]:
+    """Track path inside the library -> file, for every audio or video file below it."""
+    root = Path(library)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--music-library {library}: not a folder")
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not any(x.startswith(".") for x in p.parts)}
+
+
+def _version(p: Path) -> str:
+    st = p.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def open_library(library: str | os.PathLike, progress: bool = True) -> tuple[LandmarkIndex, dict[str, str]]:
+    """The library's index, with new or changed files fingerprinted; also index key -> track path."""
+    folder = library_index_dir(library)
+    idx = LandmarkIndex(folder)
+    tracks_file = folder / "tracks.json"
+    known: dict[str, str] = json.loads(tracks_file.read_text(encoding="utf-8")) if tracks_file.is_file() else {}
+    files = library_files(library)
+    todo = {f"{t}@{_version(p)}": (t, p) for t, p in files.items()}
+    todo = {k: v for k, v in todo.items() if k not in known}
+    errors = []
+    for key, (track, path) in tqdm(sorted(todo.items()), desc="music library", unit="track",
+                                   disable=not progress or len(todo) < 2):
+        try:
+            peaks = lm.extract_peaks(load_audio(path, lm.SAMPLE_RATE))
+        except Exception as e:  # an unreadable file is reported, the rest of the library still works
+            errors.append(f"{track}: {e}")
+            continue
+        idx.bulk_load({key: track_id(track)}, {key: lm.encode(peaks)})
+        known[key] = track
+        atomic_write_json(tracks_file, known)
+    for line in errors:
+        print(f"warning: music library: {line}", flush=True)
+    return idx, known
+
+
+def match_library(idx: LandmarkIndex, keys: dict[str, str], clips: dict[str, str]) -> dict[str, tuple[str, float]]:
+    """clip_id -> (track path, offset of the clip in the track, seconds) for clips matching a track."""
+    ids = sorted(c for c, v in clips.items() if v)
+    arrays = [idx.decode_items(clips[c]) for c in ids]
+    usable = [i for i, a in enumerate(arrays) if idx.usable(a)]
+    if not usable or idx.size == 0:
+        return {}
+    idx._load_ids()
+    cands = idx._candidates([arrays[i] for i in usable])
+    best: dict[str, tuple[float, str, float]] = {}
+    for (q, k), offsets in cands.items():
+        clip = ids[usable[q]]
+        a, b = arrays[usable[q]], idx._raw(k)
+        top = sorted(offsets, key=lambda o: -offsets[o])[:5]
+        m = lm.match(lm.hashes(lm.unpack(a)), lm.hashes(lm.unpack(b)), _frames(a), _frames(b), idx.params, offsets=top)
+        if lm.is_match(m, idx.params) and m.votes > best.get(clip, (0.0,))[0]:
+            track = keys.get(idx._ids[k], idx._ids[k].rsplit("@", 1)[0])
+            best[clip] = (m.votes, track, round(-m.offset_s, 3))  # t_clip = t_track + offset
+    return {c: (t, off) for c, (_, t, off) in best.items()}
+
+
+def _frames(packed: np.ndarray) -> int:
+    return int(lm.unpack(packed[-1:]).t[0]) + 1 if len(packed) else 0
+
+
+def with_library_ids(music: dict[str, str], tracks: dict[str, str]) -> dict[str, str]:
+    """Pipeline music ids with library tracks applied: a matched clip takes its track's id, and the
+    other clips of its pipeline group take the group's most frequent track."""
+    by_group: dict[str, Counter] = {}
+    for clip, track in tracks.items():
+        if clip in music:
+            by_group.setdefault(music[clip], Counter())[track] += 1
+    out = {}
+    for clip, mid in music.items():
+        track = tracks.get(clip) or (by_group[mid].most_common(1)[0][0] if mid in by_group else None)
+        out[clip] = track_id(track) if track else mid
+    return out
