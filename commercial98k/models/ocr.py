@@ -14,7 +14,9 @@ which hides their words from the text match and the tags. ``split_glued`` splits
 SymSpell's word segmentation (``symspellpy``, MIT; its English unigram frequencies ship in the
 wheel, nothing is downloaded): only a run of 7+ letters that is neither a dictionary word nor a
 brand of ``manifests/brands.json``, and only into common words, so names ("Maybelline", not
-"may bel line") stay whole.
+"may bel line") stay whole. The splitting changes ``ocr_text``, so the ``ocr_model`` tag names it
+(``OcrInfo``: ``rapidocr-ppocrv4 1.4.4 <sha12> +wordsplit-symspellpy-<version>``) and rows read
+without it are labelled again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,27 @@ MIN_PART_LOG10P = -5.5
 ONE_LETTER_MIN_RUN = 10
 _CAMEL_STEP = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _LETTER_RUN = re.compile(rf"(?<![A-Za-z\u00c0-\u024f])[A-Za-z]{{{GLUED_MIN_LETTERS},}}(?![A-Za-z\u00c0-\u024f])")
+
+
+@dataclass(frozen=True)
+class OcrInfo(ModelInfo):
+    """The recogniser's provenance plus the step that rewrites its lines (``splitter``): the same
+    models with another splitter give another ``ocr_text``, so the tag (the ``ocr_model`` column the
+    label stage compares to decide re-labelling) must differ too."""
+
+    splitter: str = ""
+
+    def tag(self) -> str:
+        base = super().tag()
+        return f"{base} +{self.splitter}" if self.splitter else base
+
+
+def splitter_tag() -> str:
+    """``wordsplit-symspellpy-<version>``: the installed symspellpy ships the frequency list the split uses."""
+    try:
+        return f"wordsplit-symspellpy-{metadata.version('symspellpy')}"
+    except metadata.PackageNotFoundError as e:
+        raise WeightsUnavailable("splitting glued OCR words needs symspellpy: pip install symspellpy") from e
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,7 @@ class OcrModel:
         self.min_score = float(min_score)
         self._lock = threading.Lock()  # onnxruntime sessions are thread-safe, the RapidOCR wrapper is not
         digest = sha256_file(det)[:32] + sha256_file(rec)[:32]
-        self.info = ModelInfo(NAME, VERSION, digest)
+        self.info = OcrInfo(NAME, VERSION, digest, splitter_tag())
 
     def read(self, frame: np.ndarray) -> list[OcrLine]:
         """Text lines of one uint8 RGB frame ``[H, W, 3]`` scoring at least ``min_score``, top to bottom."""
