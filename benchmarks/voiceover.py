@@ -45,7 +45,8 @@ from commercial98k.split.identity import fingerprint_audio, group_music  # noqa:
 from commercial98k.split.landmark_index import LandmarkIndex  # noqa: E402
 from commercial98k.split.library import match_library, open_library  # noqa: E402
 from commercial98k.split.music import get_detector, spans_from_probs  # noqa: E402
-from commercial98k.split.vad import get_vad  # noqa: E402
+from commercial98k.split.vad import FRAME_S as VAD_FRAME_S  # noqa: E402
+from commercial98k.split.vad import get_vad, spans_from_frames  # noqa: E402
 from commercial98k.testing import voiceover as vo  # noqa: E402
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -91,10 +92,10 @@ def analyse(ads: dict[tuple[str, str], np.ndarray], min_clip_s: float) -> dict:
     rows = {}
     for key, audio in ads.items():
         probs = det.frame_probs(audio)
-        speech = get_vad().speech_spans(audio)
-        spans = spans_from_probs(probs, speech_segments=speech)
+        voice = get_vad().frame_probs(audio)  # once: the spans and the landmarks' voiced frames
+        spans = spans_from_probs(probs, speech_segments=spans_from_frames(voice, len(audio) / SR))
         plain = spans_from_probs(probs, offset=0.3, speech=1.01)  # the rule before: music evidence alone
-        peaks = lm.extract_peaks(audio, lm.voiced_frames(speech, 0.0, len(audio)))
+        peaks = lm.extract_peaks(audio, lm.voiced_frames(voice, VAD_FRAME_S, 0.0, len(audio)))
         rows[key] = {"detected": any(e - s >= min_clip_s for s, e in spans),
                      "detected_plain": any(e - s >= min_clip_s for s, e in plain),
                      "landmarks": lm.encode(peaks), "chromaprint": fingerprint_audio(audio, SR)}
@@ -153,8 +154,7 @@ def library_check(files: list[Path], music: dict, bank: vo.SpeechBank, snr: floa
         for f in files:
             seg = music[f.stem]["C"]
             mixd = vo.mix(seg, vo.digit_voice(bank, len(seg), rng.uniform(0.5, 1.0), rng), snr)
-            speech = get_vad().speech_spans(mixd)
-            ads[f.stem] = lm.encode(lm.extract_peaks(mixd, lm.voiced_frames(speech, 0.0, len(mixd))))
+            ads[f.stem] = lm.encode(lm.extract_voiced(mixd, get_vad()))
         found = match_library(idx, keys, ads)
     names = {f.stem for f in inside}
     right = sum(1 for k, (t, off) in found.items() if k in names and Path(t).stem == k

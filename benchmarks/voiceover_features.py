@@ -43,30 +43,27 @@ EXCERPT_S, START_S = 12.0, 42.0
 
 @dataclass
 class FeatureModels:
-    """The label stage's default audio model and emotion head, the speech-aware head, and YAMNet."""
+    """The label stage's default audio model and emotion head, and the speech-aware head."""
 
     audio: Any
     head: Any
     speech_emotion: sp.SpeechAwareEmotion
-    detector: Any
 
 
 @functools.lru_cache(maxsize=1)
 def default_models() -> FeatureModels:
     from commercial98k.label.clip_features import LabelConfig, LabelModels
-    from commercial98k.split.music import get_detector
 
     models = LabelModels(LabelConfig())
     head = models.emotion.head if isinstance(models.emotion, sp.SpeechAwareEmotion) else models.emotion
-    return FeatureModels(models.audio, head, sp.SpeechAwareEmotion(head, sp.bundled_correction(models.audio.info)),
-                         get_detector())
+    return FeatureModels(models.audio, head, sp.SpeechAwareEmotion(head, sp.bundled_correction(models.audio.info)))
 
 
 def speech_share(audio16k: np.ndarray, n_frames: int, models: FeatureModels) -> np.ndarray:
-    """Voiced share of each audio-model frame, from the speech spans split would record."""
-    from commercial98k.split.music import speech_spans
+    """Voiced share of each audio-model frame, from the speech spans split records (Silero VAD)."""
+    from commercial98k.split.vad import get_vad
 
-    spans = speech_spans(models.detector.frame_probs(audio16k))
+    spans = get_vad().speech_spans(audio16k)
     return sp.frame_speech_share(spans, n_frames, models.audio.hop_s, getattr(models.audio, "patch_s", None))
 
 

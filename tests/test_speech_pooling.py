@@ -57,14 +57,14 @@ def test_label_models_tag_the_pooling_and_none_keeps_the_old_head():
 
 def test_emotify_under_real_speech_moves_less_with_speech_pooling(shared_media):
     """Held-out Emotify excerpts (one per genre) under held-out speakers' digits at +6 dB, speech
-    spans from YAMNet as split finds them: with the new pooling the emotion and the pooled
+    spans from the VAD as split records them: with the new pooling the emotion and the pooled
     embedding of the mix are closer to the music alone's than with today's."""
     from commercial98k.label.clip_features import LabelConfig, LabelModels
-    from commercial98k.split.music import get_detector, speech_spans
+    from commercial98k.split.vad import get_vad
     from commercial98k.testing import voiceover as vo
 
     models = LabelModels(LabelConfig(ocr=False))
-    audio, aware, detector = models.audio, models.emotion, get_detector()
+    audio, aware, vad = models.audio, models.emotion, get_vad()
     bank = vo.speech_bank(shared_media / "speech")
     rng = np.random.default_rng(3)
     kl_old, kl_new, cos_old, cos_new, voiced = [], [], [], [], []
@@ -73,8 +73,8 @@ def test_emotify_under_real_speech_moves_less_with_speech_pooling(shared_media):
         music = vo.load_music(shared_media / "emotify" / "audio" / f"{genre}_31.mp3", 42.0, 12.0)
         mix = vo.mix(music, vo.digit_voice(bank, len(music), 0.75, rng, speaker=speaker), 6.0)
         seqs = {name: audio.embed(x) for name, x in (("music", music), ("mix", mix))}
-        share = {name: sp.frame_speech_share(speech_spans(detector.frame_probs(x)), len(seqs[name]), audio.hop_s,
-                                             audio.patch_s) for name, x in (("music", music), ("mix", mix))}
+        share = {name: sp.frame_speech_share(vad.speech_spans(x), len(seqs[name]), audio.hop_s, audio.patch_s)
+                 for name, x in (("music", music), ("mix", mix))}
         voiced.append(share["mix"].mean())
         kl_old.append(_kl(aware.head.predict(seqs["music"])["probs"], aware.head.predict(seqs["mix"])["probs"]))
         kl_new.append(_kl(aware.predict(seqs["music"], share["music"])["probs"],

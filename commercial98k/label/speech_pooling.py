@@ -1,7 +1,7 @@
 """Music features under a voice-over: emotion and pooled embedding that lean on the music, not the voice.
 
-``c98k split`` records where someone speaks (``speech_segments``, video time, from YAMNet's
-P(speech)). A voice 6 dB over the music moves the audio model's frames a long way (musicnn
+``c98k split`` records where someone speaks (``speech_segments``, video time, from Silero VAD:
+``split.vad``). A voice 6 dB over the music moves the audio model's frames a long way (musicnn
 penultimate: mean-pooled cosine to the music alone ~0.5 on held-out Emotify tracks), and the
 emotion head pools every frame alike. Two things are done per clip, both driven by each audio
 frame's voiced share ``s`` (the part of its window inside a speech span):
@@ -37,9 +37,10 @@ from ..models.registry import ModelInfo
 SPEECH_POOLING = ("weighted", "none")
 SUFFIX = "speech-weighted"
 FLOOR = 0.05  # a fully voiced frame still counts a little: a clip that is all voice keeps all its frames
-#: Speech spans are widened by this much each side: YAMNet misses a voice's quiet edges and short
-#: pauses under music (at +6 dB it finds about half of the voiced time), and the widening brought the
-#: emotion shift of the fit tracks down about 10 % more (0, 0.5, 1, 1.5, 2.5 s tried).
+#: Speech spans are widened by this much each side: an audio-model window that overlaps a voice's edge
+#: is moved by it too. Chosen when the spans came from YAMNet's speech classes, which missed a voice's
+#: quiet edges under music (0, 0.5, 1, 1.5, 2.5 s tried; 1 s brought the fit tracks' emotion shift down
+#: about 10 % more); benchmarks/voiceover_features.py measures it with the VAD's spans split records now.
 SPAN_PAD_S = 1.0
 DEFAULT_L2 = 100.0  # chosen on the fit tracks (1, 10, 100, 1000 tried; 100 best at +6 and +12 dB)
 CORRECTIONS = {  # audio model name -> bundled correction file

@@ -27,7 +27,7 @@ from .clips import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, p
 from .decode import ScanResult, scan_video
 from .music import OFFSET_SHARE, MusicSegmentation, get_detector, spans_from_probs
 from .shots import Shot, ShotList
-from .vad import get_vad
+from .vad import get_vad, spans_from_frames
 
 __all__ = ["ClipWindow", "MusicSegmentation", "Shot", "ShotList", "VideoStructure", "plan_video"]
 
@@ -46,6 +46,7 @@ class VideoStructure:
     error: str | None = None
     scan: ScanResult | None = field(default=None, repr=False)  # the one decode pass (keyframe pHashes)
     speech: list[tuple[float, float]] = field(default_factory=list)  # where someone speaks (split.vad)
+    speech_probs: np.ndarray | None = field(default=None, repr=False)  # the VAD's per-frame P(speech)
 
     @property
     def duration_s(self) -> float:
@@ -90,11 +91,14 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     bounds = [b for b in shots.boundaries_s() if b < info.duration_s]
     music = audio = None
     speech: list[tuple[float, float]] = []
+    speech_probs = None
     if info.has_audio:
         if scan.probs is None:
             raise MediaError(f"{path}: no audio samples decoded")
         audio = scan.audio
-        speech = get_vad(num_threads=num_threads).speech_spans(audio)
+        vad = get_vad(num_threads=num_threads)
+        speech_probs = vad.frame_probs(audio)
+        speech = spans_from_frames(speech_probs, info.duration_s)
         found = spans_from_probs(scan.probs, music_threshold, OFFSET_SHARE * music_threshold, speech_segments=speech)
         spans = [(s, min(e, info.duration_s)) for s, e in found if s < info.duration_s]
         music = MusicSegmentation(spans, scan.probs)
@@ -106,7 +110,8 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
                    f"peak P(music) {peak:.2f} < {music_threshold:g}" if peak < music_threshold else
                    f"P(music) reaches {peak:.2f} only in bursts shorter than the 2 s minimum span")
             return VideoStructure(path, info, "no_music", shots=shots, music=music, audio=audio,
-                                  error=f"no background music detected ({why})", scan=scan, speech=speech)
+                                  error=f"no background music detected ({why})", scan=scan, speech=speech,
+                                  speech_probs=speech_probs)
         spans = music.spans
     else:
         spans = [(0.0, info.duration_s)]
@@ -114,4 +119,4 @@ def plan_video(path: str | Path, *, detector: str = "adaptive", threshold: float
     status = "ok" if clips else "no_music"
     error = None if clips else f"music spans shorter than --min-clip-seconds {min_clip_seconds:g}"
     return VideoStructure(path, info, status, shots=shots, music=music, clips=clips, audio=audio, error=error,
-                          scan=scan, speech=speech)
+                          scan=scan, speech=speech, speech_probs=speech_probs)

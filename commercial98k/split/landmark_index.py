@@ -28,7 +28,7 @@ def landmark_problem(text: str | None) -> str | None:
     if not text:
         return "no landmark fingerprint"
     try:
-        n = len(lm.packed_items(text))
+        n = len(lm.decode(text))
     except Exception as e:  # a damaged string
         return f"unreadable landmark fingerprint ({type(e).__name__}: {e})"
     if n < MIN_PEAKS:
@@ -56,7 +56,7 @@ class LandmarkIndex(MusicIndex):
         return lm.packed_items(fingerprint) if isinstance(fingerprint, str) else np.asarray(fingerprint, np.uint32)
 
     def usable(self, items: np.ndarray) -> bool:
-        return len(items) >= MIN_PEAKS
+        return lm.peak_count(items) >= MIN_PEAKS
 
     def postings(self, raws: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every hash of every clip: (hash, clip, anchor frame), sorted by hash then clip."""
@@ -78,11 +78,12 @@ class LandmarkIndex(MusicIndex):
         return {(a, b): offs for (a, b), offs in out.items() if a < b}
 
     def _matches(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> bool:
-        ha, hb = lm.hashes(lm.unpack(a)), lm.hashes(lm.unpack(b))
+        return lm.is_match(self.best_match(a, b, offsets), self.params)
+
+    def best_match(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> lm.Match | None:
+        """``landmarks.match`` of packed clips ``a`` and ``b`` at their most-voted candidate offsets."""
         top = sorted(offsets, key=lambda o: -offsets[o])[:5]
-        frames_a = int(lm.unpack(a[-1:]).t[0]) + 1 if len(a) else 0
-        frames_b = int(lm.unpack(b[-1:]).t[0]) + 1 if len(b) else 0
-        return lm.is_match(lm.match(ha, hb, frames_a, frames_b, self.params, offsets=top), self.params)
+        return lm.match(lm.Fingerprint.from_items(a), lm.Fingerprint.from_items(b), self.params, offsets=top)
 
 
 def update_landmark_ids(manifest: str | os.PathLike, fingerprints: dict[str, str],

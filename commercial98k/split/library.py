@@ -18,7 +18,6 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..fsutil import atomic_write_json
@@ -93,17 +92,11 @@ def match_library(idx: LandmarkIndex, keys: dict[str, str], clips: dict[str, str
     best: dict[str, tuple[float, str, float]] = {}
     for (q, k), offsets in cands.items():
         clip = ids[usable[q]]
-        a, b = arrays[usable[q]], idx._raw(k)
-        top = sorted(offsets, key=lambda o: -offsets[o])[:5]
-        m = lm.match(lm.hashes(lm.unpack(a)), lm.hashes(lm.unpack(b)), _frames(a), _frames(b), idx.params, offsets=top)
+        m = idx.best_match(arrays[usable[q]], idx._raw(k), offsets)
         if lm.is_match(m, idx.params) and m.votes > best.get(clip, (0.0,))[0]:
             track = keys.get(idx._ids[k], idx._ids[k].rsplit("@", 1)[0])
             best[clip] = (m.votes, track, round(-m.offset_s, 3))  # t_clip = t_track + offset
     return {c: (t, off) for c, (_, t, off) in best.items()}
-
-
-def _frames(packed: np.ndarray) -> int:
-    return int(lm.unpack(packed[-1:]).t[0]) + 1 if len(packed) else 0
 
 
 def with_library_ids(music: dict[str, str], tracks: dict[str, str]) -> dict[str, str]:

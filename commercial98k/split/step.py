@@ -35,6 +35,7 @@ from .landmarks import extract_peaks, landmark_info, voiced_frames
 from .music import SAMPLE_RATE, get_detector, span_share
 from .shots import detector_info
 from .streamcopy import copy_clip
+from .vad import FRAME_S as VAD_FRAME_S
 from .vad import get_vad
 
 VIDEO_COLUMNS = VIDEO_SCHEMA.names
@@ -140,7 +141,7 @@ class SplitStep:
                 fingerprint = fingerprint_audio(audio, SAMPLE_RATE)
             except Exception:  # no libchromaprint: Chromaprint's fpcalc on the written wav
                 fingerprint = fingerprint_file(root.resolve(audio_rel))
-            peaks = extract_peaks(audio, voiced_frames(speech, w.start_s, len(audio)))
+            peaks = extract_peaks(audio, voiced_frames(s.speech_probs, VAD_FRAME_S, w.start_s, len(audio)))
             segment = segment_of(w.start_s, w.end_s, s.music.spans) if s.music is not None else None
             rows.append(record(dict(
                 base, clip_id=clip_id, clip_index=w.index, clip_start_s=w.start_s, clip_end_s=w.end_s,

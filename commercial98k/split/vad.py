@@ -36,6 +36,8 @@ def model_path() -> Path:
 class SileroVad:
     """Per-frame speech probabilities of 16 kHz mono audio, and speech spans."""
 
+    frame_s = FRAME_S
+
     def __init__(self, path: str | Path | None = None, num_threads: int | None = None):
         import onnxruntime as ort
 
