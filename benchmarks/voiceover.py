@@ -200,14 +200,70 @@ def cost(audio: np.ndarray, path: Path) -> dict[str, float]:
             "decode_ms_per_s": per_second(lambda: load_audio(path, SR))}
 
 
+class _NoVoice:
+    """The split without this work: no VAD, no landmarks (the reference of ``split_cost``)."""
+
+    frame_s = VAD_FRAME_S
+
+    def frame_probs(self, audio: np.ndarray) -> np.ndarray:
+        return np.zeros(1, np.float32)
+
+
+def _no_vad(num_threads: int | None = None) -> _NoVoice:
+    return _NoVoice()
+
+
+def _no_peaks(audio: np.ndarray, voiced_at: np.ndarray | None = None) -> lm.Peaks:
+    return lm.Peaks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+
+
+def split_cost(repeats: int = 3) -> float:
+    """CPU of ``c98k split``'s per-video step on the shared videos with sound, with the voice-over
+    work (VAD, landmarks) over without it, interleaved A B A B in this process; the median ratio."""
+    import commercial98k.split as split_pkg
+    import commercial98k.split.step as step_mod
+    from commercial98k.split.step import SplitConfig, SplitStep
+
+    videos = [p for p in sorted((MEDIA / "videos").glob("*")) if p.suffix in (".mp4", ".mkv", ".webm")
+              and "pyscenedetect" not in p.name]
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "videos").mkdir()
+        rows = []
+        for p in videos:
+            (root / "videos" / p.name).symlink_to(p.resolve())
+            rows.append({"video_id": p.stem, "video_path": f"videos/{p.name}", "status": "ok"})
+        step = SplitStep(SplitConfig(data_root=str(root)), threads=1)
+        real_vad, real_peaks = split_pkg.get_vad, step_mod.extract_peaks
+        for _ in range(repeats):
+            times = {}
+            for name, vad, peaks in (("with", real_vad, real_peaks), ("without", _no_vad, _no_peaks)):
+                split_pkg.get_vad, step_mod.extract_peaks = vad, peaks
+                t0 = time.process_time()
+                for row in rows:
+                    step(row)
+                times[name] = time.process_time() - t0
+            ratios.append(times["with"] / times["without"])
+        split_pkg.get_vad, step_mod.extract_peaks = real_vad, real_peaks
+    return float(np.median(ratios))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=40)
     ap.add_argument("--min-clip-seconds", type=float, default=4.0)
     ap.add_argument("--features", action="store_true", help="also the emotion/embedding shift at +6 dB (slow)")
+    ap.add_argument("--split-cost", action="store_true",
+                    help="only: split's CPU on the shared videos with and without the voice-over work")
     args = ap.parse_args()
     if not (MEDIA / "speech").is_dir():
         raise SystemExit(f"{MEDIA}/speech not found (see shared/media/README.md)")
+    if args.split_cost:
+        ratio = split_cost()
+        print(f"split CPU with the VAD and landmarks / without them (shared videos, median of 3): {ratio:.3f}")
+        print(f"voiceover: split_cost_ratio={ratio:.3f}")
+        return
     files = track_files(args.tracks)
     bank = vo.speech_bank(MEDIA / "speech")
     music = {f.stem: {e: vo.load_music(f, s, d) for e, (s, d) in EXCERPTS.items()} for f in files}

@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from .fsutil import DataRoot
+
 #: errnos that are the machine's fault wherever they happen
 ALWAYS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
           errno.EROFS: "read-only file system"}
@@ -68,7 +70,7 @@ def _under(path: str | os.PathLike | None, places: dict[str, tuple[str | os.Path
     found = None
     for name, (root, flag) in places.items():
         r = os.path.abspath(os.fspath(root))
-        if (p == r or p.startswith(r.rstrip(os.sep) + os.sep)) and (found is None or len(r) > len(found[1])):
+        if DataRoot(r).contains(os.path.realpath(p)) and (found is None or len(r) > len(found[1])):
             found = name, r, flag  # the innermost place (a manifest folder inside the data root)
     return found
 
@@ -83,9 +85,7 @@ def free_bytes(path: str | os.PathLike) -> int:
 def mount_point(path: str | os.PathLike) -> str:
     """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
     p = Path(os.path.realpath(free_root(path)))  # a symlinked folder lives on its target's disk
-    while not os.path.ismount(p) and p != p.parent:
-        p = p.parent
-    return str(p)
+    return str(next((q for q in (p, *p.parents) if os.path.ismount(q)), p.anchor))
 
 
 def size_text(n: float) -> str:
@@ -307,9 +307,7 @@ def label_bytes(clips: list[dict]) -> int:
 def free_root(path: str | os.PathLike) -> Path:
     """``path`` or its nearest existing parent."""
     p = Path(os.path.abspath(os.fspath(path)))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
+    return next((q for q in (p, *p.parents) if q.exists()), Path(p.anchor))
 
 
 #: a sample's tar headers and json beside its feature arrays
@@ -320,7 +318,6 @@ def shard_bytes(manifest: str | os.PathLike, data_root: str | os.PathLike, out: 
                 with_media: bool = False, sample: int = 64) -> int:
     """What ``build-shards`` adds under ``out``: every ``ok`` clip's feature files (and media),
     their mean size measured on the first ``sample`` clips, less the shards already there."""
-    from .fsutil import DataRoot
     from .manifest_scan import scan_manifest
 
     refs = ["audio_embedding", "frame_embedding", "tag_embedding"] + (["clip_path", "audio_path"] if with_media else [])

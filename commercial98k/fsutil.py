@@ -103,6 +103,11 @@ class DataRoot:
         root = str(self.root)
         return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
+    def contains(self, path: str | os.PathLike) -> bool:
+        """Whether an absolute path lies under the root (lexically, as given: resolve it first to
+        follow symlinks)."""
+        return self._inside(os.path.abspath(os.fspath(path)))
+
     def resolve(self, relative: str | os.PathLike) -> Path:
         """The absolute path of ``relative`` (a manifest reference, or an absolute path inside the root).
 

@@ -42,9 +42,8 @@ def served_path(root: DataRoot, reference: str) -> Path:
         lexical = root.resolve(reference)
     except ValueError as e:
         raise Refused(403, f"error: {e}") from None
-    real_root = os.path.realpath(root.root)
     real = os.path.realpath(lexical)
-    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+    if not DataRoot(os.path.realpath(root.root)).contains(real):
         raise Refused(403, f"error: path {reference!r} leads out of the data root {root.root} (a symlink)")
     if not os.path.isfile(real):
         raise Refused(404, f"error: no file {reference!r} under the data root")

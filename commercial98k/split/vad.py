@@ -52,19 +52,17 @@ class SileroVad:
         """[ceil(len / 512)] P(speech) per 32-ms frame (the last frame zero-padded)."""
         audio = np.asarray(audio, np.float32).reshape(-1)
         n = (len(audio) + FRAME - 1) // FRAME
-        if n == 0:
-            return np.zeros(0, np.float32)
-        frames = np.zeros((n, FRAME), np.float32)
-        frames.reshape(-1)[:len(audio)] = audio
-        context = np.concatenate([np.zeros((1, CONTEXT), np.float32), frames[:-1, -CONTEXT:]])
-        x = np.concatenate([context, frames], axis=1)
+        padded = np.concatenate([np.zeros(CONTEXT, np.float32), audio, np.zeros(n * FRAME - len(audio), np.float32)])
         h = np.zeros((1, 1, 128), np.float32)
         c = np.zeros((1, 1, 128), np.float32)
-        out = []
-        for s in range(0, n, BLOCK):
-            p, h, c = self._session.run(None, {"input": x[s:s + BLOCK], "h": h, "c": c})
-            out.append(np.asarray(p, np.float32).reshape(-1))
-        return np.concatenate(out)
+        out = np.zeros(n, np.float32)
+        for s in range(0, n, BLOCK):  # one block of frames at a time: memory stays bounded on long videos
+            k = min(BLOCK, n - s)
+            x = np.lib.stride_tricks.sliding_window_view(padded[s * FRAME:(s + k) * FRAME + CONTEXT],
+                                                         FRAME + CONTEXT)[::FRAME][:k]
+            p, h, c = self._session.run(None, {"input": np.ascontiguousarray(x), "h": h, "c": c})
+            out[s:s + k] = np.asarray(p, np.float32).reshape(-1)
+        return out
 
     def speech_spans(self, audio: np.ndarray, onset: float = 0.5, offset: float = 0.35, min_speech_s: float = 0.25,
                      max_gap_s: float = 0.3) -> list[tuple[float, float]]:
