@@ -3,8 +3,8 @@
 For N held-out Emotify tracks (tracks 31-40 of each genre, a 12-s excerpt from 42 s: the bundled
 speech correction was fitted on tracks 1-30 and other speakers), real speech (FSDD digit strings
 of speakers nicolas/theo/yweweler, CMU ARCTIC sentences of axb) over 50-100 % of the excerpt at
-each speech-to-music ratio. Speech spans come from YAMNet as ``c98k split`` finds them
-(``split.music.speech_spans``). Per condition it prints the mean/median KL(music alone || mix) of
+each speech-to-music ratio. Speech spans come from Silero VAD as ``c98k split`` records them
+(``split.vad``). Per condition it prints the mean/median KL(music alone || mix) of
 the emotion distribution and the cosine of the pooled audio embeddings, with today's pooling
 (``before``: every frame alike) and with ``label.speech_pooling`` (``after``), and their ratio.
 

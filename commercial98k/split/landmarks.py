@@ -133,7 +133,7 @@ def extract_peaks(audio: np.ndarray, voiced_at: np.ndarray | None = None) -> Pea
     return Peaks(t[order], f[order], voiced)
 
 
-def voiced_frames(speech_probs: np.ndarray, probs_frame_s: float, start_s: float, n_samples: int,
+def voiced_frames(speech_probs: np.ndarray | None, probs_frame_s: float, start_s: float, n_samples: int,
                   threshold: float = 0.5) -> np.ndarray:
     """[frames] True where a clip of ``n_samples`` starting at ``start_s`` (video time) is voiced:
     a VAD's frame probabilities (``split.vad``, ``probs_frame_s`` apart, from time 0) at ``threshold``.
@@ -142,9 +142,9 @@ def voiced_frames(speech_probs: np.ndarray, probs_frame_s: float, start_s: float
     tells one voice-over aligned with itself from two different voices that both fill a clip.
     """
     n = max(0, 1 + (n_samples - N_FFT) // HOP)
-    probs = np.asarray(speech_probs)
-    if not len(probs):
+    if speech_probs is None or not len(speech_probs):
         return np.zeros(n, bool)
+    probs = np.asarray(speech_probs)
     centres = start_s + (np.arange(n) * HOP + N_FFT / 2) / SAMPLE_RATE
     return probs[np.minimum((centres / probs_frame_s).astype(np.int64), len(probs) - 1)] >= threshold
 

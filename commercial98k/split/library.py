@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -75,8 +76,8 @@ def open_library(library: str | os.PathLike, progress: bool = True) -> tuple[Lan
         idx.bulk_load({key: track_id(track)}, {key: lm.encode(peaks)})
         known[key] = track
         atomic_write_json(tracks_file, known)
-    for line in errors:
-        print(f"warning: music library: {line}", flush=True)
+    for line in errors:  # one line each, as build-shards warns
+        tqdm.write(f"warning: music library: {line}", file=sys.stderr)
     return idx, known
 
 

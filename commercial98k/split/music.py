@@ -25,13 +25,13 @@ rise above ``onset`` and stay above ``offset`` (hysteresis), merges gaps shorter
 
 A voice-over over a music bed lowers YAMNet's ``P(music)`` where the voice dominates (on held-out
 Emotify tracks under real speech at +6 dB it falls to 0.05-0.4 in voiced patches), which used to
-chop one bed into bursts shorter than the minimum span. So where ``P(speech)`` is even modestly
-high (0.2: YAMNet's speech classes stay low for a voice under loud music), a span already under
-way continues while ``P(music)`` stays above ``bed``, far below ``offset`` (a bed ducked under a
-voice is still heard), and a gap made of speech between two music stretches is bridged up to
-``max_speech_gap_s``. A span must still start from confident music (``onset``), so
-speech alone never becomes a music span. Where the voice is comes from a VAD (``split.vad``):
-YAMNet's own speech classes stay low for a voice under music.
+chop one bed into bursts shorter than the minimum span. So where someone speaks, a span already
+under way continues while ``P(music)`` stays above ``bed``, far below ``offset`` (a bed ducked
+under a voice is still heard), and a gap made of speech between two music stretches is bridged
+up to ``max_speech_gap_s``. A span must still start from confident music (``onset``), so speech
+alone never becomes a music span. Where the voice is comes from a VAD (``split.vad``): YAMNet's
+own speech classes stay low for a voice under music (``P(speech)`` >= 0.2 is the fallback when
+no VAD spans are given).
 """
 
 from __future__ import annotations
@@ -345,16 +345,6 @@ def spans_from_probs(probs: FrameProbs, onset: float = 0.5, offset: float = 0.15
         voiced = _smoothed(probs.speech, smooth) >= speech
     active = _hysteresis(p, onset, np.where(voiced, min(bed, offset), offset))
     return _active_spans(probs, active, max_gap_s, min_span_s, bridge=voiced, max_bridge_s=max_speech_gap_s)
-
-
-def speech_spans(probs: FrameProbs, onset: float = 0.5, offset: float = 0.3, smooth: int = 1,
-                 min_span_s: float = 0.5, max_gap_s: float = 0.5) -> list[tuple[float, float]]:
-    """Where YAMNet hears speech: hysteresis over ``P(speech)``. Under music it misses much of a
-    voice; split uses ``split.vad`` for ``speech_segments``."""
-    if len(probs) == 0:
-        return []
-    active = _hysteresis(_smoothed(probs.speech, smooth), onset, offset)
-    return _active_spans(probs, active, max_gap_s, min_span_s)
 
 
 def span_share(spans: list[tuple[float, float]], start_s: float, end_s: float) -> float:

@@ -101,8 +101,7 @@ class SplitStep:
         if s.music is not None:
             base["music_detector"] = f"{get_detector().info.tag()}; {get_vad().info.tag()}"
             base["music_segments"] = [{"start_s": a, "end_s": b} for a, b in s.music.spans]
-            base["speech_segments"] = [{"start_s": a, "end_s": min(b, p.duration_s)} for a, b in s.speech
-                                       if a < p.duration_s]
+            base["speech_segments"] = [{"start_s": a, "end_s": b} for a, b in s.speech]
             main = s.music.main_span()
             base.update(has_music=main is not None, music_start_s=main[0] if main else None,
                         music_end_s=main[1] if main else None)
