@@ -299,7 +299,12 @@ def update_music_ids(manifest: str | os.PathLike, fingerprints: dict[str, str | 
     time, clips that already carry a ``music_id`` in ``current`` are loaded into the index as
     they are, so an existing manifest keeps its ids. Known groups keep their ids when new clips join.
     """
-    idx = MusicIndex(index_dir(manifest), max_ber=max_ber)
+    return assign_ids(MusicIndex(index_dir(manifest), max_ber=max_ber), fingerprints, current, linked)
+
+
+def assign_ids(idx: MusicIndex, fingerprints: dict[str, str | np.ndarray], current: dict[str, str | None],
+               linked: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+    """clip_id -> music_id for ``fingerprints`` from a persisted index of either kind (see ``update_music_ids``)."""
     if idx.size == 0:
         labelled = {c: m for c, m in current.items() if m and c in fingerprints}
         if labelled:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..identity_index import MusicIndex, lookup
+from ..identity_index import MusicIndex, assign_ids, lookup
 from . import landmarks as lm
 
 #: Fewer peaks than this (about one second of music) cannot identify a track.
@@ -50,7 +50,6 @@ class LandmarkIndex(MusicIndex):
                  min_shared: int = 4, stop_share: float = 0.05):
         super().__init__(folder, min_shared=min_shared, stop_share=stop_share)
         self.params = params
-        self._hashes: dict[int, tuple[lm.Hashes, int]] = {}
 
     def decode_items(self, fingerprint: str | np.ndarray) -> np.ndarray:
         return lm.packed_items(fingerprint) if isinstance(fingerprint, str) else np.asarray(fingerprint, np.uint32)
@@ -85,6 +84,16 @@ class LandmarkIndex(MusicIndex):
         top = sorted(offsets, key=lambda o: -offsets[o])[:5]
         return lm.match(lm.Fingerprint.from_items(a), lm.Fingerprint.from_items(b), self.params, offsets=top)
 
+    def best_known(self, arrays: list[np.ndarray]) -> dict[int, tuple[str, lm.Match]]:
+        """For each packed clip (by position) that matches a known one: the best-voted known key and match."""
+        self._load_ids()
+        best: dict[int, tuple[str, lm.Match]] = {}
+        for (q, k), offsets in self._candidates(arrays).items():
+            m = self.best_match(arrays[q], self._raw(k), offsets)
+            if lm.is_match(m, self.params) and (q not in best or m.votes > best[q][1].votes):
+                best[q] = (self._ids[k], m)
+        return best
+
 
 def update_landmark_ids(manifest: str | os.PathLike, fingerprints: dict[str, str],
                         current: dict[str, str | None], linked=()) -> dict[str, str]:
@@ -93,11 +102,4 @@ def update_landmark_ids(manifest: str | os.PathLike, fingerprints: dict[str, str
     The first time, clips that already carry a ``music_id`` in ``current`` are loaded as they are,
     so a manifest whose ids came from Chromaprint keeps them and new clips join those groups.
     """
-    idx = LandmarkIndex(landmark_index_dir(manifest))
-    if idx.size == 0:
-        labelled = {c: m for c, m in current.items() if m and c in fingerprints}
-        if labelled:
-            idx.bulk_load(labelled, {c: fingerprints[c] for c in labelled})
-    idx.add(fingerprints, linked)
-    ids = idx.music_ids()
-    return {c: ids[c] for c in fingerprints if c in ids}
+    return assign_ids(LandmarkIndex(landmark_index_dir(manifest)), fingerprints, current, linked)

@@ -27,6 +27,7 @@ from ..models.weights import cache_dir
 from . import landmarks as lm
 from .landmark_index import LandmarkIndex
 
+LIBRARY_BATCH = 32  # tracks fingerprinted per index block
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif",
                   ".mp4", ".mkv", ".webm", ".mov"}
 
@@ -65,17 +66,25 @@ def open_library(library: str | os.PathLike, progress: bool = True) -> tuple[Lan
     files = library_files(library)
     todo = {f"{t}@{_version(p)}": (t, p) for t, p in files.items()}
     todo = {k: v for k, v in todo.items() if k not in known}
-    errors = []
+    errors: list[str] = []
+    batch: dict[str, tuple[str, str]] = {}
+
+    def flush() -> None:  # a batch at a time: one index block each, and a killed run keeps what it saved
+        idx.bulk_load({k: track_id(t) for k, (t, _) in batch.items()}, {k: f for k, (_, f) in batch.items()})
+        known.update({k: t for k, (t, _) in batch.items()})
+        atomic_write_json(tracks_file, known)
+        batch.clear()
+
     for key, (track, path) in tqdm(sorted(todo.items()), desc="music library", unit="track",
                                    disable=not progress or len(todo) < 2):
         try:
-            peaks = lm.extract_peaks(load_audio(path, lm.SAMPLE_RATE))
+            batch[key] = (track, lm.encode(lm.extract_peaks(load_audio(path, lm.SAMPLE_RATE))))
         except Exception as e:  # an unreadable file is reported, the rest of the library still works
             errors.append(f"{track}: {e}")
-            continue
-        idx.bulk_load({key: track_id(track)}, {key: lm.encode(peaks)})
-        known[key] = track
-        atomic_write_json(tracks_file, known)
+        if len(batch) >= LIBRARY_BATCH:
+            flush()
+    if batch:
+        flush()
     for line in errors:  # one line each, as build-shards warns
         tqdm.write(f"warning: music library: {line}", file=sys.stderr)
     return idx, known
@@ -83,21 +92,12 @@ def open_library(library: str | os.PathLike, progress: bool = True) -> tuple[Lan
 
 def match_library(idx: LandmarkIndex, keys: dict[str, str], clips: dict[str, str]) -> dict[str, tuple[str, float]]:
     """clip_id -> (track path, offset of the clip in the track, seconds) for clips matching a track."""
-    ids = sorted(c for c, v in clips.items() if v)
-    arrays = [idx.decode_items(clips[c]) for c in ids]
-    usable = [i for i, a in enumerate(arrays) if idx.usable(a)]
-    if not usable or idx.size == 0:
+    ids = [c for c, v in sorted(clips.items()) if v and idx.usable(idx.decode_items(v))]
+    if not ids or idx.size == 0:
         return {}
-    idx._load_ids()
-    cands = idx._candidates([arrays[i] for i in usable])
-    best: dict[str, tuple[float, str, float]] = {}
-    for (q, k), offsets in cands.items():
-        clip = ids[usable[q]]
-        m = idx.best_match(arrays[usable[q]], idx._raw(k), offsets)
-        if lm.is_match(m, idx.params) and m.votes > best.get(clip, (0.0,))[0]:
-            track = keys.get(idx._ids[k], idx._ids[k].rsplit("@", 1)[0])
-            best[clip] = (m.votes, track, round(-m.offset_s, 3))  # t_clip = t_track + offset
-    return {c: (t, off) for c, (_, t, off) in best.items()}
+    found = idx.best_known([idx.decode_items(clips[c]) for c in ids])
+    # t_clip = t_track + offset, so the clip starts -offset into the track
+    return {ids[q]: (keys.get(key, key.rsplit("@", 1)[0]), round(-m.offset_s, 3)) for q, (key, m) in found.items()}
 
 
 def with_library_ids(music: dict[str, str], tracks: dict[str, str]) -> dict[str, str]:
