@@ -23,7 +23,7 @@ fingerprint cost per second of audio against a plain decode. ``--features`` adds
 and embedding cosine shift (``benchmarks/voiceover_features.py``). The last line is
 machine-readable.
 
-    python benchmarks/voiceover.py                 # 40 tracks, ~5 min on 2 cores
+    python benchmarks/voiceover.py                 # 40 tracks, 15-20 min on 2 busy cores
     python benchmarks/voiceover.py --tracks 160
 """
 
@@ -151,8 +151,15 @@ def library_check(files: list[Path], music: dict, bank: vo.SpeechBank, snr: floa
         lib.mkdir()
         for f in inside:
             (lib / f.name).symlink_to(f.resolve())
+        before = os.environ.get("C98K_CACHE")
         os.environ["C98K_CACHE"] = str(Path(tmp) / "cache")  # the library's index goes to the cache
-        idx, keys = open_library(lib, progress=False)
+        try:
+            idx, keys = open_library(lib, progress=False)
+        finally:
+            if before is None:
+                os.environ.pop("C98K_CACHE")
+            else:
+                os.environ["C98K_CACHE"] = before
         ads = {}
         for f in files:
             seg = music[f.stem]["C"]
