@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from commercial98k import media
+from commercial98k.media import ffmpeg_io as media
 from commercial98k.models import openl3
 from commercial98k.models.registry import AUDIO
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from commercial98k.label.category_score import combine, expected_calibration_error, fit_calibration  # noqa: E402
+from commercial98k.label.category import combine, expected_calibration_error, fit_calibration  # noqa: E402
 
 # real brands NOT in manifests/brands.json (held out: the table cannot know them)
 HELD_OUT = {
@@ -81,9 +81,9 @@ def render(items, work: Path):
 
 def evidence(items, work: Path):
     """OCR (raw and split), visual and brand evidence per ad; OCR and frame embeddings cached in work."""
-    from commercial98k.label.category import CategoryMatcher, brand_matcher
+    from commercial98k.label.text_match import CategoryMatcher, brand_matcher
     from commercial98k.label.visual import VisualEvidence
-    from commercial98k.media import load_frames, probe
+    from commercial98k.media.ffmpeg_io import load_frames, probe
     from commercial98k.models.ocr import clip_keyframes, dedupe_frames, merge_lines, ocr_model, split_glued
     from commercial98k.models.registry import FRAMES, TEXT
     from commercial98k.taxonomy import load_taxonomy

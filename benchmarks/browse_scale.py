@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from commercial98k.browse.index import READ_COLUMNS  # noqa: E402
 from commercial98k.label.gems import GEMS9  # noqa: E402
-from commercial98k.schema import CLIP_SCHEMA  # noqa: E402
+from commercial98k.manifest.schema import CLIP_SCHEMA  # noqa: E402
 from commercial98k.taxonomy import load_taxonomy  # noqa: E402
 
 WORDS = ("new", "sale", "spring", "limited", "gift", "best", "fresh", "smooth", "bright", "classic")

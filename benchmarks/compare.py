@@ -85,11 +85,11 @@ def _copy_media(src: Path, dst: Path, rels: list[str | None]) -> None:
 
 def split_ratio(demo: Path, n_videos: int, repeats: int, modes: tuple[str, ...]) -> dict:
     """Interleaved per video: ffmpeg null decode, then the split step in each ``--clip-files`` mode."""
-    from commercial98k.manifest import read_manifest
-    from commercial98k.media import ffmpeg_bin, probe
+    from commercial98k.engine.threads import set_worker_threads
+    from commercial98k.manifest.io import read_manifest
+    from commercial98k.media.ffmpeg_io import ffmpeg_bin, probe
     from commercial98k.split.music import get_detector
     from commercial98k.split.step import SplitConfig, SplitStep
-    from commercial98k.threads import set_worker_threads
 
     set_worker_threads(1)
     rows = [r for r in read_manifest(demo / "manifests" / "videos.parquet", "videos").to_pylist()
@@ -133,7 +133,7 @@ def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
     import av
     from scenedetect import FrameTimecode
 
-    from commercial98k.media import load_audio, video_stream
+    from commercial98k.media.ffmpeg_io import load_audio, video_stream
     from commercial98k.split.decode import reformat, scan_size
     from commercial98k.split.music import SAMPLE_RATE, get_detector
     from commercial98k.split.shots import make_detector
@@ -161,11 +161,11 @@ def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
 
 def label_rate(demo: Path, n_clips: int, repeats: int) -> dict:
     """Seconds of clip labelled per CPU second with the default models (built and warmed first)."""
-    from commercial98k.features import FeatureStore
+    from commercial98k.engine.threads import set_worker_threads
     from commercial98k.label.batch import LabelOptions, label_batches
-    from commercial98k.label.clip_features import LabelConfig, models_for
-    from commercial98k.manifest import read_manifest
-    from commercial98k.threads import set_worker_threads
+    from commercial98k.label.extractors import LabelConfig, models_for
+    from commercial98k.manifest.io import read_manifest
+    from commercial98k.storage.feature_store import FeatureStore
 
     set_worker_threads(1)
     rows = [r for r in read_manifest(demo / "manifests" / "c98k.parquet", "clips").to_pylist()
@@ -202,7 +202,7 @@ def _model_runs(rows: list[dict], models, opts, root: Path) -> dict[str, Callabl
     import numpy as np
 
     from commercial98k.label.batch import decode_row
-    from commercial98k.label.clip_features import audio_features
+    from commercial98k.label.extractors import audio_features
     from commercial98k.models.ocr import clip_keyframes
 
     decoded = [decode_row(r, root, models, opts) for r in rows]

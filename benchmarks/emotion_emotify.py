@@ -10,7 +10,7 @@ head/mean. Metrics (out-of-fold, over all 160 tracks):
 * ``KL(human || pred)``, ``cross-entropy``: to the human vote distribution (lower is better);
 * ``top-1 = majority emotion``: argmax prediction equals the emotion with most human votes;
 * ``r valence`` / ``r arousal``, RMSE: against the VA derived from the human votes with the same
-  circumplex table (``commercial98k.models.emotion.GEMS_VA``).
+  circumplex table (``commercial98k.models.emotion_head.GEMS_VA``).
 
 For scale it also prints the human split-half agreement (one half of each track's raters
 predicting the other half). A ratio is ``n/a`` where the reference's correlation is not positive (the leave-fold mean is

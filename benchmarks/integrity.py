@@ -29,9 +29,9 @@ import ffmpeg  # noqa: E402
 from synthetic import make_labelled_corpus  # noqa: E402
 
 import yuyin.data as data  # noqa: E402
-from commercial98k.manifest import read_manifest, write_manifest  # noqa: E402
-from commercial98k.media import ffmpeg_bin  # noqa: E402
-from commercial98k.shards import build_shards  # noqa: E402
+from commercial98k.export.shards import build_shards  # noqa: E402
+from commercial98k.manifest.io import read_manifest, write_manifest  # noqa: E402
+from commercial98k.media.ffmpeg_io import ffmpeg_bin  # noqa: E402
 from commercial98k.split.clips import cut_clip  # noqa: E402
 
 

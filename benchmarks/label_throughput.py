@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from commercial98k import media
+from commercial98k.media import ffmpeg_io as media
 from commercial98k.models.registry import FRAMES, TEXT
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from commercial98k.label.category_score import (  # noqa: E402
+from commercial98k.label.category import (  # noqa: E402
     EVIDENCE,
     calibrate_on,
     combine,
@@ -93,9 +93,9 @@ def corpus_evidence(videos: list[dict]) -> tuple[list[dict], list[str], dict[str
     """Per video: page-text, OCR and visual (table and embedding) distributions; the cost per clip
     (CPU seconds of this process and its ffmpeg children, which a loaded machine does not inflate) of OCR and of the frame
     embeddings that ``c98k label`` computes anyway."""
-    from commercial98k.label.category import CategoryMatcher, clip_text
+    from commercial98k.label.text_match import CategoryMatcher, clip_text
     from commercial98k.label.visual import VisualEvidence
-    from commercial98k.media import load_frames, probe
+    from commercial98k.media.ffmpeg_io import load_frames, probe
     from commercial98k.models.ocr import ocr_clip, ocr_model
     from commercial98k.models.registry import FRAMES, TEXT
     from commercial98k.taxonomy import load_taxonomy
@@ -226,8 +226,13 @@ def emotion_table(cache: Path) -> str:
 def score_manifest(manifest: Path, truth: Path, fit_out: Path | None = None) -> list[str]:
     import pandas as pd
 
-    from commercial98k.corrections import CorrectionError, is_corrections_file, latest, read_corrections_file
-    from commercial98k.manifest import read_manifest
+    from commercial98k.manifest.corrections import (
+        CorrectionError,
+        is_corrections_file,
+        latest,
+        read_corrections_file,
+    )
+    from commercial98k.manifest.io import read_manifest
     from commercial98k.taxonomy import load_taxonomy
 
     ids = load_taxonomy().ids()
@@ -296,9 +301,9 @@ def corrections_demo(work: Path, n: int, corrected: int, seed: int = 0) -> list[
     """Correct ``corrected`` clips of a synthetic manifest, calibrate on them, score the rest before and after."""
     from datetime import datetime, timezone
 
-    from commercial98k.corrections import Correction, corrections_path, save_correction
-    from commercial98k.label.category_score import calibrate_from_corrections
-    from commercial98k.manifest import read_manifest, write_manifest
+    from commercial98k.label.category import calibrate_from_corrections
+    from commercial98k.manifest.corrections import Correction, corrections_path, save_correction
+    from commercial98k.manifest.io import read_manifest, write_manifest
     from commercial98k.taxonomy import load_taxonomy
 
     ids = load_taxonomy().ids()

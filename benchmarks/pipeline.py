@@ -77,14 +77,14 @@ class Item:
 
 # --- stages: each takes an Item (and the shared models) and does the stage's work -------------
 def stage_reference(item: Item, models: dict) -> None:
-    from commercial98k.media import ffmpeg_bin
+    from commercial98k.media.ffmpeg_io import ffmpeg_bin
 
     subprocess.run([ffmpeg_bin(), "-nostdin", "-v", "error", "-threads", "1", "-i", str(item.path), "-f", "null", "-"],
                    check=True, capture_output=True)
 
 
 def stage_decode(item: Item, models: dict) -> None:
-    from commercial98k import media
+    from commercial98k.media import ffmpeg_io as media
 
     if item.has_audio:
         item.cache["audio"] = media.load_audio(item.path, AUDIO_SR)
@@ -174,7 +174,7 @@ def _registry(kind: str):
 
 
 def load_items(folder: Path) -> list[Item]:
-    from commercial98k.media import probe
+    from commercial98k.media.ffmpeg_io import probe
 
     items = []
     for p in sorted(folder.iterdir()):

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from commercial98k.schema import schema_for  # noqa: E402
+from commercial98k.manifest.schema import schema_for  # noqa: E402
 
 AUDIO_TAG = "musicnn 1 abcdef123456"
 
@@ -76,7 +76,7 @@ def make_manifest(path: Path, rows: int, data_root: Path, fake_files: bool) -> N
 def plan_streamed(manifest: str, data_root: str) -> int:
     import pyarrow.compute as pc
 
-    from commercial98k.manifest_scan import iter_pending
+    from commercial98k.manifest.scan import iter_pending
 
     # one listing of the feature folder instead of one stat per row
     have = pa.array([e.name for e in os.scandir(Path(data_root) / "features" / "audio" / "musicnn")])
@@ -92,7 +92,7 @@ def plan_streamed(manifest: str, data_root: str) -> int:
 
 
 def plan_reference(manifest: str, data_root: str) -> int:
-    from commercial98k.manifest import read_manifest
+    from commercial98k.manifest.io import read_manifest
 
     rows = read_manifest(manifest, "clips").to_pylist()
     root = Path(data_root)
@@ -102,8 +102,8 @@ def plan_reference(manifest: str, data_root: str) -> int:
 
 def split_child(data_root: str, start: str, stop: str) -> None:
     """Control for the split bench, no Ray: split videos s<start>..s<stop-1> in this process (1 thread)."""
+    from commercial98k.engine.threads import set_worker_threads
     from commercial98k.split.music import get_detector
-    from commercial98k.threads import set_worker_threads
 
     set_worker_threads(1)
     get_detector()
@@ -170,7 +170,7 @@ def synthetic_fingerprints(n: int, tracks: np.ndarray, rng: np.random.Generator,
 
 
 def bench_identity(args, tmp: Path) -> None:
-    from commercial98k.identity_index import MusicIndex
+    from commercial98k.identity.index import MusicIndex
 
     print("== identity: add 10k new clips to an index of N known clips")
     base = None
@@ -200,9 +200,9 @@ def bench_identity(args, tmp: Path) -> None:
 
 def bench_manifest(args, tmp: Path) -> None:
     """Add 10k rows to a manifest of ``--rows`` rows: incremental (parts, size-tiered merges) vs a full rewrite."""
-    from commercial98k.manifest import ManifestWriter, compact, list_parts
-    from commercial98k.manifest_compact import merge_parts
-    from commercial98k.stage import write_part
+    from commercial98k.engine.stage import write_part
+    from commercial98k.manifest.compact import merge_parts
+    from commercial98k.manifest.io import ManifestWriter, compact, list_parts
 
     n_add = args.add_rows
     print(f"== manifest: add {n_add:,} rows to {args.rows:,} clip rows")
@@ -257,14 +257,14 @@ def bench_split(args, tmp: Path) -> None:
                             "ultrafast", "-c:a", "aac", "-shortest", str(out)], check=True)
         rows.append(dict(video_id=f"s{i}", platform="local", platform_id=f"s{i}", video_path=f"videos/s{i}.mp4",
                          category="cosmetics", status="ok"))
-    from commercial98k.manifest import write_manifest
+    from commercial98k.manifest.io import write_manifest
 
     write_manifest(rows, base / "videos.parquet", "videos")
     sys.path.insert(0, str(ROOT / "tests"))
     from ray_cluster import LocalCluster, connect_driver, disconnect_driver
 
+    from commercial98k.engine.runner import run_stage
     from commercial98k.split.step import SplitStage
-    from commercial98k.stage_runner import run_stage
     from pipelines.split import SplitConfig, pending_videos
 
     config = SplitConfig(data_root=str((base / "data").resolve()))

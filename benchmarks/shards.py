@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from synthetic import make_labelled_corpus  # noqa: E402
 
-from commercial98k.features import FeatureStore  # noqa: E402
-from commercial98k.manifest import read_manifest  # noqa: E402
-from commercial98k.shards import ShardFilters, build_shards  # noqa: E402
+from commercial98k.export.shards import ShardFilters, build_shards  # noqa: E402
+from commercial98k.manifest.io import read_manifest  # noqa: E402
+from commercial98k.storage.feature_store import FeatureStore  # noqa: E402
 from yuyin.data import make_dataset, make_loader  # noqa: E402
 
 

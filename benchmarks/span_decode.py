@@ -27,9 +27,9 @@ DEFAULT = ["video2dataset_test_video.mp4", "big_buck_bunny_trailer_480p.mkv", "v
 
 
 def main(argv: list[str] | None = None) -> int:
-    from commercial98k.media import probe
+    from commercial98k.engine.threads import set_worker_threads
+    from commercial98k.media.ffmpeg_io import probe
     from commercial98k.split.decode import decode_span
-    from commercial98k.threads import set_worker_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("videos", nargs="*", type=Path, help="Videos [the shared media's].")

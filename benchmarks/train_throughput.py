@@ -47,9 +47,9 @@ def synthetic_shards(tmp: Path, n_clips: int, min_len: int = 24, max_len: int = 
     import numpy as np
     from synthetic import make_labelled_corpus
 
-    from commercial98k.features import FeatureStore
-    from commercial98k.manifest import read_manifest
-    from commercial98k.shards import build_shards
+    from commercial98k.export.shards import build_shards
+    from commercial98k.manifest.io import read_manifest
+    from commercial98k.storage.feature_store import FeatureStore
 
     manifest, data_root = make_labelled_corpus(tmp, n_clips=n_clips, dims={"frames": 1280, "audio": 200, "tags": 512})
     store, rng = FeatureStore(data_root), np.random.default_rng(0)
@@ -69,7 +69,7 @@ def _put(path: Path, array) -> None:
 
     import numpy as np
 
-    from commercial98k.fsutil import atomic_write_bytes
+    from commercial98k.storage.files import atomic_write_bytes
 
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)

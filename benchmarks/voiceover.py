@@ -40,10 +40,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from commercial98k.split import landmarks as lm  # noqa: E402
-from commercial98k.split.identity import fingerprint_audio, group_music  # noqa: E402
-from commercial98k.split.landmark_index import LandmarkIndex  # noqa: E402
-from commercial98k.split.library import match_library, open_library  # noqa: E402
+from commercial98k.identity import landmarks as lm  # noqa: E402
+from commercial98k.identity.chromaprint import fingerprint_audio, group_music  # noqa: E402
+from commercial98k.identity.landmark_index import LandmarkIndex  # noqa: E402
+from commercial98k.identity.library import match_library, open_library  # noqa: E402
 from commercial98k.split.music import get_detector, spans_from_probs  # noqa: E402
 from commercial98k.split.vad import FRAME_S as VAD_FRAME_S  # noqa: E402
 from commercial98k.split.vad import get_vad, spans_from_frames  # noqa: E402
@@ -195,7 +195,7 @@ def negatives(bank: vo.SpeechBank, min_clip_s: float, n: int = 10) -> dict[str, 
 
 def cost(audio: np.ndarray, path: Path) -> dict[str, float]:
     """CPU ms per second of audio: landmarks, Chromaprint, and decoding the file's audio (reference)."""
-    from commercial98k.media import load_audio
+    from commercial98k.media.ffmpeg_io import load_audio
 
     seconds = len(audio) / SR
 

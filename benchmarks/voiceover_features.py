@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from commercial98k.label import speech_pooling as sp  # noqa: E402
-from commercial98k.media import probe  # noqa: E402
+from commercial98k.media.ffmpeg_io import probe  # noqa: E402
 from commercial98k.testing import voiceover as vo  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -52,7 +52,7 @@ class FeatureModels:
 
 @functools.lru_cache(maxsize=1)
 def default_models() -> FeatureModels:
-    from commercial98k.label.clip_features import LabelConfig, LabelModels
+    from commercial98k.label.extractors import LabelConfig, LabelModels
 
     models = LabelModels(LabelConfig())
     head = models.emotion.head if isinstance(models.emotion, sp.SpeechAwareEmotion) else models.emotion

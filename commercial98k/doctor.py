@@ -61,8 +61,9 @@ def check_ejs() -> Check:
 
 
 def check_ffmpeg() -> list[Check]:
+    from commercial98k.media.ffmpeg_io import MediaError, ffmpeg_bin, ffprobe_bin
+
     from .faults import EnvironmentFault
-    from .media import MediaError, ffmpeg_bin, ffprobe_bin
 
     try:
         ff = ffmpeg_bin()

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .fsutil import DataRoot
+from commercial98k.storage.files import DataRoot
 
 #: errnos that are the machine's fault wherever they happen
 ALWAYS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -318,7 +318,7 @@ def shard_bytes(manifest: str | os.PathLike, data_root: str | os.PathLike, out: 
                 with_media: bool = False, sample: int = 64) -> int:
     """What ``build-shards`` adds under ``out``: every ``ok`` clip's feature files (and media),
     their mean size measured on the first ``sample`` clips, less the shards already there."""
-    from .manifest_scan import scan_manifest
+    from commercial98k.manifest.scan import scan_manifest
 
     refs = ["audio_embedding", "frame_embedding", "tag_embedding"] + (["clip_path", "audio_path"] if with_media else [])
     root = DataRoot(data_root)

@@ -19,7 +19,7 @@ from commercial98k.label.emotion_training import (
     prepare,
     window_frames_for,
 )
-from commercial98k.models.emotion import GemsHead
+from commercial98k.models.emotion_head import GemsHead
 
 __all__ = ["DEFAULT_CACHE", "evaluate", "train"]
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from commercial98k.engine import run_steps
+from commercial98k.engine.local import run_steps
+from commercial98k.engine.ray_executor import is_system_failure
 from commercial98k.faults import fetch_bytes, require_free
-from commercial98k.fsutil import DataRoot
-from commercial98k.manifest import ManifestWriter
-from commercial98k.manifest_lock import stage_writes
-from commercial98k.manifest_scan import stage_results
-from commercial98k.ray_engine import is_system_failure
+from commercial98k.manifest.io import ManifestWriter
+from commercial98k.manifest.lock import stage_writes
+from commercial98k.manifest.scan import stage_results
+from commercial98k.manifest.status import record
 from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
 from commercial98k.sources.plan import (
     COUNTS_TO_LIMIT,
@@ -46,7 +46,7 @@ from commercial98k.sources.plan import (
     runtime_warning,
 )
 from commercial98k.sources.plan import HASHED as _HASHED  # the name _Known uses
-from commercial98k.stages import record
+from commercial98k.storage.files import DataRoot
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["DEFAULT_MANIFEST", "FetchResult", "fetch"]

@@ -22,18 +22,18 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from commercial98k.engine.ray_executor import is_system_failure
+from commercial98k.engine.runner import run_stage
+from commercial98k.engine.threads import cores, set_worker_threads
 from commercial98k.faults import label_bytes, require_free
-from commercial98k.features import FeatureStore
-from commercial98k.fsutil import DataRoot
 from commercial98k.label.batch import LabelOptions
-from commercial98k.label.clip_features import LabelConfig
+from commercial98k.label.extractors import LabelConfig
 from commercial98k.label.plan import plan_label
 from commercial98k.label.stage import LabelStage, label_provenance
-from commercial98k.manifest import compact, manifest_exists, read_manifest
-from commercial98k.manifest_lock import stage_writes
-from commercial98k.ray_engine import is_system_failure
-from commercial98k.stage_runner import run_stage
-from commercial98k.threads import cores, set_worker_threads
+from commercial98k.manifest.io import compact, manifest_exists, read_manifest
+from commercial98k.manifest.lock import stage_writes
+from commercial98k.storage.feature_store import FeatureStore
+from commercial98k.storage.files import DataRoot
 
 __all__ = ["LabelOptions", "run_label"]
 

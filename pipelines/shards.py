@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from commercial98k.export.report import dropped_lines, split_table
+from commercial98k.export.shards import ShardFilters, build_shards
 from commercial98k.faults import require_free, shard_bytes
-from commercial98k.manifest import manifest_exists, read_manifest
-from commercial98k.manifest_lock import stage_writes
-from commercial98k.shard_report import dropped_lines, split_table
-from commercial98k.shards import ShardFilters, build_shards
+from commercial98k.manifest.io import manifest_exists, read_manifest
+from commercial98k.manifest.lock import stage_writes
 
 
 def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os.PathLike,
@@ -18,7 +18,7 @@ def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os
         seed: int = 0, samples_per_shard: int = 1000, with_media: bool = False,
         min_tag_count: int = 1, verify_sha256: bool = True, progress: bool | None = None,
         min_shards: int = 8, wait: bool = False, on_wait=None) -> dict[str, Any]:
-    """Build or update the shards; return the index (see ``commercial98k.shards.build_shards``).
+    """Build or update the shards; return the index (see ``commercial98k.export.shards.build_shards``).
 
     ``<out>/index.json``'s lock is held throughout (``ManifestLocked`` when another build writes
     there, unless ``wait``); the free space under ``out`` is checked first, and a machine fault

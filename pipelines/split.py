@@ -1,7 +1,7 @@
 """The ``split`` stage: videos manifest -> clips manifest (shots, music segment, clips, identity).
 
 Composition only: the per-video work is ``commercial98k.split.step`` and the identities
-``commercial98k.split.assign``; this module picks the pending videos and reads/writes manifests.
+``commercial98k.identity.assign``; this module picks the pending videos and reads/writes manifests.
 
 Per video (``SplitStep`` run by ``engine.run_steps``, or ``SplitStage`` on Ray actors): probe, shots,
 YAMNet music spans, clip windows, all from one decode of the video (``split.decode``); write
@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from commercial98k.engine import run_steps
+from commercial98k.engine.local import run_steps
+from commercial98k.engine.ray_executor import is_system_failure
+from commercial98k.engine.threads import set_worker_threads, threads_per_worker
 from commercial98k.faults import require_free, split_bytes
-from commercial98k.fsutil import DataRoot
-from commercial98k.manifest import ManifestWriter, compact, manifest_exists, read_manifest
-from commercial98k.manifest_lock import stage_writes
-from commercial98k.ray_engine import is_system_failure
-from commercial98k.split.assign import with_identities
+from commercial98k.identity.assign import with_identities
+from commercial98k.manifest.io import ManifestWriter, compact, manifest_exists, read_manifest
+from commercial98k.manifest.lock import stage_writes
 from commercial98k.split.music import get_detector
 from commercial98k.split.step import VIDEO_COLUMNS, SplitConfig, SplitStage, SplitStep, none_result
-from commercial98k.threads import set_worker_threads, threads_per_worker
+from commercial98k.storage.files import DataRoot
 
 __all__ = ["SplitConfig", "assign_identity", "pending_videos", "run_split"]
 
@@ -51,7 +51,7 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     """
     import pyarrow.compute as pc
 
-    from commercial98k.manifest_scan import done_keys, scan_manifest
+    from commercial98k.manifest.scan import done_keys, scan_manifest
 
     # the one done-keys reader: videos with a clips row split has finished (failed: unless retry_failed)
     done = done_keys(clips_manifest, "clips", "split", retry_failed, key="video_id")
@@ -83,7 +83,7 @@ def assign_identity(clips_manifest: str | Path, max_ber: float = 0.15, max_hammi
     the whole manifest; a stale ``<video_id>-none`` row gets a tombstone), and returns those
     columns of every row after the pass.
     """
-    from commercial98k.manifest_scan import scan_manifest
+    from commercial98k.manifest.scan import scan_manifest
 
     batches = [pa.Table.from_batches([b]) for b in scan_manifest(clips_manifest, "clips", IDENTITY_COLUMNS)]
     if not batches:
@@ -102,8 +102,8 @@ def _write_identity_changes(clips_manifest: str | Path, before: pa.Table, after:
     """One part with the whole rows whose ``IDENTITY_CHANGES`` differ, and tombstones for ``dropped``."""
     import pyarrow.compute as pc
 
-    from commercial98k.manifest import TOMBSTONE, write_rows_part
-    from commercial98k.manifest_scan import scan_manifest
+    from commercial98k.manifest.io import TOMBSTONE, write_rows_part
+    from commercial98k.manifest.scan import scan_manifest
 
     old = dict(zip(before.column("clip_id").to_pylist(), before.select(IDENTITY_CHANGES).to_pylist(), strict=True))
     new = dict(zip(after.column("clip_id").to_pylist(), after.select(IDENTITY_CHANGES).to_pylist(), strict=True))
@@ -165,7 +165,7 @@ def _run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: 
 def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
                      address: str | None) -> dict[str, int]:
     """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
-    from commercial98k.stage_runner import run_stage
+    from commercial98k.engine.runner import run_stage
 
     status: dict[str, str] = {}
     crashed = 0

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from commercial98k.manifest import read_manifest  # noqa: E402
+from commercial98k.manifest.io import read_manifest  # noqa: E402
 
 MANIFESTS = (("manifests/videos.parquet", "videos", "video_id"), ("manifests/c98k.parquet", "clips", "clip_id"))
 METRIC_FILES = ("eval/report.json", "runs/benchmark/benchmark.json", "recommend/recommendation.json")

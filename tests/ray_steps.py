@@ -21,7 +21,7 @@ def crashing_step(item: dict) -> dict:
 
 def counting_stage(sleep: float = 0.0, batch_size: int = 3):
     """A stage whose rows record the worker pid and how many times ``setup`` ran in that worker."""
-    from commercial98k.stage import Stage
+    from commercial98k.engine.stage import Stage
 
     class _Counting(Stage):
         key, kind = "video_id", "videos"

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from commercial98k.features import FeatureStore
 from commercial98k.label.gems import GEMS9
-from commercial98k.manifest import write_manifest
+from commercial98k.manifest.io import write_manifest
 from commercial98k.models.registry import ModelInfo
+from commercial98k.storage.feature_store import FeatureStore
 from commercial98k.taxonomy import load_taxonomy
 
 GEMS = GEMS9

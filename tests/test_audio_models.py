@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from commercial98k.media import load_audio
+from commercial98k.media.ffmpeg_io import load_audio
 from commercial98k.models.musicnn import (
     HOP,
     PATCH_FRAMES,

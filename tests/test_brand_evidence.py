@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from commercial98k.label.category import BrandMatcher, brand_matcher
-from commercial98k.label.category_score import EVIDENCE, CategoryCalibration, fit_calibration
+from commercial98k.label.category import EVIDENCE, CategoryCalibration, fit_calibration
 from commercial98k.label.evidence import brand_evidence, category_result
+from commercial98k.label.text_match import BrandMatcher, brand_matcher
 from commercial98k.models.ocr import load_keyframes, ocr_model, split_glued
 from commercial98k.taxonomy import Brand, load_brands, load_taxonomy
 
@@ -167,7 +167,7 @@ def test_label_text_side_uses_brand_evidence_for_a_folder_clip(real_frame: np.nd
     import av
 
     from commercial98k.label.batch import text_features
-    from commercial98k.label.clip_features import LabelConfig, models_for
+    from commercial98k.label.extractors import LabelConfig, models_for
 
     frame = _tight_overlay(real_frame, ["CHARLOTTE TILBURY", "Your skin deserves more"])
     (tmp_path / "videos").mkdir()

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pytest
 from synthetic import make_labelled_corpus
 
-from commercial98k.corrections import corrections_path, load_corrections
-from commercial98k.manifest import read_manifest, write_manifest, write_rows_part
-from commercial98k.stages import record
+from commercial98k.manifest.corrections import corrections_path, load_corrections
+from commercial98k.manifest.io import read_manifest, write_manifest, write_rows_part
+from commercial98k.manifest.status import record
 
 starlette_testclient = pytest.importorskip("starlette.testclient", reason="httpx is needed by Starlette's TestClient")
 
@@ -228,7 +228,7 @@ def test_thumbnail_is_the_frame_at_its_time(client, corpus, video):
     import numpy as np
     from PIL import Image
 
-    from commercial98k.media import load_frames
+    from commercial98k.media.ffmpeg_io import load_frames
 
     def thumb(t: float) -> np.ndarray:
         r = client.get("/thumb", params={"video": video, "t": str(t)})
@@ -267,7 +267,7 @@ def test_corrections_are_saved_at_once_with_who_and_when(tmp_path, videos):
 
 
 def test_empty_manifest_serves_an_empty_grid(tmp_path):
-    from commercial98k.schema import CLIP_SCHEMA
+    from commercial98k.manifest.schema import CLIP_SCHEMA
 
     manifest = tmp_path / "empty.parquet"
     write_manifest(pa.Table.from_pylist([], schema=CLIP_SCHEMA), manifest, kind="clips")

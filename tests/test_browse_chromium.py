@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_browse_app import make_browse_corpus, served
 
-from commercial98k.corrections import load_corrections
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest.corrections import load_corrections
+from commercial98k.manifest.io import read_manifest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -52,7 +52,7 @@ def _cards(page) -> list[str]:
 
 def test_grid_filter_playback_and_corrections_in_chromium(browser, tmp_path):
     from commercial98k.browse.app import create_app
-    from commercial98k.shards import build_shards
+    from commercial98k.export.shards import build_shards
 
     manifest, root = make_browse_corpus(tmp_path, n_clips=40)
     rows = read_manifest(manifest).to_pylist()

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 from test_browse_app import client_for, generated_videos, make_browse_corpus, served
 
-from commercial98k.corrections import corrections_path
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest.corrections import corrections_path
+from commercial98k.manifest.io import read_manifest
 
 SECRET = "top secret outside the data root"
 

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from synthetic import AUDIO_INFO, FRAME_INFO, make_labelled_corpus
 
-from commercial98k.features import FeatureStore
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.shard_filters import EmptyDataSet, training_category
-from commercial98k.shards import ShardFilters, build_shards
+from commercial98k.export.filters import EmptyDataSet, training_category
+from commercial98k.export.shards import ShardFilters, build_shards
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.storage.feature_store import FeatureStore
 from commercial98k.taxonomy import load_taxonomy
 from pipelines.cli import main as cli
 

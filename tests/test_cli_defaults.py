@@ -12,7 +12,7 @@ from typing import Any
 import click
 import pytest
 
-from commercial98k.label.clip_features import LabelConfig
+from commercial98k.label.extractors import LabelConfig
 from commercial98k.sources import YtdlpOptions
 from commercial98k.split.step import SplitConfig
 from pipelines import shards as shards_stage

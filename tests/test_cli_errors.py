@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.manifest import write_manifest
+from commercial98k.manifest.io import write_manifest
 from commercial98k.models.registry import check_device
 from pipelines.cli import main
 
@@ -315,7 +315,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Good shards, a copy with every shard truncated, a copy with no val/test split, and a 2-step checkpoint."""
     import shutil
 
-    from commercial98k.shards import build_shards
+    from commercial98k.export.shards import build_shards
     from yuyin.cli import main as yuyin
 
     tmp = tmp_path_factory.mktemp("yuyin_errors")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from commercial98k.features import FeatureStore
-from commercial98k.label.clip_features import LabelConfig
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.media import ffmpeg_bin
+from commercial98k.label.extractors import LabelConfig
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.media.ffmpeg_io import ffmpeg_bin
+from commercial98k.storage.feature_store import FeatureStore
 from pipelines.label import LabelOptions, run_label
 from pipelines.split import SplitConfig, run_split
 
@@ -109,8 +109,8 @@ def _share_above(audio: np.ndarray, sample_rate: int, hz: float) -> float:
 def test_label_reads_the_split_wav_at_its_rate_and_decodes_the_span_otherwise(both):
     """A clip without a file takes its audio from split's 16 kHz WAV (the same samples as the span's
     own decode, no AAC decode); a 48 kHz model gets the span's full band, not the WAV upsampled."""
-    from commercial98k.label.clip_features import decode_clip
-    from commercial98k.media import wav_at_rate
+    from commercial98k.label.extractors import decode_clip
+    from commercial98k.media.ffmpeg_io import wav_at_rate
 
     root, none = both["none"]
     ok = [r for r in none.values() if r["status"] == "ok"]
@@ -129,7 +129,7 @@ def test_label_reads_the_split_wav_at_its_rate_and_decodes_the_span_otherwise(bo
 
 
 def test_a_truncated_or_unreadable_clip_wav_falls_back_to_the_span(both, tmp_path):
-    from commercial98k.label.clip_features import decode_clip
+    from commercial98k.label.extractors import decode_clip
 
     root, none = both["none"]
     r = next(r for r in none.values() if r["status"] == "ok")

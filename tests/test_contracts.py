@@ -22,7 +22,7 @@ from commercial98k.label.gems import GEMS9
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("commercial98k", "pipelines", "yuyin")
 GEMS_HOME = "commercial98k/label/gems.py"
-PATH_HOME = ("commercial98k/fsutil.py", "DataRoot")
+PATH_HOME = ("commercial98k/storage/files.py", "DataRoot")
 NORMALISERS = {"realpath", "normpath", "abspath"}
 CONTAINMENT_CALLS = {"relative_to", "is_relative_to", "relpath", "commonpath", "commonprefix", "startswith"}
 
@@ -109,9 +109,9 @@ def test_gems_head_to_vector_delegates_to_the_one_layout():
     import numpy as np
 
     from commercial98k.label.gems import emotion_vector
-    from commercial98k.models.emotion import GemsHead
+    from commercial98k.models.emotion_head import GemsHead
 
-    tree = ast.parse(Path(REPO / "commercial98k/models/emotion.py").read_text(encoding="utf-8"))
+    tree = ast.parse(Path(REPO / "commercial98k/models/emotion_head.py").read_text(encoding="utf-8"))
     to_vector = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "to_vector")
     assert any(isinstance(n, ast.Call) and _mentions(n.func, "emotion_vector") for n in ast.walk(to_vector))
     head = GemsHead.__new__(GemsHead)
@@ -169,4 +169,4 @@ def test_one_data_root_path_helper():
     assert any((rel, cls) == PATH_HOME for rel, cls, _ in checks), "fsutil.DataRoot no longer checks containment"
     helpers = [(rel, n.name) for rel, tree in _modules() for n in ast.walk(tree)
                if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name in ("DataRoot", "within")]
-    assert helpers == [("commercial98k/fsutil.py", "DataRoot")], f"data-root helpers defined: {helpers}"
+    assert helpers == [("commercial98k/storage/files.py", "DataRoot")], f"data-root helpers defined: {helpers}"

@@ -14,7 +14,16 @@ from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 from test_category_source import shard_metas
 
-from commercial98k.corrections import (
+from commercial98k.export.partition import components
+from commercial98k.export.shards import ShardFilters, build_shards
+from commercial98k.label.category import (
+    calibrate_from_corrections,
+    calibration_path,
+    combine,
+    expected_calibration_error,
+    row_probs,
+)
+from commercial98k.manifest.corrections import (
     Correction,
     CorrectionError,
     apply_corrections,
@@ -24,16 +33,7 @@ from commercial98k.corrections import (
     own_music_id,
     save_correction,
 )
-from commercial98k.label.category_score import (
-    calibrate_from_corrections,
-    calibration_path,
-    combine,
-    expected_calibration_error,
-    row_probs,
-)
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.shards import ShardFilters, build_shards
-from commercial98k.splits import components
+from commercial98k.manifest.io import read_manifest, write_manifest
 from commercial98k.taxonomy import load_taxonomy
 from pipelines.cli import main as cli
 

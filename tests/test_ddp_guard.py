@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.shards import build_shards, chunk_rows
+from commercial98k.export.shards import build_shards, chunk_rows
 from pipelines.cli import main as cli
 from yuyin.ddp_guard import NoDataError, check_readers
 

@@ -13,9 +13,9 @@ import pytest
 from commercial98k.demo import music
 from commercial98k.demo.corpus import STYLES, plan_corpus, plan_video
 from commercial98k.demo.render import generate_corpus, load_corpus, render_video
-from commercial98k.fsutil import sha256_file
 from commercial98k.label.emotion_data import GEMS9, load_emotify
-from commercial98k.media import load_audio, probe
+from commercial98k.media.ffmpeg_io import load_audio, probe
+from commercial98k.storage.files import sha256_file
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 SR = music.SAMPLE_RATE

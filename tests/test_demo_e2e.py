@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from commercial98k.demo.render import load_corpus
-from commercial98k.manifest import problems_in, read_manifest
+from commercial98k.manifest.io import problems_in, read_manifest
 from pipelines.demo.model_steps import split_clip_ids
 from pipelines.demo.runner import marker_path
 from pipelines.demo.steps import demo_steps

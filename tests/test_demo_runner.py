@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from commercial98k import threads
+from commercial98k.engine import threads
 from pipelines.demo.config import DemoConfig
 from pipelines.demo.isolation import fresh_state
 from pipelines.demo.runner import Step, StepFailed, read_marker, run_steps

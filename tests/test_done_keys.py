@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from commercial98k.manifest import ManifestError, ManifestWriter, write_manifest
-from commercial98k.manifest_scan import done_keys, finished, row_finished
-from commercial98k.stages import record
+from commercial98k.manifest.io import ManifestError, ManifestWriter, write_manifest
+from commercial98k.manifest.scan import done_keys, finished, row_finished
+from commercial98k.manifest.status import record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.fsutil import sha256_file
 from commercial98k.label import emotion_training as stage
 from commercial98k.label.emotion_data import (
     GEMS9,
@@ -20,8 +19,16 @@ from commercial98k.label.emotion_data import (
     load_emotify,
     load_pmemo,
 )
-from commercial98k.models.emotion import BUNDLED, GEMS_VA, EmotionHeadError, GemsHead, train_head, va_of_gems
+from commercial98k.models.emotion_head import (
+    BUNDLED,
+    GEMS_VA,
+    EmotionHeadError,
+    GemsHead,
+    train_head,
+    va_of_gems,
+)
 from commercial98k.models.registry import AUDIO, EMOTION, ModelInfo
+from commercial98k.storage.files import sha256_file
 
 # ---- loaders -------------------------------------------------------------------------------
 
@@ -321,7 +328,7 @@ def test_bundled_head_matches_musicnn(musicnn_emotify) -> None:
 
 def test_cli_train_and_evaluate_va_dataset(tmp_path: Path) -> None:
     """PMEmo format end to end on generated audio: tone pitch follows valence, noise level arousal."""
-    from commercial98k.media import write_wav
+    from commercial98k.media.ffmpeg_io import write_wav
     from pipelines.cli import main
 
     root = tmp_path / "PMEmo2019"

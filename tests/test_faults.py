@@ -27,9 +27,9 @@ import pytest
 from click.testing import CliRunner
 
 from commercial98k import faults
-from commercial98k.manifest import manifest_exists, read_manifest
-from commercial98k.manifest_lock import ManifestLocked, holder, lock_path, manifest_lock
-from commercial98k.media import MediaError, ffmpeg_bin, ffmpeg_error_line, run_ffmpeg
+from commercial98k.manifest.io import manifest_exists, read_manifest
+from commercial98k.manifest.lock import ManifestLocked, holder, lock_path, manifest_lock
+from commercial98k.media.ffmpeg_io import MediaError, ffmpeg_bin, ffmpeg_error_line, run_ffmpeg
 from pipelines.cli import main
 
 STAGES = ("fetch", "split", "label", "build-shards")
@@ -159,7 +159,7 @@ def without_ffmpeg(tmp: Path):
             ffmpeg_bin.cache_clear()
 
 
-HOLD = ("import sys, time\nfrom commercial98k.manifest_lock import manifest_lock\nwith manifest_lock(sys.argv[1]):\n"
+HOLD = ("import sys, time\nfrom commercial98k.manifest.lock import manifest_lock\nwith manifest_lock(sys.argv[1]):\n"
         "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
 
 
@@ -377,7 +377,7 @@ def test_doctor_shows_free_space_and_a_manifest_folder_it_cannot_write(tmp_path)
 
 def test_ray_task_faults_a_lost_cluster_and_a_driver_out_of_memory_stop_the_stage(monkeypatch):
     ray = pytest.importorskip("ray")
-    from commercial98k import ray_engine
+    from commercial98k.engine import ray_executor as ray_engine
 
     err = ray.exceptions.RayTaskError("step", "tb", OSError(errno.ENOSPC, "No space left on device", "/d/a"))
     with pytest.raises(faults.EnvironmentFault, match="^no space left on device: /d/a;"):

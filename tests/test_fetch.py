@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from commercial98k.fsutil import sha256_file
-from commercial98k.manifest import parts_dir, problems_in, read_manifest
-from commercial98k.media import probe
+from commercial98k.manifest.io import parts_dir, problems_in, read_manifest
+from commercial98k.media.ffmpeg_io import probe
 from commercial98k.sources import YtdlpOptions, fetcher_tag
+from commercial98k.storage.files import sha256_file
 from commercial98k.testing.catalog_server import CatalogServer, VideoMeta
 from pipelines.fetch import fetch
 

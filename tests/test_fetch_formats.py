@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from commercial98k.manifest import read_manifest
-from commercial98k.media import ffmpeg_bin, probe
+from commercial98k.manifest.io import read_manifest
+from commercial98k.media.ffmpeg_io import ffmpeg_bin, probe
 from commercial98k.sources import YtdlpOptions
 from commercial98k.testing.catalog_server import CatalogServer
 from pipelines.fetch import fetch

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest.io import read_manifest
 from commercial98k.sources import AdFilter, YtdlpOptions, classify_error, js_runtime_info
 from commercial98k.sources.plan import resolve_specs, runtime_warning
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params

@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.fsutil import sha256_file
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest.io import read_manifest
 from commercial98k.sources import (
     SourceSpec,
     UnsafeSourceError,
@@ -24,6 +23,7 @@ from commercial98k.sources import (
 )
 from commercial98k.sources.plan import resolve_specs
 from commercial98k.sources.ytdlp import _CaptureLogger, ytdlp_params
+from commercial98k.storage.files import sha256_file
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
 from commercial98k.testing.catalog_server import CatalogServer
 from pipelines.commands.fetch import command

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from commercial98k.engine import run_steps
-from commercial98k.fsutil import DataRoot, atomic_path, safe_id
+from commercial98k.engine.local import run_steps
+from commercial98k.storage.files import DataRoot, atomic_path, safe_id
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
 
 

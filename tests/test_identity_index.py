@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from commercial98k.identity_index import MusicIndex, index_dir
-from commercial98k.split.identity import group_music
+from commercial98k.identity.chromaprint import group_music
+from commercial98k.identity.index import MusicIndex, index_dir
 
 
 def noisy(track: np.ndarray, start: int, length: int, rng: np.random.Generator, ber: float = 0.04) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_segments_stay_logarithmic(tmp_path):
 
 
 def test_update_music_ids_keeps_a_manifests_ids_and_matches_only_new_clips(tmp_path):
-    from commercial98k.identity_index import update_music_ids
+    from commercial98k.identity.index import update_music_ids
 
     clips = synthetic_clips(n_tracks=4, per_track=3, seed=5)
     first = {k: v for k, v in clips.items() if k.endswith(("-c0", "-c1"))}

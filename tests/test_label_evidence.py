@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFont
 
-from commercial98k.label.category_score import (
+from commercial98k.label.category import (
     CategoryCalibration,
     combine,
     expected_calibration_error,
@@ -20,7 +20,7 @@ from commercial98k.label.category_score import (
 from commercial98k.label.evidence import category_result, clip_tags, title_is_filename
 from commercial98k.label.tags import TagNormalizer
 from commercial98k.label.visual import IMAGENET_TABLE, VisualEvidence, table_matrix
-from commercial98k.manifest import read_manifest
+from commercial98k.manifest.io import read_manifest
 from commercial98k.models.ocr import keyframe_times, load_keyframes, merge_lines, ocr_model
 from commercial98k.models.registry import FRAMES
 from commercial98k.taxonomy import load_taxonomy
@@ -164,7 +164,7 @@ def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from commercial98k.manifest import write_manifest
+    from commercial98k.manifest.io import write_manifest
 
     ids = load_taxonomy().ids()
     rng = np.random.default_rng(0)

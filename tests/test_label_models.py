@@ -7,10 +7,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from commercial98k import media
-from commercial98k.fsutil import sha256_file
+from commercial98k.media import ffmpeg_io as media
 from commercial98k.models.registry import FRAMES, TEXT
 from commercial98k.models.weights import WeightsUnavailable
+from commercial98k.storage.files import sha256_file
 
 # ImageNet-1k classes 330 wood rabbit, 331 hare, 332 Angora rabbit.
 RABBIT_CLASSES = {330, 331, 332}

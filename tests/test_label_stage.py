@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.features import FeatureStore
-from commercial98k.label.clip_features import LabelConfig, extract_clip_features, models_for
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.media import ffmpeg_bin
-from commercial98k.models.emotion import train_head
-from commercial98k.schema import validate_table
+from commercial98k.label.extractors import LabelConfig, extract_clip_features, models_for
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.manifest.schema import validate_table
+from commercial98k.media.ffmpeg_io import ffmpeg_bin
+from commercial98k.models.emotion_head import train_head
+from commercial98k.storage.feature_store import FeatureStore
 from pipelines.cli import main
 from pipelines.label import LabelOptions, run_label
 

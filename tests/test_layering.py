@@ -91,12 +91,12 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     """The walkers find an absolute, a relative, a lazy and an importlib import, and a ``-m`` command line."""
     src = tmp_path / "commercial98k" / "demo" / "steps.py"
     src.parent.mkdir(parents=True)
-    src.write_text("import os\nfrom . import music\nfrom ..fsutil import within\n\ndef run():\n"
+    src.write_text("import os\nfrom . import music\nfrom ..storage.files import within\n\ndef run():\n"
                    "    from pipelines.cli import main\n    import importlib\n"
                    "    importlib.import_module('yuyin.train')\n"
                    "    return [sys.executable, '-m', 'pipelines.split', 'x']\n", encoding="utf-8")
     mods = {m for _, m in imported_modules(src, tmp_path)}
-    assert {"os", "commercial98k.demo.music", "commercial98k.fsutil", "pipelines.cli"} <= mods
+    assert {"os", "commercial98k.demo.music", "commercial98k.storage.files", "pipelines.cli"} <= mods
     assert [m for _, m in importlib_strings(src)] == ["yuyin.train"]
     hits = [line for line in src.read_text().splitlines() if any(rx.search(line) for rx in SUBPROCESS_PATTERNS)]
     assert hits == ["    from pipelines.cli import main", "    return [sys.executable, '-m', 'pipelines.split', 'x']"]

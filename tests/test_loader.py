@@ -10,9 +10,9 @@ import pytest
 import torch
 from synthetic import make_labelled_corpus
 
-from commercial98k.features import FeatureStore
-from commercial98k.manifest import read_manifest
-from commercial98k.shards import build_shards
+from commercial98k.export.shards import build_shards
+from commercial98k.manifest.io import read_manifest
+from commercial98k.storage.feature_store import FeatureStore
 from yuyin.data import collate, load_index, make_dataset, make_loader, subsample
 
 

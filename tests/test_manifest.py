@@ -11,7 +11,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from commercial98k.manifest import (
+from commercial98k.manifest.io import (
     ManifestError,
     ManifestWriter,
     manifest_exists,
@@ -19,7 +19,7 @@ from commercial98k.manifest import (
     read_manifest,
     write_manifest,
 )
-from commercial98k.manifest_scan import done_keys
+from commercial98k.manifest.scan import done_keys
 
 
 def video(i: int, status: str = "ok", **over) -> dict:
@@ -115,7 +115,7 @@ def test_killed_writer_keeps_every_flushed_row(tmp_path):
     path = tmp_path / "videos.parquet"
     script = textwrap.dedent(f"""
         import os, sys, time
-        from commercial98k.manifest import ManifestWriter
+        from commercial98k.manifest.io import ManifestWriter
         w = ManifestWriter({str(path)!r}, "videos", flush_every=3)
         for i in range(1000):
             w.add(dict(video_id=f"vid{{i}}", status="ok"))

@@ -7,8 +7,10 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from commercial98k import manifest_compact
-from commercial98k.manifest import (
+from commercial98k.engine.stage import write_part
+from commercial98k.manifest import compact as manifest_compact
+from commercial98k.manifest.compact import merge_run, part_rows
+from commercial98k.manifest.io import (
     TOMBSTONE,
     ManifestWriter,
     compact,
@@ -18,9 +20,7 @@ from commercial98k.manifest import (
     write_manifest,
     write_rows_part,
 )
-from commercial98k.manifest_compact import merge_run, part_rows
-from commercial98k.manifest_scan import scan_manifest
-from commercial98k.stage import write_part
+from commercial98k.manifest.scan import scan_manifest
 
 
 def rows(start: int, n: int, status: str = "ok", **over) -> list[dict]:

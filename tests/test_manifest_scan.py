@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from commercial98k.manifest import ManifestWriter, read_manifest, write_manifest
-from commercial98k.manifest_scan import iter_pending, scan_manifest
+from commercial98k.manifest.io import ManifestWriter, read_manifest, write_manifest
+from commercial98k.manifest.scan import iter_pending, scan_manifest
 
 
 def test_scan_matches_read_manifest_with_parts(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from commercial98k import media
+from commercial98k.media import ffmpeg_io as media
 
 VIDEOS = ["big_buck_bunny_trailer_480p.mkv", "big_buck_bunny_0_30.webm", "pyscenedetect_testvideo.mp4",
           "videollava_sample_demo_22.mp4"]

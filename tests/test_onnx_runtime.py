@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from commercial98k import media
+from commercial98k.engine.threads import restored_thread_limits, set_worker_threads
+from commercial98k.media import ffmpeg_io as media
 from commercial98k.models import onnx_runtime
 from commercial98k.models.onnx_runtime import RuntimeUnavailable, onnx_module
 from commercial98k.models.registry import AUDIO, FRAMES
-from commercial98k.threads import restored_thread_limits, set_worker_threads
 
 TRAILER = "videos/big_buck_bunny_trailer_480p.mkv"
 

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from commercial98k.fsutil import sha256_file
-from commercial98k.media import load_audio, probe
+from commercial98k.media.ffmpeg_io import load_audio, probe
 from commercial98k.models.openl3 import (
     INPUT_REPRS,
     SR,
@@ -29,6 +28,7 @@ from commercial98k.models.openl3 import (
 )
 from commercial98k.models.registry import AUDIO, AudioEmbedder
 from commercial98k.models.weights import WeightsUnavailable
+from commercial98k.storage.files import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from ray_cluster import LocalCluster, connect_driver, disconnect_driver, ray_env
 from ray_steps import crashing_step, slow_step
 
-from commercial98k.engine import run_steps
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.ray_engine import is_system_failure
+from commercial98k.engine.local import run_steps
+from commercial98k.engine.ray_executor import is_system_failure
+from commercial98k.manifest.io import read_manifest, write_manifest
 from pipelines.commands.split import command as split_command
 
 pytestmark = pytest.mark.ray

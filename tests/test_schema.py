@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.schema import CLIP_SCHEMA, VIDEO_SCHEMA, conform, rows_to_table, validate_table
+from commercial98k.manifest.schema import CLIP_SCHEMA, VIDEO_SCHEMA, conform, rows_to_table, validate_table
 from pipelines.cli import main as c98k
 
 

@@ -1,4 +1,4 @@
-"""WebDataset shard export (commercial98k.shards, c98k build-shards)."""
+"""WebDataset shard export (commercial98k.export.shards, c98k build-shards)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.features import FeatureStore
-from commercial98k.fsutil import sha256_file
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.shard_filters import EmptyDataSet
-from commercial98k.shards import ShardFilters, build_shards, build_tag_vocab, clip_duration
-from commercial98k.splits import assign_splits
+from commercial98k.export.filters import EmptyDataSet
+from commercial98k.export.partition import assign_splits
+from commercial98k.export.shards import ShardFilters, build_shards, build_tag_vocab, clip_duration
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.storage.feature_store import FeatureStore
+from commercial98k.storage.files import sha256_file
 from commercial98k.taxonomy import load_taxonomy
 from pipelines.cli import main as cli
 from yuyin.data import make_dataset
@@ -148,7 +148,7 @@ def test_rerun_rebuilds_only_missing_stale_or_truncated(corpus, tmp_path):
 
 
 def test_interrupted_write_leaves_no_shard_and_no_stats(corpus, tmp_path, monkeypatch):
-    import commercial98k.shards as shards_mod
+    import commercial98k.export.shards as shards_mod
 
     manifest, data_root = corpus
     out = tmp_path / "shards"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from commercial98k.label import speech_pooling as sp
-from commercial98k.models.emotion import BUNDLED, GemsHead
+from commercial98k.models.emotion_head import BUNDLED, GemsHead
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,7 +44,7 @@ def test_without_speech_the_emotion_is_todays():
 
 
 def test_label_models_tag_the_pooling_and_none_keeps_the_old_head():
-    from commercial98k.label.clip_features import LabelConfig, LabelModels
+    from commercial98k.label.extractors import LabelConfig, LabelModels
 
     weighted = LabelModels(LabelConfig(ocr=False)).emotion
     plain = LabelModels(LabelConfig(ocr=False, speech_pooling="none")).emotion
@@ -59,7 +59,7 @@ def test_emotify_under_real_speech_moves_less_with_speech_pooling(shared_media):
     """Held-out Emotify excerpts (one per genre) under held-out speakers' digits at +6 dB, speech
     spans from the VAD as split records them: with the new pooling the emotion and the pooled
     embedding of the mix are closer to the music alone's than with today's."""
-    from commercial98k.label.clip_features import LabelConfig, LabelModels
+    from commercial98k.label.extractors import LabelConfig, LabelModels
     from commercial98k.split.vad import get_vad
     from commercial98k.testing import voiceover as vo
 

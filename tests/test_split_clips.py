@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from commercial98k.media import load_audio, probe
+from commercial98k.media.ffmpeg_io import load_audio, probe
 from commercial98k.split import plan_video
 from commercial98k.split.clips import cut_clip, plan_clips, slice_audio, write_clip_audio
 

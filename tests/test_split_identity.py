@@ -8,18 +8,17 @@ import subprocess
 import numpy as np
 import pytest
 
-from commercial98k.media import load_audio
-from commercial98k.split import identity
-from commercial98k.split.identity import (
+from commercial98k.identity import chromaprint as identity
+from commercial98k.identity import reupload
+from commercial98k.identity.chromaprint import (
     decode,
     fingerprint_audio,
     fingerprint_file,
-    group_duplicates,
     group_music,
-    keyframe_times,
     same_track,
-    video_phash,
 )
+from commercial98k.identity.reupload import group_duplicates, keyframe_times, video_phash
+from commercial98k.media.ffmpeg_io import load_audio
 
 SR = 16000
 
@@ -80,8 +79,8 @@ def test_reupload_is_a_duplicate(shared_media, tmp_path):
         shots = detect_shots(path)
         times = keyframe_times([(s.start_s, s.end_s) for s in shots.shots], shots.num_frames / shots.fps)
         hashes[name] = video_phash(path, times)
-    assert identity.phash_similarity(hashes["orig"], hashes["reup"]) >= 0.6
-    assert identity.phash_similarity(hashes["orig"], hashes["other"]) < 0.6
+    assert reupload.phash_similarity(hashes["orig"], hashes["reup"]) >= 0.6
+    assert reupload.phash_similarity(hashes["orig"], hashes["other"]) < 0.6
     groups = group_duplicates(hashes)
     assert groups["orig"] == groups["reup"] != groups["other"]
 
@@ -148,12 +147,12 @@ def test_reupload_needs_shots_in_order_and_a_share_of_both_videos():
         return ",".join(f"{frames[i]:016x}" for i in idx)
 
     original = video(range(10))
-    assert identity.is_reupload(original, video(range(2, 9)))  # trimmed copy: in order, 7 of 10
+    assert reupload.is_reupload(original, video(range(2, 9)))  # trimmed copy: in order, 7 of 10
     scrambled = video([7, 1, 9, 3, 5, 0])
-    assert identity.phash_similarity(original, scrambled) < 0.6
-    assert not identity.is_reupload(original, scrambled)
+    assert reupload.phash_similarity(original, scrambled) < 0.6
+    assert not reupload.is_reupload(original, scrambled)
     short = video([4, 5])  # a short ad matching a few frames of a long one
-    assert identity.phash_similarity(original, short) == 1.0
-    assert not identity.is_reupload(original, short)  # covers only 20 % of the longer video
+    assert reupload.phash_similarity(original, short) == 1.0
+    assert not reupload.is_reupload(original, short)  # covers only 20 % of the longer video
     groups = group_duplicates({"orig": original, "trim": video(range(2, 9)), "scr": scrambled, "short": short})
     assert groups["orig"] == groups["trim"] and len({groups["orig"], groups["scr"], groups["short"]}) == 3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from commercial98k.media import load_audio
+from commercial98k.media.ffmpeg_io import load_audio
 from commercial98k.split import music
 from commercial98k.split.music import SAMPLE_RATE, FrameProbs, spans_from_probs
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from commercial98k.manifest import problems_in, read_manifest, write_manifest
-from commercial98k.media import probe
+from commercial98k.manifest.io import problems_in, read_manifest, write_manifest
+from commercial98k.media.ffmpeg_io import probe
 from pipelines.commands.split import command
 
 FF = ["ffmpeg", "-v", "error", "-y"]

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from commercial98k.media import MediaError, load_frames, probe
+from commercial98k.media.ffmpeg_io import MediaError, load_frames, probe
 from commercial98k.split.shots import DETECTORS, detect_shots, detector_info, make_detector
 
 

@@ -1,4 +1,4 @@
-"""Grouped, stratified, deterministic splits (commercial98k.splits)."""
+"""Grouped, stratified, deterministic splits (commercial98k.export.partition)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 import pandas as pd
 import pytest
 
-from commercial98k.splits import assign_splits, components
+from commercial98k.export.partition import assign_splits, components
 
 
 def _rows(n: int, n_music: int, categories: list[str], seed: int = 0, dup_every: int = 0) -> list[dict]:

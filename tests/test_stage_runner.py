@@ -9,9 +9,9 @@ import pytest
 from ray_cluster import LocalCluster, connect_driver, disconnect_driver
 from ray_steps import counting_stage
 
-from commercial98k.manifest import compact, parts_dir, read_manifest
-from commercial98k.ray_engine import is_system_failure
-from commercial98k.stage_runner import run_stage
+from commercial98k.engine.ray_executor import is_system_failure
+from commercial98k.engine.runner import run_stage
+from commercial98k.manifest.io import compact, parts_dir, read_manifest
 
 
 def _items(n: int, crash: int | None = None) -> list[dict]:

@@ -18,11 +18,8 @@ import torch
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.media import ffmpeg_bin, write_wav
-from commercial98k.shards import build_shards
-from commercial98k.split.clips import cut_clip
-from commercial98k.split.identity import (
+from commercial98k.export.shards import build_shards
+from commercial98k.identity.chromaprint import (
     decode,
     fingerprint_audio,
     fingerprint_file,
@@ -32,7 +29,10 @@ from commercial98k.split.identity import (
     segment_links,
     segment_of,
 )
-from commercial98k.stages import record, stopped_at
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.manifest.status import record, stopped_at
+from commercial98k.media.ffmpeg_io import ffmpeg_bin, write_wav
+from commercial98k.split.clips import cut_clip
 from pipelines.cli import main
 from pipelines.split import assign_identity
 
@@ -213,7 +213,7 @@ def test_logit_scale_is_clamped_after_the_step_not_in_forward():
 
 def test_a_label_failure_in_a_manifest_from_before_stage_columns_is_retried(one_clip, tmp_path):
     """The reporter's case: label had overwritten split's ok with failed, and no stage column existed."""
-    from commercial98k.stages import stage_result
+    from commercial98k.manifest.status import stage_result
 
     legacy = {"clip_id": "v-c000", "status": "failed", "error": "FileNotFoundError: gone"}
     assert stage_result(legacy, "split") == "ok" and stage_result(legacy, "label") == "failed"

@@ -1,4 +1,4 @@
-"""Manifest statistics and the HTML report (commercial98k.stats, c98k stats)."""
+"""Manifest statistics and the HTML report (commercial98k.export.stats, c98k stats)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections import Counter
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.stats import format_summary, summarize, write_report
+from commercial98k.export.stats import format_summary, summarize, write_report
+from commercial98k.manifest.io import read_manifest, write_manifest
 from pipelines.cli import main as cli
 
 
@@ -80,7 +80,7 @@ def test_predicted_vs_crawl_category_flags_strong_disagreements(tmp_path):
 
 
 def test_failures_are_grouped_by_normalised_cause_and_rows_by_where_they_stopped(tmp_path):
-    from commercial98k.stats import _error_cause
+    from commercial98k.export.stats import _error_cause
 
     errors = ["ERROR: [generic] x: Unable to download webpage: HTTP Error 404: Not Found",
               "ERROR: [generic] y: Unable to download webpage: HTTP Error 404: Not Found",

@@ -1,4 +1,4 @@
-"""Per-worker thread limits (``commercial98k.threads``) in a fresh process, as a worker would set them."""
+"""Per-worker thread limits (``commercial98k.engine.threads``) in a fresh process, as a worker would set them."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from commercial98k.threads import threads_per_worker
+from commercial98k.engine.threads import threads_per_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _SCRIPT = """
 import json, os
-from commercial98k.threads import set_worker_threads, worker_threads
+from commercial98k.engine.threads import set_worker_threads, worker_threads
 done = set_worker_threads(1)
 import cv2, torch
 from threadpoolctl import threadpool_info

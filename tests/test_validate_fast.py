@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from commercial98k.schema import _checked_rows, _row_problems, rows_to_table, validate_table
+from commercial98k.manifest.schema import _checked_rows, _row_problems, rows_to_table, validate_table
 
 
 def _random_rows(n: int, seed: int) -> list[dict]:

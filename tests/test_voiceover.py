@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from commercial98k.manifest import read_manifest, write_manifest
-from commercial98k.media import write_wav
-from commercial98k.split import landmarks as lm
-from commercial98k.split.identity import fingerprint_audio, group_music
-from commercial98k.split.landmark_index import LandmarkIndex, landmark_index_dir, landmark_problem
-from commercial98k.split.library import match_library, open_library, track_id
+from commercial98k.identity import landmarks as lm
+from commercial98k.identity.chromaprint import fingerprint_audio, group_music
+from commercial98k.identity.landmark_index import LandmarkIndex, landmark_index_dir, landmark_problem
+from commercial98k.identity.library import match_library, open_library, track_id
+from commercial98k.manifest.io import read_manifest, write_manifest
+from commercial98k.media.ffmpeg_io import write_wav
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.vad import get_vad
 from commercial98k.testing import voiceover as vo

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from synthetic import make_labelled_corpus
 
-from commercial98k.shards import build_shards
+from commercial98k.export.shards import build_shards
 from yuyin.cli import main
 from yuyin.recommend import INDEX_JSON, INDEX_NPZ, build_music_index, load_music_index
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from synthetic import make_labelled_corpus
 
-from commercial98k.shards import build_shards
+from commercial98k.export.shards import build_shards
 
 
 def synthetic_shards(root: Path, n_clips: int = 240, samples_per_shard: int = 60, seed: int = 0) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from commercial98k.fsutil import atomic_write_bytes, atomic_write_json
+from commercial98k.storage.files import atomic_write_bytes, atomic_write_json
 
 from .evaluate import KS, embed_batches, retrieval_metrics
 from .train import TrainConfig, Trainer

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from commercial98k.fsutil import atomic_write_bytes, atomic_write_json
+from commercial98k.storage.files import atomic_write_bytes, atomic_write_json
 
 from .baselines import NEURAL, CCABaseline, _pooled, method_config
 from .evaluate import embed_batches, random_v2m, track_gallery, v2m_ranks

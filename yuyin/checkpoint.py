@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from commercial98k.fsutil import atomic_path
+from commercial98k.storage.files import atomic_path
 
 from .model import YuYin, YuYinConfig
 

@@ -55,7 +55,7 @@ def resolve_shards(manifest: str | None, shards: str | None) -> Path:
     if not (path / "index.json").is_file():
         raise FileNotFoundError(f"no shards at {path} (no index.json): run `c98k build-shards` or pass --shards")
     if manifest and not shards and Path(manifest).is_file():
-        from commercial98k.fsutil import sha256_file
+        from commercial98k.storage.files import sha256_file
 
         built_from = json.loads((path / "index.json").read_text(encoding="utf-8")).get("manifest", {})
         if built_from.get("sha256") and built_from["sha256"] != sha256_file(manifest):
@@ -69,7 +69,7 @@ def check_splits(shards: Path, needed: dict[str, str], show_table: bool = False)
 
     ``needed``: split -> the flag that asks for it (named in the error).
     """
-    from commercial98k.shard_report import dropped_lines, split_table
+    from commercial98k.export.report import dropped_lines, split_table
 
     from .data import load_index
 

@@ -85,7 +85,7 @@ def verify_shard(shards_dir: Path, entry: dict[str, Any]) -> None:
 
     A file is hashed once per process (re-checked when its size or mtime changes).
     """
-    from commercial98k.fsutil import sha256_file
+    from commercial98k.storage.files import sha256_file
 
     path = shards_dir / entry["path"]
     redo = f"run `c98k build-shards --out {shards_dir}` again"

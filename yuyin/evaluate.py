@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from commercial98k.fsutil import atomic_write_bytes, atomic_write_json
+from commercial98k.storage.files import atomic_write_bytes, atomic_write_json
 
 KS = (1, 5, 10, 25, 50)
 

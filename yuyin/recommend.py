@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from commercial98k.fsutil import atomic_path, atomic_write_json, sha256_file
+from commercial98k.storage.files import atomic_path, atomic_write_json, sha256_file
 
 from .checkpoint import find_checkpoint, load_model
 from .evaluate import embed_batches, track_gallery
@@ -195,7 +195,7 @@ def recommend_video(video_path: str | os.PathLike, checkpoint: str | os.PathLike
     split stage's planner cuts the ad into shot-aligned clip windows, each is embedded and the
     mean embedding is matched (music that fits the whole ad).
     """
-    from commercial98k.label.clip_features import LabelConfig, LabelModels, extract_clip_features
+    from commercial98k.label.extractors import LabelConfig, LabelModels, extract_clip_features
 
     if not Path(video_path).is_file():
         raise FileNotFoundError(f"{video_path}: no such video")

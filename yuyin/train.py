@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from commercial98k.fsutil import atomic_path, atomic_write_json
+from commercial98k.storage.files import atomic_path, atomic_write_json
 
 from .checkpoint import (
     find_checkpoint,

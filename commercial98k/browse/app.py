@@ -28,8 +28,15 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..corrections import Correction, CorrectionError, from_dict, load_corrections, save_correction
-from ..fsutil import DataRoot
+from commercial98k.manifest.corrections import (
+    Correction,
+    CorrectionError,
+    from_dict,
+    load_corrections,
+    save_correction,
+)
+from commercial98k.storage.files import DataRoot
+
 from ..taxonomy import Taxonomy, load_taxonomy
 from .files import Refused, Thumbnails, served_path
 from .index import ClipIndex
@@ -70,7 +77,7 @@ class Browser:
 
     def corrections_by_clip(self) -> dict[str, list[Correction]]:
         """The latest corrections per clip (re-read when the file changes)."""
-        from ..corrections import corrections_path, latest
+        from commercial98k.manifest.corrections import corrections_path, latest
 
         path = corrections_path(self.manifest)
         try:

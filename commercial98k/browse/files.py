@@ -14,8 +14,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ..fsutil import DataRoot
-from ..media import seek_before, video_stream
+from commercial98k.media.ffmpeg_io import seek_before, video_stream
+from commercial98k.storage.files import DataRoot
 
 
 class Refused(ValueError):

@@ -20,11 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from commercial98k.export.stats import _error_cause
+from commercial98k.manifest.io import list_parts
+from commercial98k.manifest.scan import scan_manifest
+from commercial98k.manifest.status import STAGES
+
 from ..label.gems import GEMS9
-from ..manifest import list_parts
-from ..manifest_scan import scan_manifest
-from ..stages import STAGES
-from ..stats import _error_cause
 
 #: read from the manifest; the maps are reduced per batch (``_reduce``)
 READ_COLUMNS = ["clip_id", "video_id", "title", "url", "category", "predicted_category", "category_confidence",
@@ -199,7 +200,7 @@ def manifest_batches(manifest: str | os.PathLike, batch_rows: int) -> Iterator[p
         return
     import pyarrow.parquet as pq
 
-    from ..schema import CLIP_SCHEMA
+    from commercial98k.manifest.schema import CLIP_SCHEMA
 
     f = pq.ParquetFile(path)
     present = [c for c in READ_COLUMNS if c in f.schema_arrow.names]
@@ -241,7 +242,7 @@ def build_index(manifest: str | os.PathLike, batch_rows: int = 131_072) -> Index
 
 def _reduce_schema() -> pa.Schema:
     """The index schema (for an empty manifest)."""
-    from ..schema import CLIP_SCHEMA
+    from commercial98k.manifest.schema import CLIP_SCHEMA
 
     empty = pa.RecordBatch.from_pylist([], schema=pa.schema([CLIP_SCHEMA.field(c) for c in READ_COLUMNS]))
     return _reduce(empty, list(GEMS9))[0].schema

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..corrections import Correction
+from commercial98k.manifest.corrections import Correction
+
 from .index import HIDDEN, IndexData, iter_index_batches
 
 SORTS = ("manifest", "confidence", "-confidence", "p_predicted", "-p_predicted", "clip_id", "music_id")

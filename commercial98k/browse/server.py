@@ -8,8 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..manifest import ManifestError, manifest_exists
-from ..schema import guess_kind
+from commercial98k.manifest.io import ManifestError, manifest_exists
+from commercial98k.manifest.schema import guess_kind
 
 
 class BrowseError(ValueError):

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..fsutil import atomic_path, atomic_write_json
-from ..media import load_audio
+from commercial98k.media.ffmpeg_io import load_audio
+from commercial98k.storage.files import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 

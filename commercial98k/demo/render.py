@@ -25,9 +25,10 @@ import ffmpeg
 import numpy as np
 import soundfile as sf
 
-from ..engine import run_steps
-from ..fsutil import atomic_path, atomic_write_json, sha256_file
-from ..media import ffmpeg_bin
+from commercial98k.engine.local import run_steps
+from commercial98k.media.ffmpeg_io import ffmpeg_bin
+from commercial98k.storage.files import atomic_path, atomic_write_json, sha256_file
+
 from .corpus import PLAN_VERSION, STYLES, Shot, VideoPlan
 from .music import SAMPLE_RATE, Track, load_library, read_track
 

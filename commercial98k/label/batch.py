@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import error_line
+from commercial98k.engine.local import error_line
+from commercial98k.label.extractors import DecodedClip, LabelModels, audio_features, decode_clip, frame_info
+from commercial98k.storage.feature_store import FeatureStore
+from commercial98k.storage.files import DataRoot
+
 from ..faults import raise_if_environment
-from ..features import FeatureStore
-from ..fsutil import DataRoot
-from .clip_features import DecodedClip, LabelModels, audio_features, decode_clip, frame_info
 from .evidence import (
     brand_evidence,
     category_result,

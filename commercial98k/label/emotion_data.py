@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine import error_line
+from commercial98k.engine.local import error_line
+
 from .gems import GEMS9
 
 if TYPE_CHECKING:  # pandas is imported where a CSV is read: `c98k --help` should not pay for it

@@ -21,11 +21,12 @@ from scipy.stats import pearsonr
 from sklearn.model_selection import KFold, StratifiedKFold
 from tqdm import tqdm
 
-from ..engine import error_line
-from ..features import FeatureStore
-from ..fsutil import atomic_path, safe_id
-from ..media import MediaError, load_audio
-from ..models.emotion import GemsHead, train_head, va_of_gems
+from commercial98k.engine.local import error_line
+from commercial98k.media.ffmpeg_io import MediaError, load_audio
+from commercial98k.models.emotion_head import GemsHead, train_head, va_of_gems
+from commercial98k.storage.feature_store import FeatureStore
+from commercial98k.storage.files import atomic_path, safe_id
+
 from ..models.registry import AUDIO
 from .emotion_data import EmotionDataset, load_dataset
 

@@ -22,10 +22,11 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from ..engine import error_line
+from commercial98k.engine.local import error_line
+from commercial98k.label.category import CategoryCalibration, combine
+from commercial98k.label.text_match import CategoryMatcher, brand_matcher, clip_text
+
 from ..taxonomy import Taxonomy
-from .category import CategoryMatcher, brand_matcher, clip_text
-from .category_score import CategoryCalibration, combine
 from .tags import TagNormalizer, clean_text
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ def clip_ocr(row: dict, models, data_root) -> str | None:
     model = models.ocr
     if model is None or data_root is None:
         return None
-    from ..fsutil import DataRoot
+    from commercial98k.storage.files import DataRoot
+
     from ..models.ocr import ocr_clip
 
     root = DataRoot(data_root)

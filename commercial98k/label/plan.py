@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from ..features import FeatureStore
-from ..manifest_scan import row_finished
-from ..stages import record, split_result, stage_result
+from commercial98k.manifest.scan import row_finished
+from commercial98k.manifest.status import record, split_result, stage_result
+from commercial98k.storage.feature_store import FeatureStore
 
 FEATURE_COLUMNS = {"audio": "audio_embedding", "frames": "frame_embedding", "tags": "tag_embedding"}
 
@@ -58,7 +58,7 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..manifest_scan import scan_manifest
+    from commercial98k.manifest.scan import scan_manifest
 
     pending: list[dict] = []
     counts: Counter = Counter(skipped=0, not_ok=0, failed_before=0)

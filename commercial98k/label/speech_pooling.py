@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from commercial98k.storage.files import atomic_write_bytes, sha256_bytes, sha256_file
+
 from ..models.registry import ModelInfo
 
 SPEECH_POOLING = ("weighted", "none")
@@ -128,7 +129,7 @@ class SpeechCorrection:
 
     def to_bytes(self) -> bytes:
         """Deterministic ``.npz`` bytes (fixed zip timestamps), numpy only."""
-        from ..models.emotion import npz_bytes
+        from commercial98k.models.emotion_head import npz_bytes
 
         return npz_bytes({"format": np.array(FORMAT), "audio_model": np.array(self.audio_model),
                           "weight": np.asarray(self.weight, np.float32),
@@ -210,7 +211,9 @@ class SpeechAwareEmotion:
             share = np.r_[share, np.zeros(len(seq) - len(share))]
         if self.correction is not None:
             seq = self.correction.apply(seq, share)
-        from ..models.emotion import window_starts  # scipy & co. load with the head, not with this module
+        from commercial98k.models.emotion_head import (
+            window_starts,  # scipy & co. load with the head, not with this module
+        )
 
         w = frame_weights(share)
         wf = self.head.window_frames if self.head.window_frames > 0 else len(seq)

@@ -1,4 +1,4 @@
-"""The label stage as a ``commercial98k.stage.Stage``: one code path, in this process or as Ray actors.
+"""The label stage as a ``commercial98k.engine.stage.Stage``: one code path, in this process or as Ray actors.
 
 ``LabelStage.setup`` builds the models once per worker (the device from Ray's GPU assignment);
 a batch is labelled with ``label.batch.label_batches`` and each row records label's result
@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..fsutil import DataRoot
-from ..ray_engine import assigned_device
-from ..stage import Resources, Stage
+from commercial98k.engine.ray_executor import assigned_device
+from commercial98k.engine.stage import Resources, Stage
+from commercial98k.label.extractors import LabelConfig
+from commercial98k.storage.files import DataRoot
+
 from .batch import LabelOptions
-from .clip_features import LabelConfig
 
 
 class LabelStage(Stage):
@@ -34,8 +35,8 @@ class LabelStage(Stage):
         self.models = None
 
     def setup(self) -> None:
-        from ..features import FeatureStore
-        from .clip_features import models_for
+        from commercial98k.label.extractors import models_for
+        from commercial98k.storage.feature_store import FeatureStore
 
         super().setup()
         self.models = models_for(replace(self.config, device=assigned_device(self.config.device)))
@@ -57,7 +58,7 @@ class LabelStage(Stage):
 
 
 def _provenance(config: LabelConfig, frame_fps: float = 1.0) -> dict[str, str | None]:
-    from .clip_features import models_for
+    from commercial98k.label.extractors import models_for
 
     return models_for(replace(config, device=assigned_device(config.device))).provenance(frame_fps)
 
@@ -73,7 +74,7 @@ def label_provenance(config: LabelConfig, engine: str, address: str | None = Non
         return _provenance(config, frame_fps), False
     import ray
 
-    from ..ray_engine import check_gpus, connect
+    from commercial98k.engine.ray_executor import check_gpus, connect
 
     started = connect(address)
     if gpus_per_worker:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import error_line
-from ..fsutil import sha256_file
+from commercial98k.engine.local import error_line
+from commercial98k.storage.files import sha256_file
+
 from .registry import FRAMES, ModelInfo, check_device
 from .weights import WeightsUnavailable
 

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import error_line
-from ..fsutil import sha256_file
+from commercial98k.engine.local import error_line
+from commercial98k.storage.files import sha256_file
+
 from .onnx_runtime import onnx_module
 from .registry import FRAMES, ModelInfo, check_device
 from .weights import WeightsUnavailable, package_file

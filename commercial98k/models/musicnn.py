@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fsutil import sha256_file
+from commercial98k.storage.files import sha256_file
+
 from .onnx_runtime import onnx_module
 from .registry import AUDIO, ModelInfo, check_device
 from .tf_checkpoint import read_checkpoint, read_index

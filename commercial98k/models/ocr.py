@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import sha256_file
+from commercial98k.storage.files import sha256_file
+
 from .registry import ModelInfo
 from .weights import WeightsUnavailable
 
@@ -277,8 +278,8 @@ def load_keyframes(path: str | Path, times: list[float], size: tuple[int, int]) 
     (an ffmpeg process per keyframe cost ~0.1 CPU s of start-up alone)."""
     import av
 
-    from ..media import MediaError, seek_before, video_stream
-    from ..threads import worker_threads
+    from commercial98k.engine.threads import worker_threads
+    from commercial98k.media.ffmpeg_io import MediaError, seek_before, video_stream
 
     w, h = size
     out = []
@@ -320,7 +321,7 @@ def clip_keyframes(video_path: str | Path, start_s: float | None, end_s: float |
     """The frames ``ocr_clip`` reads: up to ``max_frames`` shot-middle keyframes of the clip at OCR size."""
     start = float(start_s or 0.0)
     if end_s is None:
-        from ..media import probe
+        from commercial98k.media.ffmpeg_io import probe
 
         info = probe(video_path)
         end_s = start + float(info.duration_s or 0.0)

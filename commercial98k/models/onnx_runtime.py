@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import error_line
-from ..fsutil import atomic_path
-from ..threads import ort_session_options
+from commercial98k.engine.local import error_line
+from commercial98k.engine.threads import ort_session_options
+from commercial98k.storage.files import atomic_path
+
 from .weights import cache_dir
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fsutil import atomic_path, sha256_file
+from commercial98k.storage.files import atomic_path, sha256_file
+
 from .musicnn import mel_filterbank
 from .registry import AUDIO, ModelInfo, check_device
 from .weights import WeightsUnavailable, cache_dir, fetch_weights

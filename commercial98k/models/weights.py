@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..engine import error_line
-from ..fsutil import atomic_path, sha256_file
+from commercial98k.engine.local import error_line
+from commercial98k.storage.files import atomic_path, sha256_file
 
 
 class WeightsUnavailable(RuntimeError):

@@ -27,7 +27,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fsutil import safe_id
+from commercial98k.storage.files import safe_id
+
 from ..taxonomy import Category
 from .common import VIDEO_EXTENSIONS, is_retryable, utc_now, videos_dir
 from .download import YtdlpDownloader

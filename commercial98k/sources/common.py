@@ -7,8 +7,8 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..fsutil import DataRoot, sha256_file
-from ..media import MediaError
+from commercial98k.media.ffmpeg_io import MediaError
+from commercial98k.storage.files import DataRoot, sha256_file
 
 #: Extensions a folder source imports (lower case, with the dot).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".flv", ".ts", ".mpg", ".mpeg", ".wmv", ".3gp")

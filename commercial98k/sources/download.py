@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from commercial98k.storage.files import DataRoot
+
 from ..faults import raise_if_environment
-from ..fsutil import DataRoot
 from .common import finish_row, iso_date, merge_tags, utc_now, videos_dir
 from .filters import Breaker, platform_key
 from .ytdlp import (

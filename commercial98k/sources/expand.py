@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urljoin
 
-from ..fsutil import safe_id
+from commercial98k.storage.files import safe_id
+
 from .common import one_line, utc_now
 from .ytdlp import (
     _LISTING_EXTRACTORS,

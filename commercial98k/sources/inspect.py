@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..media import MediaError, Probe, probe_container
+from commercial98k.media.ffmpeg_io import MediaError, Probe, probe_container
 
 
 @dataclass(frozen=True)

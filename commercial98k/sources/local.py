@@ -17,9 +17,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from commercial98k.storage.files import DataRoot, atomic_path, safe_id
+
 from .. import __version__
 from ..faults import raise_if_environment
-from ..fsutil import DataRoot, atomic_path, safe_id
 from .common import VIDEO_EXTENSIONS, finish_row, merge_tags, utc_now
 
 _QUICK = 64 * 1024

@@ -18,8 +18,9 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from ..fsutil import DataRoot
-from ..manifest_scan import finished
+from commercial98k.manifest.scan import finished
+from commercial98k.storage.files import DataRoot
+
 from ..taxonomy import Taxonomy
 from . import (
     DEFAULT_SEARCH_COUNT,

@@ -19,7 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import safe_id
+from commercial98k.storage.files import safe_id
+
 from .common import one_line
 from .filters import AdFilter, blocked_hint
 

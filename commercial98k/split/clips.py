@@ -10,8 +10,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from ..fsutil import atomic_path
-from ..media import MediaError, run_ffmpeg, write_wav
+from commercial98k.media.ffmpeg_io import MediaError, run_ffmpeg, write_wav
+from commercial98k.storage.files import atomic_path
 
 DEFAULT_CLIP_SECONDS = 30.0
 DEFAULT_MIN_CLIP_SECONDS = 4.0

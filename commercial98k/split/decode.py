@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import MediaError, seek_before, video_stream
-from ..threads import worker_threads
+from commercial98k.engine.threads import worker_threads
+from commercial98k.media.ffmpeg_io import MediaError, seek_before, video_stream
+
 from .music import HOP_S, PATCH_FRAMES, PATCH_HOP_FRAMES, PATCH_S, SAMPLE_RATE, log_mel, patch_rms
 from .shots import Shot, ShotList, make_detector
 
@@ -129,7 +130,7 @@ class ScanResult:
 
 def _thumb(small_bgr: np.ndarray) -> np.ndarray | None:
     """The 32x32 grey picture pHash is computed from; None for a blank frame (pixel std < 4, as
-    ``identity.video_phash``: black or white frames match any video)."""
+    ``identity.reupload.video_phash``: black or white frames match any video)."""
     import cv2
 
     mean, std = cv2.meanStdDev(small_bgr)  # per channel; pooled below = std over all values

@@ -48,11 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import sha256_file
-from ..media import load_audio
+from commercial98k.engine.threads import worker_threads
+from commercial98k.media.ffmpeg_io import load_audio
+from commercial98k.storage.files import sha256_file
+
 from ..models.registry import ModelInfo
 from ..models.weights import WeightsUnavailable, cache_dir, package_file
-from ..threads import worker_threads
 
 SAMPLE_RATE = 16000
 PATCH_FRAMES = 96

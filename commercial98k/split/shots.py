@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..media import MediaError
+from commercial98k.media.ffmpeg_io import MediaError
+
 from ..models.registry import ModelInfo
 
 # OpenCV's FFmpeg backend prints decoder noise for damaged files; we report one error line instead.

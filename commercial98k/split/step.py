@@ -5,7 +5,7 @@ music spans, clip windows from one decode), writes ``audio/<clip_id>.wav`` (mono
 fingerprints each clip and hashes the keyframes, and cuts ``clips/<clip_id>.mp4`` only with
 ``clip_files`` ``copy`` or ``encode``. A video without audio, without music or that fails gets
 one ``<video_id>-none`` row with split's status and cause. ``SplitStage`` is the same work as a
-``commercial98k.stage.Stage`` (Ray actors that write their own manifest parts).
+``commercial98k.engine.stage.Stage`` (Ray actors that write their own manifest parts).
 """
 
 from __future__ import annotations
@@ -13,25 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import error_line
-from ..faults import raise_if_environment
-from ..fsutil import DataRoot
-from ..schema import VIDEO_SCHEMA
-from ..stage import Resources, Stage
-from ..stages import record
-from ..threads import set_worker_threads, worker_threads
-from . import plan_video
-from .clips import cut_clip, slice_audio, write_clip_audio
-from .identity import (
+from commercial98k.engine.local import error_line
+from commercial98k.engine.stage import Resources, Stage
+from commercial98k.engine.threads import set_worker_threads, worker_threads
+from commercial98k.identity.chromaprint import (
     fingerprint_audio,
     fingerprint_file,
     fingerprinter_info,
-    keyframe_times,
     segment_of,
-    video_phash,
 )
-from .landmarks import encode as encode_landmarks
-from .landmarks import extract_peaks, landmark_info, voiced_frames
+from commercial98k.identity.landmarks import encode as encode_landmarks
+from commercial98k.identity.landmarks import extract_peaks, landmark_info, voiced_frames
+from commercial98k.identity.reupload import keyframe_times, video_phash
+from commercial98k.manifest.schema import VIDEO_SCHEMA
+from commercial98k.manifest.status import record
+from commercial98k.storage.files import DataRoot
+
+from ..faults import raise_if_environment
+from . import plan_video
+from .clips import cut_clip, slice_audio, write_clip_audio
 from .music import SAMPLE_RATE, get_detector, span_share
 from .shots import detector_info
 from .streamcopy import copy_clip

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import ffmpeg
 
-from ..fsutil import atomic_path
-from ..media import MediaError, run_ffmpeg
+from commercial98k.media.ffmpeg_io import MediaError, run_ffmpeg
+from commercial98k.storage.files import atomic_path
+
 from .clips import cut_clip
 
 #: Codecs an MP4 holds by stream copy.

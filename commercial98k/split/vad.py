@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import sha256_file
+from commercial98k.engine.threads import worker_threads
+from commercial98k.storage.files import sha256_file
+
 from ..models.registry import ModelInfo
 from ..models.weights import package_file
-from ..threads import worker_threads
 
 SAMPLE_RATE = 16000
 FRAME = 512  # samples (32 ms)

@@ -67,7 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from ..fsutil import safe_id
+from commercial98k.storage.files import safe_id
+
 from ._http import CONTENT_TYPES, Hit, _Handler, _page, _Server, _Server6
 
 __all__ = ["CONTENT_TYPES", "CatalogServer", "Hit", "VideoMeta", "default_meta", "is_loopback"]
@@ -243,7 +244,7 @@ class CatalogServer:
         if m.duration_s is not None:
             return float(m.duration_s)
         if name not in self._durations:
-            from ..media import probe
+            from commercial98k.media.ffmpeg_io import probe
 
             try:
                 self._durations[name] = probe(self.root / name).duration_s

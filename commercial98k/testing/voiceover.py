@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media import load_audio
+from commercial98k.media.ffmpeg_io import load_audio
 
 SAMPLE_RATE = 16000
 

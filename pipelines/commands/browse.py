@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from commercial98k.manifest import ManifestError
+from commercial98k.manifest.io import ManifestError
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from commercial98k.manifest import ManifestError
-from commercial98k.schema import STATUSES
-from commercial98k.shard_filters import SOURCE_MODES
-from commercial98k.shard_report import empty_split_warnings
-from commercial98k.shards import ShardFilters
+from commercial98k.export.filters import SOURCE_MODES
+from commercial98k.export.report import empty_split_warnings
+from commercial98k.export.shards import ShardFilters
+from commercial98k.manifest.io import ManifestError
+from commercial98k.manifest.schema import STATUSES
 from commercial98k.taxonomy import load_taxonomy
 from pipelines import shards as stage
 from pipelines.errors import fail

@@ -7,7 +7,7 @@ import click
 from commercial98k.demo.corpus import STYLES
 from commercial98k.demo.music import MusicUnavailable
 from commercial98k.demo.render import RenderError
-from commercial98k.manifest import ManifestError
+from commercial98k.manifest.io import ManifestError
 from pipelines.demo import StepFailed, demo_steps, make_config, run_benchmark_corpus, run_demo
 from pipelines.errors import fail
 

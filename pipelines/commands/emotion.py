@@ -12,7 +12,7 @@ from pipelines.options import device_option
 def _errors() -> tuple[type[Exception], ...]:
     """What a bad data set, head or weights file raises (imported late: scipy is slow to load)."""
     from commercial98k.label.emotion_data import EmotionDataError
-    from commercial98k.models.emotion import EmotionHeadError
+    from commercial98k.models.emotion_head import EmotionHeadError
     from commercial98k.models.weights import WeightsUnavailable
 
     return (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)

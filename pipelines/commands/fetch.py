@@ -68,8 +68,8 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
       c98k fetch -c cosmetics -s ~/ads/cosmetics   # a folder of local video files
       c98k fetch -c all --engine ray --address auto --workers 32
     """
-    from commercial98k.manifest import ManifestError
-    from commercial98k.ray_engine import DataRootError
+    from commercial98k.engine.ray_executor import DataRootError
+    from commercial98k.manifest.io import ManifestError
     from commercial98k.sources import UnsafeSourceError, UrlFileError, YtdlpOptions
     from commercial98k.taxonomy import UnknownCategory
     from pipelines.fetch import fetch

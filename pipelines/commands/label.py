@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from commercial98k.corrections import is_corrections_file
+from commercial98k.manifest.corrections import is_corrections_file
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
 
 def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    from commercial98k.label.clip_features import WEIGHT_KINDS
+    from commercial98k.label.extractors import WEIGHT_KINDS
 
     pairs = []
     for v in values:
@@ -26,7 +26,7 @@ def _weights(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def _unless_locked(ctx: click.Context, param: click.Parameter, wait: bool) -> bool:
     """A second writer exits at once, before --device loads torch (seconds); the stage then locks."""
-    from commercial98k.manifest_lock import check_unlocked
+    from commercial98k.manifest.lock import check_unlocked
 
     if not wait and ctx.params.get("manifest"):
         check_unlocked(ctx.params["manifest"])
@@ -102,13 +102,13 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
       c98k label --weights emotion=models/emotion_head.npz
       c98k label --retry-failed                 # once the missing clip files are back
     """
-    from commercial98k.label.clip_features import LabelConfig
-    from commercial98k.manifest import ManifestError
+    from commercial98k.label.extractors import LabelConfig
+    from commercial98k.manifest.io import ManifestError
     from commercial98k.models.weights import WeightsUnavailable
     from pipelines.label import LabelOptions, run_label
 
     if category_calibration and is_corrections_file(category_calibration):
-        from commercial98k.label.category_score import calibrate_from_corrections
+        from commercial98k.label.category import calibrate_from_corrections
 
         try:
             cal, path, rescored = calibrate_from_corrections(manifest, category_calibration)

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from commercial98k.manifest import ManifestError
+from commercial98k.engine.ray_executor import DataRootError
+from commercial98k.manifest.io import ManifestError
 from commercial98k.models.weights import WeightsUnavailable
-from commercial98k.ray_engine import DataRootError
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options

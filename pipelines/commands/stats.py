@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from commercial98k.corrections import CorrectionError
-from commercial98k.manifest import ManifestError
-from commercial98k.stats import format_summary, write_report
+from commercial98k.export.stats import format_summary, write_report
+from commercial98k.manifest.corrections import CorrectionError
+from commercial98k.manifest.io import ManifestError
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST
 

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from commercial98k.manifest import ManifestError, problems_in
-from commercial98k.schema import SCHEMAS
+from commercial98k.manifest.io import ManifestError, problems_in
+from commercial98k.manifest.schema import SCHEMAS
 from pipelines.errors import fail
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from commercial98k.threads import restored_thread_limits
+from commercial98k.engine.threads import restored_thread_limits
 
 
 def _open_bars() -> set:

@@ -10,7 +10,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from commercial98k.fsutil import atomic_write_bytes, atomic_write_json
+from commercial98k.storage.files import atomic_write_bytes, atomic_write_json
 
 from .config import DemoConfig
 from .runner import StepFailed
@@ -49,7 +49,7 @@ def _needs_split(cfg: DemoConfig, split: str) -> dict:
 
 def run_train(cfg: DemoConfig) -> None:
     """``yuyin train --shards shards --steps N --batch-size B --checkpoint-dir runs/yuyin --device D --seed S``."""
-    from commercial98k.shard_report import dropped_lines, split_table
+    from commercial98k.export.report import dropped_lines, split_table
     from yuyin.train import train
 
     _say("yuyin train")
@@ -121,7 +121,7 @@ def split_clip_ids(cfg: DemoConfig, split: str) -> set[str]:
 
 def held_out_clip(cfg: DemoConfig) -> dict:
     """A test-split clip's manifest row: an ad (and a track) the model never trained on."""
-    from commercial98k.manifest import read_manifest
+    from commercial98k.manifest.io import read_manifest
 
     test_ids = split_clip_ids(cfg, "test")
     for r in read_manifest(cfg.path("manifests", "c98k.parquet"), "clips").to_pylist():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from commercial98k.demo.catalog import catalog_pages, sources_csv
 from commercial98k.demo.render import load_corpus
-from commercial98k.fsutil import atomic_write_bytes
+from commercial98k.storage.files import atomic_write_bytes
 
 from .config import DemoConfig
 from .runner import StepFailed
@@ -78,7 +78,7 @@ def run_split(cfg: DemoConfig) -> None:
 def run_label(cfg: DemoConfig) -> None:
     """``c98k label --manifest manifests/c98k.parquet --data-root data --workers W --device D
     --emotion-model gems-head --weights emotion=models/emotion_head.npz`` (the other flags at their defaults)."""
-    from commercial98k.label.clip_features import LabelConfig
+    from commercial98k.label.extractors import LabelConfig
     from commercial98k.models.registry import check_device
     from pipelines.label import LabelOptions
     from pipelines.label import run_label as label
@@ -101,7 +101,7 @@ def run_truth(cfg: DemoConfig) -> None:
     whose ``music_id`` is the true track (``commercial98k.demo.truth``; the benchmark's shards use it)."""
     from commercial98k.demo.render import load_corpus
     from commercial98k.demo.truth import identity_agreement, true_track_ids
-    from commercial98k.manifest import read_manifest, write_manifest
+    from commercial98k.manifest.io import read_manifest, write_manifest
 
     clips = read_manifest(cfg.path("manifests", "c98k.parquet"), "clips")
     corpus = load_corpus(cfg.path("catalog"))
@@ -120,8 +120,8 @@ def run_shards(cfg: DemoConfig) -> None:
     """``c98k build-shards --manifest manifests/c98k.parquet --out shards --data-root data --seed S
     --split-fractions F`` (the other flags at their defaults); the benchmark corpus builds from the
     true-track copy (``shards_manifest``)."""
-    from commercial98k.shard_report import empty_split_warnings
-    from commercial98k.shards import ShardFilters
+    from commercial98k.export.report import empty_split_warnings
+    from commercial98k.export.shards import ShardFilters
     from pipelines import shards
 
     _say("c98k build-shards")
@@ -134,7 +134,7 @@ def run_shards(cfg: DemoConfig) -> None:
 
 def run_stats(cfg: DemoConfig) -> None:
     """``c98k stats --manifest manifests/c98k.parquet --report report/stats.html``."""
-    from commercial98k.stats import format_summary, write_report
+    from commercial98k.export.stats import format_summary, write_report
 
     _say("c98k stats")
     report = str(cfg.path("report", "stats.html"))

@@ -1,0 +1,1 @@
+"""How stages run: the ``Stage`` contract, the runner, local threads and the Ray executor."""

@@ -1,0 +1,1 @@
+"""From a labelled manifest to training data: train/val/test partition, filters, shards, reports."""

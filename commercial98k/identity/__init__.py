@@ -1,0 +1,1 @@
+"""Music identity and re-uploads: fingerprints (landmarks, Chromaprint), their indexes, the library."""

@@ -1,0 +1,1 @@
+"""Media I/O through ffmpeg: probing, decoding audio and frames, writing WAV."""
