@@ -1,4 +1,4 @@
-"""Benchmark: what issue 13's integrity guarantees cost, as ratios against a reference in the same run.
+"""Benchmark: what the integrity guarantees (per-stage status, fsync'd parts, locks) cost, as ratios against a reference in the same run.
 
 * shard check - ``yuyin.data.make_dataset`` on a split the first time in a process (size + sha256
   of every shard against index.json) vs. a second time (already verified); both followed by reading

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from commercial98k.errors import C98kError
 from commercial98k.storage.files import DataRoot
 
 #: errnos that are the machine's fault wherever they happen
@@ -39,7 +40,7 @@ TOOL_HINT = {"ffmpeg": "apt-get install ffmpeg (or pip install imageio-ffmpeg)",
 AGAIN = "then run the same command again"
 
 
-class EnvironmentFault(RuntimeError):
+class EnvironmentFault(C98kError, RuntimeError):
     """The machine cannot go on: the stage stops and no item is recorded as failed for it.
 
     ``str()`` is the one line: cause, path, what to do. ``locate(places)`` words the advice

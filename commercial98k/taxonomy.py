@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from commercial98k.errors import C98kError
+
 DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "manifests" / "categories.json"
 DEFAULT_BRANDS = DEFAULT_TAXONOMY.with_name("brands.json")
 
@@ -27,7 +29,7 @@ class Category:
         return f"{self.name_en} {self.name_zh}: " + ", ".join(self.keywords)
 
 
-class UnknownCategory(KeyError):
+class UnknownCategory(C98kError, KeyError):
     pass
 
 

@@ -15,9 +15,10 @@ from typing import NoReturn
 
 import click
 
-#: Exception types whose message already says what and where (no type name prefix needed).
-_PLAIN = ("ManifestError", "ShardError", "FileNotFoundError", "MediaError", "WeightsUnavailable", "StepFailed",
-          "DataRootError", "ClusterError", "EnvironmentFault", "ManifestLocked")
+from commercial98k.errors import C98kError
+
+#: Besides ``C98kError``, the exception types whose message already says what and where.
+_PLAIN = (C98kError, ValueError, KeyError, OSError)
 
 
 def one_line(e: BaseException) -> str:
@@ -28,7 +29,7 @@ def one_line(e: BaseException) -> str:
         msg = f"{e.filename}: {msg}"
     if isinstance(e, tarfile.TarError):
         return f"a shard or tar file is truncated or corrupt ({msg}); run `c98k build-shards` again"
-    if type(e).__name__ in _PLAIN or isinstance(e, (ValueError, KeyError, OSError)):
+    if isinstance(e, _PLAIN):
         return msg
     return f"{type(e).__name__}: {msg}"
 
@@ -43,7 +44,7 @@ def report_error(e: BaseException, verbose: int = 0) -> None:
 
 def _expected(e: BaseException) -> bool:
     """Errors about the user's input (files, values), as opposed to a bug: no traceback hint."""
-    return type(e).__name__ in _PLAIN or isinstance(e, (ValueError, KeyError, OSError, tarfile.TarError))
+    return isinstance(e, (*_PLAIN, tarfile.TarError))
 
 
 def fail(e: BaseException, code: int = 1) -> NoReturn:

@@ -4,7 +4,8 @@ Reads ``manifests/c98k.parquet`` and labels every ``ok`` clip that lacks feature
 chosen models: audio-embedding sequence (``features/audio``), frame embeddings at
 ``frame_fps`` (``features/frames``), tag text embeddings aligned with the ``tags`` column
 (``features/tags``), music tags from the audio model's tagger, emotion from the emotion head,
-and ``category_confidence`` / ``predicted_category`` from a zero-shot text match. Updated rows
+and ``category_probs`` / ``predicted_category`` / ``category_confidence`` from the calibrated
+fusion of page text, on-screen text (OCR) and frames (``commercial98k.label.category``). Updated rows
 go through ``ManifestWriter`` (same ``clip_id``, newer row wins) with the provenance columns
 ``audio_model``, ``frame_model``, ``text_model``, ``emotion_model``.
 

@@ -226,7 +226,7 @@ def test_top_level_help_does_not_import_torch_or_pandas():
     assert "HEAVY []" in out
 
 
-# ================================================================ issue 13: every command x every bad input
+# ================================================================ every command x every bad input
 # Each case: exit code 1, exactly one non-empty stderr line, no "Traceback" anywhere.
 def clean_failure(cli, args: list) -> str:
     """Run ``cli`` (c98k or yuyin); assert exit 1, one stderr line, no traceback; return that line."""

@@ -66,7 +66,7 @@ def test_the_rule_is_the_same_for_every_stage():
 
 
 def test_fetch_split_and_label_read_done_keys_through_the_one_reader():
-    """No stage keeps its own copy of the rule (issue 17: "which keys are done" is defined once)."""
+    """No stage keeps its own copy of the rule ("which keys are done" is defined once)."""
     fetch = (ROOT / "pipelines/fetch.py").read_text()
     fetch_plan = (ROOT / "commercial98k/sources/plan.py").read_text()
     split = (ROOT / "pipelines/split.py").read_text()

@@ -1,4 +1,4 @@
-"""Issue 13: per-stage status, total music identity, deterministic clips, the logit_scale clamp.
+"""Per-stage status, total music identity, deterministic clips, the logit_scale clamp.
 
 Real data where it matters: clips cut from the shared videos, Chromaprint fingerprints of
 generated audio, labelled with the real models; synthetic corpora for the shard checks.

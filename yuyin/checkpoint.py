@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from commercial98k.errors import C98kError
 from commercial98k.storage.files import atomic_path
 
 from .model import YuYin, YuYinConfig
@@ -28,7 +29,7 @@ LAST = "last.pt"
 _STEP_FILE = re.compile(r"step-(\d{8})\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(C98kError, ValueError):
     """A checkpoint that is missing, corrupt or not a YuYin checkpoint."""
 
 

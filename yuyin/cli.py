@@ -99,9 +99,6 @@ def _model_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _fail(e: Exception) -> None:
-    """Hand ``e`` to the one error surface (``pipelines.errors.CliGroup``): one line, ``-v`` for the traceback."""
-    raise e
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -162,10 +159,7 @@ def _config(config_path, shards_path, **flags) -> Any:
     weights = {"video_music": flags.pop("w_video_music"), "video_tag": flags.pop("w_video_tag"),
                "music_tag": flags.pop("w_music_tag"), "category": flags.pop("w_category")}
     model = _model_opts(flags.pop("model_opts"))
-    try:
-        return load_config(config_path, shards=str(shards_path), weights=weights, model=model, **flags)
-    except ValueError as e:
-        _fail(e)
+    return load_config(config_path, shards=str(shards_path), weights=weights, model=model, **flags)
 
 
 @main.command()
@@ -197,10 +191,7 @@ def train(manifest, shards, config_path, checkpoint_dir, checkpoint_every, eval_
         resume = cfg.checkpoint_dir
     from .train import train as run
 
-    try:
-        summary = run(cfg, resume=resume)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(e)
+    summary = run(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"trained {summary['steps']} steps ({summary['samples_per_s']:.0f} samples/s): "
                    f"loss {summary['last'].get('loss', float('nan')):.4f}; checkpoint {summary['checkpoint']}")
@@ -224,15 +215,12 @@ def evaluate(checkpoint, manifest, shards, split, out, device, batch_size, n_boo
 
     shards_path = resolve_shards(manifest, shards)
     check_splits(shards_path, {split: "--split"})
-    try:
-        report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
-        q = report.get("queries")
-        if n_boot and q:
-            report["v2m_intervals"] = bootstrap_intervals(q["v2m_rank"], METRICS, n_boot, groups=q["music_id"])
-        out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
-        write_report(report, out)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(e)
+    report = evaluate_checkpoint(checkpoint, shards_path, split, batch_size, device)
+    q = report.get("queries")
+    if n_boot and q:
+        report["v2m_intervals"] = bootstrap_intervals(q["v2m_rank"], METRICS, n_boot, groups=q["music_id"])
+    out = out or str(find_checkpoint(checkpoint).parent / f"eval-{split}")
+    write_report(report, out)
     click.echo(report_markdown(report))
     if report.get("v2m_intervals"):
         click.echo("video→music, 95 % bootstrap interval over test tracks (one model; for seeds and "
@@ -259,11 +247,8 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
     from .recommend import recommend_video
 
     resolve_shards(None, library)  # one line when the library has no index.json
-    try:
-        result = recommend_video(video, checkpoint, library, k, device, index_dir, frame_model,
-                                 start_s, end_s, whole)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
-        _fail(e)
+    result = recommend_video(video, checkpoint, library, k, device, index_dir, frame_model,
+                             start_s, end_s, whole)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -303,10 +288,7 @@ def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_me
         _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name)
         return
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
-    try:
-        run_benchmark(cfg, out, chosen, split)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        _fail(e)
+    run_benchmark(cfg, out, chosen, split)
     click.echo(Path(out, "benchmark.md").read_text(encoding="utf-8"))
     click.echo(f"wrote {out}/benchmark.md and benchmark.csv")
 
@@ -327,11 +309,8 @@ def _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n
 
     seed_list, loco_list = _seed_list(seeds, "--seeds"), _seed_list(loco_seeds, "--loco-seeds")
     loco = () if loco_methods == "none" else (_csv_list(loco_methods) or LOCO_METHODS)
-    try:
-        md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
-                                corpus_name, loco_list or None)
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as e:
-        _fail(e)
+    md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
+                            corpus_name, loco_list or None)
     click.echo(md)
     click.echo(f"wrote {out}/stats.md and stats.json")
 

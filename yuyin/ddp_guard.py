@@ -1,6 +1,6 @@
 """Guards that keep a ``torchrun`` training run from hanging when some rank has no data.
 
-Three rules (issue 14):
+Three rules:
 
 * at start, every rank checks ``world_size * loader_workers <= shards`` of the training split
   from ``index.json`` and ``WORLD_SIZE`` alone (``refuse_at_start``: no communication, and before
@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from commercial98k.errors import C98kError
+
 if TYPE_CHECKING:  # torch loads only when a collective is needed: the start check stays fast
     import torch
 
 log = logging.getLogger(__name__)
 
 
-class NoDataError(ValueError):
+class NoDataError(C98kError, ValueError):
     """Some rank (or loader worker) of a distributed run would get no training data."""
 
 

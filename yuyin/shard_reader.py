@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from commercial98k.errors import C98kError
+
 BLOCK = 512
 _EMPTY_BLOCK = bytes(BLOCK)
 # ustar header fields: name, size, checksum, type flag, magic, prefix (the rest is skipped)
@@ -34,7 +36,7 @@ _SPECIAL = frozenset(b"xgLK")  # PAX and GNU long-name headers: tarfile reads th
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skipped metadata members
 
 
-class ShardError(ValueError):
+class ShardError(C98kError, ValueError):
     """A shard that does not match ``index.json`` (truncated, changed, missing), cannot be read, or an unusable split."""
 
 

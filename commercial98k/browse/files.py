@@ -14,11 +14,12 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from commercial98k.errors import C98kError
 from commercial98k.media.ffmpeg_io import seek_before, video_stream
 from commercial98k.storage.files import DataRoot
 
 
-class Refused(ValueError):
+class Refused(C98kError, ValueError):
     """A path the server does not serve; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):

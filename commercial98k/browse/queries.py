@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from commercial98k.errors import C98kError
 from commercial98k.manifest.corrections import Correction
 
 from .index import HIDDEN, IndexData, iter_index_batches
@@ -26,7 +27,7 @@ MAX_LIMIT = 500
 TOP_EMOTIONS = 3
 
 
-class QueryError(ValueError):
+class QueryError(C98kError, ValueError):
     """A malformed query parameter; the message names it."""
 
 

@@ -8,11 +8,12 @@ import socket
 import sys
 from pathlib import Path
 
+from commercial98k.errors import C98kError
 from commercial98k.manifest.io import ManifestError, manifest_exists
 from commercial98k.manifest.schema import guess_kind
 
 
-class BrowseError(ValueError):
+class BrowseError(C98kError, ValueError):
     """A server that must not start (bad manifest, non-loopback address without consent); one line."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from commercial98k.errors import C98kError
 from commercial98k.media.ffmpeg_io import load_audio
 from commercial98k.storage.files import atomic_path, atomic_write_json
 
@@ -43,7 +44,7 @@ MOOD_ENERGY = {"energetic": 0.95, "happy": 0.7, "nostalgic": 0.4, "tender": 0.3,
 LIBRARY_VERSION = 2
 
 
-class MusicUnavailable(RuntimeError):
+class MusicUnavailable(C98kError, RuntimeError):
     """A music source or the tool to render it is missing."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from commercial98k.engine.local import run_steps
+from commercial98k.errors import C98kError
 from commercial98k.media.ffmpeg_io import ffmpeg_bin
 from commercial98k.storage.files import atomic_path, atomic_write_json, sha256_file
 
@@ -45,7 +46,7 @@ MANIFEST_NAME = "corpus.json"
 RECORDS_DIR = ".render"  # one finished video's record per file, written as soon as it is rendered
 
 
-class RenderError(RuntimeError):
+class RenderError(C98kError, RuntimeError):
     """A video that could not be rendered (the tool's last error line)."""
 
 

@@ -22,18 +22,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from commercial98k.errors import error_line
 from commercial98k.faults import raise_if_environment
 
 log = logging.getLogger(__name__)
 
 Step = Callable[[dict], dict]
 ENGINES = ("local", "ray")
-
-
-def error_line(e: BaseException) -> str:
-    """``ExceptionType: first line of the message``: the manifest's ``error`` format."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else 'no detail'}"
 
 
 def safe_call(step: Step, item: dict) -> dict:

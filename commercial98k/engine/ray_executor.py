@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from commercial98k.errors import C98kError
+
 log = logging.getLogger(__name__)
 
 #: ``error`` prefixes of rows that failed because of the cluster, not the input.
@@ -31,7 +33,7 @@ SYSTEM_ERRORS = ("WorkerCrashedError", "OutOfMemoryError", "ActorDiedError", "Ac
 SHARED_STORAGE_HINT = "put it on a filesystem every node mounts at the same path"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(C98kError, RuntimeError):
     """The Ray cluster cannot run this stage as asked (its message says why and what to do)."""
 
 
@@ -141,7 +143,7 @@ def assigned_device(requested: str) -> str:
 
 def system_failure_row(item: dict, e: BaseException) -> dict:
     """The ``failed`` row of an item whose task died with its worker (the cause is the Ray error)."""
-    from commercial98k.engine.local import error_line
+    from commercial98k.errors import error_line
 
     cause = getattr(e, "cause", None)
     row = dict(item)

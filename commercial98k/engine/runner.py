@@ -23,8 +23,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from commercial98k.engine.local import Progress, error_line
+from commercial98k.engine.local import Progress
 from commercial98k.engine.stage import Stage, StageWorker, write_part
+from commercial98k.errors import error_line
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+from commercial98k.errors import C98kError
 from commercial98k.manifest.corrections import Applied, apply_corrections
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
-class EmptyAfterFilters(ValueError):
+class EmptyAfterFilters(C98kError, ValueError):
     """The filters left no sample, or an empty split."""
 
 
@@ -72,7 +73,7 @@ SOURCE_MODES = ("any", "crawl", "predicted")
 CATEGORY_SOURCES = ("corrected", "crawl", "predicted")
 
 
-class EmptyDataSet(ValueError):
+class EmptyDataSet(C98kError, ValueError):
     """Nothing would reach the shards: the message gives the count per reason and what to change."""
 
 

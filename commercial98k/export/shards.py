@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.export.filters import check_filtered, check_not_empty, reason_kind, training_rows
 from commercial98k.export.partition import assign_splits, check_fractions
 from commercial98k.export.report import corrections_summary, split_category_counts

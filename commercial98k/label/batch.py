@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.label.extractors import DecodedClip, LabelModels, audio_features, decode_clip, frame_info
 from commercial98k.storage.feature_store import FeatureStore
 from commercial98k.storage.files import DataRoot

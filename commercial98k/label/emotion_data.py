@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import C98kError, error_line
 
 from .gems import GEMS9
 
@@ -39,7 +39,7 @@ DATASETS = ("emotify", "pmemo", "deam")
 AUDIO_EXTS = (".mp3", ".wav", ".flac", ".ogg", ".m4a")
 
 
-class EmotionDataError(ValueError):
+class EmotionDataError(C98kError, ValueError):
     """An annotation file that is missing, or lacks a column, or has a bad value."""
 
 

@@ -21,7 +21,7 @@ from scipy.stats import pearsonr
 from sklearn.model_selection import KFold, StratifiedKFold
 from tqdm import tqdm
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.media.ffmpeg_io import MediaError, load_audio
 from commercial98k.models.emotion_head import GemsHead, train_head, va_of_gems
 from commercial98k.storage.feature_store import FeatureStore

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.label.category import CategoryCalibration, combine
 from commercial98k.label.text_match import CategoryMatcher, brand_matcher, clip_text
 

@@ -55,7 +55,7 @@ class LabelConfig:
     taxonomy_path: str | None = None
     synonyms_path: str | None = None
     category_temperature: float = DEFAULT_TEMPERATURE
-    # issue 11: OCR and visual category evidence
+    # OCR and visual category evidence
     ocr: bool = True
     ocr_frames: int = 3
     visual_evidence: str = "table"  # "table", "embedding" or "none" (see label.visual)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from commercial98k.errors import C98kError
 from commercial98k.storage.files import atomic_write_json
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
@@ -32,7 +33,7 @@ FILE_VERSION = 1
 Key = tuple[str, str, "str | None"]
 
 
-class CorrectionError(ValueError):
+class CorrectionError(C98kError, ValueError):
     """A malformed correction or corrections file; the message names the field (and the file)."""
 
 

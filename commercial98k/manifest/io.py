@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from commercial98k.errors import C98kError
 from commercial98k.manifest.schema import (
     KEYS,
     Problem,
@@ -38,7 +39,7 @@ from commercial98k.manifest.schema import (
 from commercial98k.storage.files import atomic_path
 
 
-class ManifestError(ValueError):
+class ManifestError(C98kError, ValueError):
     """A manifest that cannot be read or does not validate."""
 
 

@@ -24,14 +24,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from commercial98k.errors import C98kError
+
 log = logging.getLogger(__name__)
 
 #: a lock held by this process: path -> (fd, depth); re-entered by nested stage calls (the demo)
 _HELD: dict[str, list[int]] = {}
+
 _GUARD = threading.Lock()
 
 
-class ManifestLocked(RuntimeError):
+class ManifestLocked(C98kError, RuntimeError):
     """Another live process is writing this manifest."""
 
 

@@ -97,7 +97,7 @@ def iter_pending(path: str | os.PathLike, kind: str, columns: list[str],
             yield picked.to_pylist()
 
 
-# ---- done keys: the one reader of "which keys has a stage finished" (issue 17) ----------------
+# ---- done keys: the one reader of "which keys has a stage finished" ----------------------------
 
 #: the columns a stage's result is read from (per-stage pair, else the derived pair of old rows)
 _RESULT_COLUMNS = ("clip_id", "status", "error", "fetch_status", "fetch_error", "split_status", "split_error",

@@ -110,7 +110,7 @@ PROVENANCE_FIELDS = [
     pa.field("text_model", pa.string()),
 ]
 
-# ---- issue 11: on-screen text, category evidence, tag sources (filled by ``c98k label``) ----
+# ---- on-screen text, category evidence, tag sources (filled by ``c98k label``) ----
 LABEL_EVIDENCE_FIELDS = [
     pa.field("ocr_text", pa.string()),  # merged on-screen text lines of a few keyframes, " | "-joined
     pa.field("ocr_model", pa.string()),  # provenance of ocr_text: "name version sha12"
@@ -120,9 +120,8 @@ LABEL_EVIDENCE_FIELDS = [
     pa.field("category_evidence_probs", pa.map_(pa.string(), pa.list_(pa.float32()))),
     pa.field("tag_sources", pa.list_(pa.string())),  # per tag (aligned with ``tags``): page, ocr or music
 ]
-# ---- end issue 11 ----
 
-# ---- per-stage status (issue 13) -------------------------------------------------------------
+# ---- per-stage status ------------------------------------------------------------------------
 #: Each stage records its own result (``commercial98k.manifest.status``); ``status``/``error`` are derived:
 #: the first stage that did not end ``ok``. A later stage never overwrites an earlier one's result.
 STAGE_FIELDS = [

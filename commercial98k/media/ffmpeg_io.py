@@ -14,10 +14,11 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from commercial98k.errors import C98kError
 from commercial98k.faults import AGAIN, TOOL_HINT, EnvironmentFault, tool_crashed
 
 
-class MediaError(RuntimeError):
+class MediaError(C98kError, RuntimeError):
     """A file ffmpeg cannot read, or that lacks the stream asked for."""
 
 

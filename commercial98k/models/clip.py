@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.storage.files import sha256_file
 
 from .registry import FRAMES, ModelInfo, check_device

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import error_line
 from commercial98k.storage.files import sha256_file
 
 from .onnx_runtime import onnx_module

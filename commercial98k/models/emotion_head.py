@@ -63,7 +63,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, ndtr, softmax
 from threadpoolctl import threadpool_limits
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import C98kError, error_line
 from commercial98k.label.gems import GEMS9, emotion_vector
 from commercial98k.models.registry import EMOTION, ModelInfo
 from commercial98k.models.weights import WeightsUnavailable
@@ -83,7 +83,7 @@ REBUILD = ("c98k emotion train --dataset emotify --path ../shared/media/emotify 
            "--excerpt 20:20 --seconds 20 --out commercial98k/data/emotion_gems_musicnn.npz")
 
 
-class EmotionHeadError(ValueError):
+class EmotionHeadError(C98kError, ValueError):
     """Embeddings the head cannot take (other model or dimension), or a bad head file."""
 
 

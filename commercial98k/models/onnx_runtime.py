@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from commercial98k.engine.local import error_line
 from commercial98k.engine.threads import ort_session_options
+from commercial98k.errors import C98kError, error_line
 from commercial98k.storage.files import atomic_path
 
 from .weights import cache_dir
@@ -39,7 +39,7 @@ OPSET = 17
 TOLERANCE = 1e-3
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(C98kError, RuntimeError):
     """``runtime="onnxruntime"`` was asked for but cannot run here."""
 
 

@@ -24,6 +24,8 @@ import cramjam
 import crc32c as _crc32c
 import numpy as np
 
+from commercial98k.errors import C98kError
+
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_LEN = 48
 _BLOCK_TRAILER_LEN = 5  # 1 byte compression type + 4 bytes masked crc32c
@@ -36,7 +38,7 @@ _DTYPES: dict[int, str] = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(C98kError, RuntimeError):
     """The checkpoint files are missing, truncated or not a TF tensor bundle."""
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from commercial98k.engine.local import error_line
+from commercial98k.errors import C98kError, error_line
 from commercial98k.storage.files import atomic_path, sha256_file
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(C98kError, RuntimeError):
     """Weights are neither cached, given as a path, nor downloadable from here."""
 
 

@@ -10,10 +10,12 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from commercial98k.errors import C98kError
+
 URL_FILE_SUFFIXES = (".txt", ".lst", ".urls", ".csv", ".tsv", ".parquet")
 
 
-class UrlFileError(ValueError):
+class UrlFileError(C98kError, ValueError):
     """A URL file that cannot be read (missing column, unknown format)."""
 
 

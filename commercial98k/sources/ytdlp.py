@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from commercial98k.errors import C98kError
 from commercial98k.storage.files import safe_id
 
 from .common import one_line
@@ -37,7 +38,7 @@ _LISTING_EXTRACTORS = frozenset({"YoutubeTab"})
 _PAGE_EXTS = ("html", "htm", "xhtml", "php", "asp", "aspx", "jsp")
 
 
-class UnsafeSourceError(ValueError):
+class UnsafeSourceError(C98kError, ValueError):
     """A source that fetch refuses to crawl (not http(s), not a search prefix)."""
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from commercial98k.engine.local import error_line
 from commercial98k.engine.stage import Resources, Stage
 from commercial98k.engine.threads import set_worker_threads, worker_threads
+from commercial98k.errors import error_line
 from commercial98k.identity.chromaprint import (
     fingerprint_audio,
     fingerprint_file,

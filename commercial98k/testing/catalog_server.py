@@ -42,7 +42,7 @@ the server runs). Every response for a file is recorded in ``hits`` (``Hit``: pa
 start, bytes sent, complete or not); ``requests`` counts requests per URL path; ``flaky``
 (URL path -> n) answers the first n requests for a path with 503, to exercise retries.
 
-**Crawling as it is** (issue 12): ``VideoMeta.duration_s`` is the length a page and the feed
+**Crawling as it is**: ``VideoMeta.duration_s`` is the length a page and the feed
 claim (default: the file's own), so an entry may claim 1,832 s; the feed carries it as
 ``itunes:duration``, which yt-dlp's flat extraction reads (search-result metadata). With
 ``per_page`` catalog pages and feeds list that many entries and link the next page with

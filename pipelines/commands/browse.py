@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from commercial98k.manifest.io import ManifestError
-from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST
 
 
@@ -32,9 +30,6 @@ def command(manifest: str, data_root: str, host: str, port: int, allow_remote: b
       c98k browse --manifest demo_work/manifests/c98k.parquet --data-root demo_work/data
       c98k browse --host 0.0.0.0 --allow-remote     # other machines too (prints a warning)
     """
-    from commercial98k.browse.server import BrowseError, serve
+    from commercial98k.browse.server import serve
 
-    try:
-        serve(manifest, data_root, host=host, port=port, allow_remote=allow_remote, who=who)
-    except (BrowseError, ManifestError, OSError) as e:
-        fail(e)
+    serve(manifest, data_root, host=host, port=port, allow_remote=allow_remote, who=who)

@@ -7,11 +7,9 @@ import click
 from commercial98k.export.filters import SOURCE_MODES
 from commercial98k.export.report import empty_split_warnings
 from commercial98k.export.shards import ShardFilters
-from commercial98k.manifest.io import ManifestError
 from commercial98k.manifest.schema import STATUSES
 from commercial98k.taxonomy import load_taxonomy
 from pipelines import shards as stage
-from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root
 
 
@@ -81,13 +79,10 @@ def command(manifest: str, out: str, data_root: str, categories: tuple[str, ...]
                            has_music=True if has_music else None,
                            min_category_confidence=min_category_confidence, statuses=statuses,
                            category_source=category_source, use_corrections=not no_corrections)
-    try:
-        index = stage.run(manifest, out, data_root, filters=filters, fractions=split_fractions, seed=seed,
-                          samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
-                          verify_sha256=verify, min_shards=min_shards, wait=wait,
-                          on_wait=lambda m: click.echo(m, err=True))
-    except (ManifestError, OSError, ValueError) as e:
-        fail(e)
+    index = stage.run(manifest, out, data_root, filters=filters, fractions=split_fractions, seed=seed,
+                      samples_per_shard=samples_per_shard, with_media=with_media, min_tag_count=min_tag_count,
+                      verify_sha256=verify, min_shards=min_shards, wait=wait,
+                      on_wait=lambda m: click.echo(m, err=True))
     for line in stage.summary_lines(index, out):
         click.echo(line)
     for line in empty_split_warnings(index):

@@ -5,11 +5,7 @@ from __future__ import annotations
 import click
 
 from commercial98k.demo.corpus import STYLES
-from commercial98k.demo.music import MusicUnavailable
-from commercial98k.demo.render import RenderError
-from commercial98k.manifest.io import ManifestError
-from pipelines.demo import StepFailed, demo_steps, make_config, run_benchmark_corpus, run_demo
-from pipelines.errors import fail
+from pipelines.demo import demo_steps, make_config, run_benchmark_corpus, run_demo
 
 
 @click.command("demo")
@@ -48,10 +44,7 @@ def command(work_dir: str, videos_per_category: int | None, categories: str | No
         raise click.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(STYLES)}", param_hint="--categories")
     cfg = make_config(work_dir, cats, videos_per_category, quick, train_steps, size=size, workers=workers,
                       seed=seed, device=device)
-    try:
-        if size == "benchmark":
-            run_benchmark_corpus(cfg, only=set(steps) or None, force=force)
-        else:
-            run_demo(cfg, only=set(steps) or None, force=force)
-    except (StepFailed, MusicUnavailable, RenderError, ManifestError, OSError) as e:
-        fail(e)
+    if size == "benchmark":
+        run_benchmark_corpus(cfg, only=set(steps) or None, force=force)
+    else:
+        run_demo(cfg, only=set(steps) or None, force=force)

@@ -5,17 +5,7 @@ from __future__ import annotations
 import click
 
 from commercial98k.label.emotion_data import DATASETS
-from pipelines.errors import fail
 from pipelines.options import device_option
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    """What a bad data set, head or weights file raises (imported late: scipy is slow to load)."""
-    from commercial98k.label.emotion_data import EmotionDataError
-    from commercial98k.models.emotion_head import EmotionHeadError
-    from commercial98k.models.weights import WeightsUnavailable
-
-    return (EmotionDataError, EmotionHeadError, WeightsUnavailable, KeyError, RuntimeError, OSError)
 
 
 def _excerpt(value: str | None) -> tuple[float, float] | None:
@@ -49,8 +39,6 @@ def _common(f):
     return f
 
 
-def _fail(e: Exception) -> None:
-    fail(e)
 
 
 @click.group("emotion")
@@ -82,11 +70,8 @@ def train_cmd(dataset: str, path: str, audio_model: str, seconds: float, device:
     """
     from pipelines import emotion
 
-    try:
-        head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed,
-                             _excerpt(excerpt))
-    except _errors() as e:
-        _fail(e)
+    head = emotion.train(dataset, path, audio_model, out, seconds or None, device, cache_dir, seed,
+                         _excerpt(excerpt))
     m = head.meta
     click.echo(f"{out}: {head.info.tag()} trained on {m['items']} {dataset} items ({m['windows']} windows) "
                f"with {head.audio_model}; classes: {', '.join(head.classes)}")
@@ -111,11 +96,8 @@ def evaluate_cmd(dataset: str, path: str, audio_model: str, seconds: float, devi
     """
     from pipelines import emotion
 
-    try:
-        res, table = emotion.evaluate(dataset, path, audio_model, seconds or None, folds, seed, device, cache_dir,
-                                      plot, _excerpt(excerpt))
-    except _errors() as e:
-        _fail(e)
+    res, table = emotion.evaluate(dataset, path, audio_model, seconds or None, folds, seed, device, cache_dir,
+                                  plot, _excerpt(excerpt))
     click.echo(f"{dataset}: {len(res.dataset)} items, {folds}-fold CV (seed {seed}), audio model {audio_model}")
     click.echo(table)
     if plot and res.probs:

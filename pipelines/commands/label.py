@@ -7,7 +7,6 @@ import sys
 import click
 
 from commercial98k.manifest.corrections import is_corrections_file
-from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
 
@@ -103,17 +102,12 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
       c98k label --retry-failed                 # once the missing clip files are back
     """
     from commercial98k.label.extractors import LabelConfig
-    from commercial98k.manifest.io import ManifestError
-    from commercial98k.models.weights import WeightsUnavailable
     from pipelines.label import LabelOptions, run_label
 
     if category_calibration and is_corrections_file(category_calibration):
         from commercial98k.label.category import calibrate_from_corrections
 
-        try:
-            cal, path, rescored = calibrate_from_corrections(manifest, category_calibration)
-        except (ManifestError, KeyError, ValueError, RuntimeError, OSError) as e:
-            fail(e)
+        cal, path, rescored = calibrate_from_corrections(manifest, category_calibration)
         click.echo(f"category calibration {cal.tag()} fitted on {cal.fitted_on}: ECE {cal.ece_before:.3f} -> "
                    f"{cal.ece_after:.3f}; rescored {rescored} labelled clips; saved {path}")
         category_calibration = str(path)
@@ -124,12 +118,9 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
                          speech_pooling=speech_pooling)
     options = LabelOptions(frame_fps=frame_fps, music_tag_threshold=music_tag_threshold,
                            clips_per_batch=clips_per_batch)
-    try:
-        counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
-                           address=address, limit=limit, retry_failed=retry_failed,
-                           gpus_per_worker=gpus_per_worker, wait=wait, on_wait=lambda m: click.echo(m, err=True))
-    except (ManifestError, WeightsUnavailable, KeyError, ValueError, RuntimeError, OSError) as e:
-        fail(e)
+    counts = run_label(manifest, data_root, config, options, workers=workers, engine=engine,
+                       address=address, limit=limit, retry_failed=retry_failed,
+                       gpus_per_worker=gpus_per_worker, wait=wait, on_wait=lambda m: click.echo(m, err=True))
     click.echo(f"{manifest}: labelled {counts['labelled']}, failed {counts['failed']}, "
                f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}"
                + (f", failed before {counts['failed_before']} (--retry-failed retries them)"

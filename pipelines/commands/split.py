@@ -6,11 +6,7 @@ import sys
 
 import click
 
-from commercial98k.engine.ray_executor import DataRootError
-from commercial98k.manifest.io import ManifestError
-from commercial98k.models.weights import WeightsUnavailable
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
-from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -83,11 +79,8 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                          min_clip_seconds=min_clip_seconds, music_threshold=music_threshold,
                          clip_height=clip_height or None, clip_files=clip_files, fingerprint=fingerprint,
                          music_library=music_library)
-    try:
-        counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
-                           retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))
-    except (ManifestError, WeightsUnavailable, DataRootError) as e:
-        fail(e)
+    counts = run_split(videos_manifest, manifest, config, workers=workers, engine=engine, address=address,
+                       retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"{manifest}: {summary}")
     if counts.get("crashed"):

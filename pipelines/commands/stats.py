@@ -5,9 +5,6 @@ from __future__ import annotations
 import click
 
 from commercial98k.export.stats import format_summary, write_report
-from commercial98k.manifest.corrections import CorrectionError
-from commercial98k.manifest.io import ManifestError
-from pipelines.errors import fail
 from pipelines.options import DEFAULT_CLIPS_MANIFEST
 
 
@@ -29,10 +26,7 @@ def command(manifest: str, report: str, no_report: bool, top_n: int) -> None:
       c98k stats --manifest manifests/videos.parquet --no-report
       c98k stats --report reports/run2.html --top 50
     """
-    try:
-        summary = write_report(manifest, None if no_report else report, top_n)
-    except (ManifestError, CorrectionError, OSError) as e:
-        fail(e)
+    summary = write_report(manifest, None if no_report else report, top_n)
     click.echo(format_summary(summary))
     if not no_report:
         click.echo(f"report: {report}")

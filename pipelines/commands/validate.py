@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from commercial98k.manifest.io import ManifestError, problems_in
+from commercial98k.manifest.io import problems_in
 from commercial98k.manifest.schema import SCHEMAS
-from pipelines.errors import fail
 
 
 @click.command("validate")
@@ -26,10 +25,7 @@ def command(path: str, kind: str | None, max_problems: int) -> None:
       c98k validate manifests/c98k.parquet
       c98k validate manifests/videos.parquet --kind videos --max-problems 10
     """
-    try:
-        problems = problems_in(path, kind)
-    except (ManifestError, OSError) as e:
-        fail(e)
+    problems = problems_in(path, kind)
     for p in problems[:max_problems]:
         click.echo(f"{path}: {p}")
     if problems:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commercial98k.engine.local import safe_call
+from commercial98k.errors import C98kError
 from commercial98k.storage.files import atomic_write_json
 
 from .config import DemoConfig
@@ -26,7 +27,7 @@ from .isolation import fresh_state
 STEPS_DIR = ".steps"
 
 
-class StepFailed(RuntimeError):
+class StepFailed(C98kError, RuntimeError):
     """A demo step that did not finish (the message names the step and the cause)."""
 
 
