@@ -81,8 +81,8 @@ def render(items, work: Path):
 
 def evidence(items, work: Path):
     """OCR (raw and split), visual and brand evidence per ad; OCR and frame embeddings cached in work."""
-    from commercial98k.label.text_match import CategoryMatcher, brand_matcher
     from commercial98k.label.visual import VisualEvidence
+    from commercial98k.label.zero_shot import CategoryMatcher, brand_matcher
     from commercial98k.media.ffmpeg_io import load_frames, probe
     from commercial98k.models.ocr import clip_keyframes, dedupe_frames, merge_lines, ocr_model, split_glued
     from commercial98k.models.registry import FRAMES, TEXT

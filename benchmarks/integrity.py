@@ -32,7 +32,7 @@ import yuyin.data as data  # noqa: E402
 from commercial98k.export.shards import build_shards  # noqa: E402
 from commercial98k.manifest.io import read_manifest, write_manifest  # noqa: E402
 from commercial98k.media.ffmpeg_io import ffmpeg_bin  # noqa: E402
-from commercial98k.split.clips import cut_clip  # noqa: E402
+from commercial98k.split.cut import cut_clip  # noqa: E402
 
 
 def _read_all(shards: Path) -> tuple[float, int]:

@@ -93,8 +93,8 @@ def corpus_evidence(videos: list[dict]) -> tuple[list[dict], list[str], dict[str
     """Per video: page-text, OCR and visual (table and embedding) distributions; the cost per clip
     (CPU seconds of this process and its ffmpeg children, which a loaded machine does not inflate) of OCR and of the frame
     embeddings that ``c98k label`` computes anyway."""
-    from commercial98k.label.text_match import CategoryMatcher, clip_text
     from commercial98k.label.visual import VisualEvidence
+    from commercial98k.label.zero_shot import CategoryMatcher, clip_text
     from commercial98k.media.ffmpeg_io import load_frames, probe
     from commercial98k.models.ocr import ocr_clip, ocr_model
     from commercial98k.models.registry import FRAMES, TEXT

@@ -309,7 +309,7 @@ def test_a_stage_refuses_to_start_on_a_disk_that_cannot_hold_its_output(golden, 
 
 
 def test_an_ffmpeg_item_failure_names_the_error_line_not_the_encoders_statistics(tmp_path):
-    from commercial98k.split.clips import cut_clip
+    from commercial98k.split.cut import cut_clip
 
     stderr = ("Input #0, mov,mp4, from 'in.mp4':\n  Duration: 00:00:07.00\n"
               "[aac @ 0x55d5] Too many bits 8832.000000 > 6144 per frame\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from commercial98k.label.tags import TagNormalizer, clean_text, music_tags, normalize_tags
-from commercial98k.label.text_match import CategoryMatcher, clip_text
+from commercial98k.label.zero_shot import CategoryMatcher, clip_text
 from commercial98k.models.registry import TEXT
 
 

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from commercial98k.media.ffmpeg_io import load_audio, probe
 from commercial98k.split import plan_video
-from commercial98k.split.clips import cut_clip, plan_clips, slice_audio, write_clip_audio
+from commercial98k.split.cut import cut_clip, plan_clips, slice_audio, write_clip_audio
 
 
 def test_short_ad_is_one_clip():

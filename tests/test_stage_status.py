@@ -32,7 +32,7 @@ from commercial98k.identity.chromaprint import (
 from commercial98k.manifest.io import read_manifest, write_manifest
 from commercial98k.manifest.status import record, stopped_at
 from commercial98k.media.ffmpeg_io import ffmpeg_bin, write_wav
-from commercial98k.split.clips import cut_clip
+from commercial98k.split.cut import cut_clip
 from pipelines.cli import main
 from pipelines.split import assign_identity
 

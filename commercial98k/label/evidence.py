@@ -24,7 +24,7 @@ import numpy as np
 
 from commercial98k.errors import error_line
 from commercial98k.label.category import CategoryCalibration, combine
-from commercial98k.label.text_match import CategoryMatcher, brand_matcher, clip_text
+from commercial98k.label.zero_shot import CategoryMatcher, brand_matcher, clip_text
 
 from ..taxonomy import Taxonomy
 from .tags import TagNormalizer, clean_text

@@ -21,7 +21,7 @@ import numpy as np
 
 from commercial98k.label.speech_pooling import SPEECH_POOLING, SpeechAwareEmotion, bundled_correction
 from commercial98k.label.tags import TagNormalizer
-from commercial98k.label.text_match import DEFAULT_TEMPERATURE, CategoryMatcher
+from commercial98k.label.zero_shot import DEFAULT_TEMPERATURE, CategoryMatcher
 from commercial98k.media import ffmpeg_io as media
 from commercial98k.models.registry import AUDIO, EMOTION, FRAMES, TEXT, ModelInfo
 from commercial98k.split.decode import decode_span

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from commercial98k.media.ffmpeg_io import MediaError, Probe, probe
+from commercial98k.split.cut import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, plan_clips
 
-from .clips import DEFAULT_CLIP_SECONDS, DEFAULT_MIN_CLIP_SECONDS, ClipWindow, plan_clips
 from .decode import ScanResult, scan_video
 from .music import OFFSET_SHARE, MusicSegmentation, get_detector, spans_from_probs
 from .shots import Shot, ShotList

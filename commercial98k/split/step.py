@@ -27,11 +27,11 @@ from commercial98k.identity.landmarks import extract_peaks, landmark_info, voice
 from commercial98k.identity.reupload import keyframe_times, video_phash
 from commercial98k.manifest.schema import VIDEO_SCHEMA
 from commercial98k.manifest.status import record
+from commercial98k.split.cut import cut_clip, slice_audio, write_clip_audio
 from commercial98k.storage.files import DataRoot
 
 from ..faults import raise_if_environment
 from . import plan_video
-from .clips import cut_clip, slice_audio, write_clip_audio
 from .music import SAMPLE_RATE, get_detector, span_share
 from .shots import detector_info
 from .streamcopy import copy_clip

@@ -13,9 +13,8 @@ from pathlib import Path
 import ffmpeg
 
 from commercial98k.media.ffmpeg_io import MediaError, run_ffmpeg
+from commercial98k.split.cut import cut_clip
 from commercial98k.storage.files import atomic_path
-
-from .clips import cut_clip
 
 #: Codecs an MP4 holds by stream copy.
 MP4_VIDEO = {"h264", "hevc", "av1", "mpeg4"}

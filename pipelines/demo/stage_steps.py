@@ -7,8 +7,8 @@ commands' defaults, so the results equal a command-line run.
 
 from __future__ import annotations
 
-from commercial98k.demo.catalog import catalog_pages, sources_csv
 from commercial98k.demo.render import load_corpus
+from commercial98k.demo.shop import catalog_pages, sources_csv
 from commercial98k.storage.files import atomic_write_bytes
 
 from .config import DemoConfig

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from ..testing.catalog_server import VideoMeta
-from .corpus import STYLES
+from commercial98k.demo.corpus import STYLES
+from commercial98k.testing.catalog_server import VideoMeta
 
 
 def catalog_pages(doc: dict) -> tuple[dict[str, list[str]], dict[str, VideoMeta]]:
