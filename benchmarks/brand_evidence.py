@@ -2,7 +2,7 @@
 
 Renders the demo's ads (``commercial98k.demo``, ``--per-category`` per category) twice: as they are
 ("plain") and with the product word replaced by a brand name in capitals and the slogan set without
-spaces ("branded"; half of the brands from ``manifests/brands.json``, half real brands it does not
+spaces ("branded"; half of the brands from ``commercial98k/data/brands.json``, half real brands it does not
 list). On each it runs real OCR (3 keyframes), the EfficientNet visual table and the USE text match,
 then scores each evidence kind alone and combined: top-1, top-2, ECE with the uncalibrated weights
 and with weights fitted by 5-fold CV. "before" = OCR lines as read, no brand evidence; "after" =
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from commercial98k.label.category import combine, expected_calibration_error, fit_calibration  # noqa: E402
 
-# real brands NOT in manifests/brands.json (held out: the table cannot know them)
+# real brands NOT in commercial98k/data/brands.json (held out: the table cannot know them)
 HELD_OUT = {
     "cosmetics": ["Cetaphil", "Tatcha", "Aesop"], "apparel": ["Jacquemus", "Everlane", "Reformation"],
     "food": ["Oatly", "Chobani", "Haribo"], "digital": ["Beyerdynamic", "Elgato", "Corsair"],
@@ -168,7 +168,7 @@ def main():
         description="Category top-1 / top-2 / ECE without page text on demo-like ads, each evidence kind (OCR, "
                     "visual, brand) alone and combined, before (OCR lines as read, no brand evidence) and after "
                     "(glued OCR words split, brand evidence); plain demo ads and the same ads branded (brand name "
-                    "in capitals, slogan without spaces; half the brands listed in manifests/brands.json, half not).")
+                    "in capitals, slogan without spaces; half the brands listed in commercial98k/data/brands.json, half not).")
     ap.add_argument("--per-category", type=int, default=5, help="plain demo ads per category (default 5; "
                     "as many branded copies)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "c98k-bench-brand-evidence",

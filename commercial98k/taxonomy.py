@@ -1,5 +1,7 @@
-"""The e-commerce category taxonomy (``manifests/categories.json``) and its brand table
-(``manifests/brands.json``)."""
+"""The e-commerce category taxonomy (``categories.json``) and its brand table (``brands.json``).
+
+Both ship inside the package (``commercial98k/data/``), so a wheel install finds them; pass
+``path`` to ``load_taxonomy``/``load_brands`` (or ``ExtractorConfig.taxonomy_path``) to use others."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from pathlib import Path
 
 from commercial98k.errors import C98kError
 
-DEFAULT_TAXONOMY = Path(__file__).resolve().parent.parent / "manifests" / "categories.json"
+#: the package's data folder (``[tool.setuptools.package-data]``), not the repository's
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_TAXONOMY = DATA_DIR / "categories.json"
 DEFAULT_BRANDS = DEFAULT_TAXONOMY.with_name("brands.json")
 
 
@@ -55,7 +59,7 @@ class Taxonomy:
 
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    """Load and check a taxonomy file; defaults to the bundled ``manifests/categories.json``."""
+    """Load and check a taxonomy file; defaults to the bundled ``data/categories.json``."""
     return _load(str(Path(path) if path else DEFAULT_TAXONOMY))
 
 
@@ -88,7 +92,7 @@ class Brand:
 
 
 def load_brands(path: str | Path | None = None, taxonomy: Taxonomy | None = None) -> tuple[Brand, ...]:
-    """The brand table; defaults to ``manifests/brands.json`` (beside ``categories.json``).
+    """The brand table; defaults to the bundled ``data/brands.json`` (beside ``categories.json``).
     Every category it names must be in ``taxonomy`` (the default taxonomy when None)."""
     return _load_brands(str(Path(path) if path else DEFAULT_BRANDS), tuple((taxonomy or load_taxonomy()).ids()))
 

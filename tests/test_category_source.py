@@ -215,7 +215,7 @@ def test_zero_samples_is_one_error_line_with_counts_per_reason(tmp_path):
                              tmp_path / "unknown.parquet", kind="clips")
     res = _cli_build(unknown, data_root, tmp_path / "a")
     assert res.exit_code == 1 and len(_errors(res)) == 1
-    assert "0 of 24 rows" in _errors(res)[0] and "unknown category 24 [add it to manifests/categories.json" \
+    assert "0 of 24 rows" in _errors(res)[0] and "unknown category 24 [add it to commercial98k/data/categories.json" \
         in _errors(res)[0]
     assert not (tmp_path / "a" / "index.json").exists()
 

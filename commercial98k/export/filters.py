@@ -136,7 +136,7 @@ REMEDIES = {
     "status": "--status", "category": "--category", "min_duration": "--min-duration",
     "has_music": "--any-music", "min_category_confidence": "--min-category-confidence",
     "no category": "--category-source any, or run `c98k label` to predict one",
-    "unknown category": "add it to manifests/categories.json, or --category-source predicted",
+    "unknown category": "add it to commercial98k/data/categories.json, or --category-source predicted",
     "unusable": "the unusable marks in the corrections file",
     "no music_id": "run `c98k split` again",
     "no frame_embedding": "run `c98k label`", "no audio_embedding": "run `c98k label`",

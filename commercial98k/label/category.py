@@ -6,7 +6,7 @@ Evidence kinds (``EVIDENCE``), each a distribution over the taxonomy or absent:
 * ``ocr``: the same text match on the clip's on-screen text (``ocr_text``);
 * ``visual``: what the frames show (``label.visual``: ImageNet classes mapped to categories, or
   CLIP zero-shot prompts).
-* ``brand``: brands of ``manifests/brands.json`` named in the on-screen text, page text or tags
+* ``brand``: brands of ``commercial98k/data/brands.json`` named in the on-screen text, page text or tags
   (``label.category.BrandMatcher``).
 
 They are combined as a weighted product of experts: ``log p(c) = sum_e w_e log p_e(c) + const``

@@ -1,6 +1,6 @@
 """Tag normalisation: platform tags, hashtags and title words -> clean canonical tags.
 
-Rules (data in ``manifests/tag_synonyms.json``):
+Rules (data in the bundled ``commercial98k/data/tag_synonyms.json``, or the file given):
 
 * Unicode NFKC (full-width -> half-width), lower-case, ``#`` and ``_`` stripped, spaces collapsed;
 * a synonym (English spelling, plural, or Chinese word) maps to its canonical English tag,
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_SYNONYMS = Path(__file__).resolve().parent.parent.parent / "manifests" / "tag_synonyms.json"
+#: package data (``commercial98k/data/``), so a wheel install has it too
+DEFAULT_SYNONYMS = Path(__file__).resolve().parent.parent / "data" / "tag_synonyms.json"
 MAX_TAGS = 16
 MAX_PHRASE_WORDS = 3
 

@@ -6,7 +6,7 @@ Cosine similarities go through a softmax with a temperature; ``category_confiden
 probability of the crawl category and ``predicted_category`` the arg-max, so rows whose crawl
 category disagrees with their own text (noisy search results) can be filtered out.
 
-``BrandMatcher`` finds the brands of ``manifests/brands.json`` in a clip's texts (on-screen text,
+``BrandMatcher`` finds the brands of ``commercial98k/data/brands.json`` in a clip's texts (on-screen text,
 page text, tags) and turns them into the ``brand`` evidence: a cosmetics brand's name alone says
 "cosmetics" where the text match finds no product word.
 """

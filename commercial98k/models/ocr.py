@@ -13,7 +13,7 @@ The recogniser often drops the spaces of English overlays ("Tapordrawaroundanyth
 which hides their words from the text match and the tags. ``split_glued`` splits such runs with
 SymSpell's word segmentation (``symspellpy``, MIT; its English unigram frequencies ship in the
 wheel, nothing is downloaded): only a run of 7+ letters that is neither a dictionary word nor a
-brand of ``manifests/brands.json``, and only into common words, so names ("Maybelline", not
+brand of ``commercial98k/data/brands.json``, and only into common words, so names ("Maybelline", not
 "may bel line") stay whole. The splitting changes ``ocr_text``, so the ``ocr_model`` tag names it
 (``OcrInfo``: ``rapidocr-ppocrv4 1.4.4 <sha12> +wordsplit-symspellpy-<version>``) and rows read
 without it are labelled again.

@@ -12,7 +12,7 @@ from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 @click.command("fetch")
 @click.option("--category", "-c", default=None, metavar="ID|all",
-              help="Taxonomy category id (see manifests/categories.json), or 'all'. Without --source its "
+              help="Taxonomy category id (see commercial98k/data/categories.json), or 'all'. Without --source its "
                    "queries are searched; with --source it labels what the sources find.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None,
               help="This many downloadable videos per category: further result pages and queries are walked "
