@@ -134,7 +134,8 @@ def _split_model_runs(paths: list[Path]) -> dict[str, Callable[[], object]]:
     from scenedetect import FrameTimecode
 
     from commercial98k.media.ffmpeg_io import load_audio, video_stream
-    from commercial98k.split.decode import reformat, scan_size
+    from commercial98k.media.pyav import reformat
+    from commercial98k.split.decode import scan_size
     from commercial98k.split.music import SAMPLE_RATE, get_detector
     from commercial98k.split.shots import make_detector
 

@@ -1,7 +1,7 @@
 """Label's frame decode with and without skipping the packets that cannot be a frame sample.
 
 ``c98k label`` samples frames at ``--frame-fps`` (1 by default) from a clip's span; packets away
-from every sample time are decoded with ``skip_frame=NONREF`` (``split.decode.decode_span``),
+from every sample time are decoded with ``skip_frame=NONREF`` (``media.pyav.decode_span``),
 so the decoder drops the frames nothing refers to. For each real video (../shared/media by
 default) this prints the CPU seconds of a whole-file 1 fps sampling with every packet decoded
 (the reference) and with the skip, interleaved A B A B, best of ``--repeats``, their ratio, and
@@ -29,7 +29,7 @@ DEFAULT = ["video2dataset_test_video.mp4", "big_buck_bunny_trailer_480p.mkv", "v
 def main(argv: list[str] | None = None) -> int:
     from commercial98k.engine.threads import set_worker_threads
     from commercial98k.media.ffmpeg_io import probe
-    from commercial98k.split.decode import decode_span
+    from commercial98k.media.pyav import decode_span
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("videos", nargs="*", type=Path, help="Videos [the shared media's].")

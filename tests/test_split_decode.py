@@ -14,7 +14,8 @@ import pytest
 from commercial98k.engine.threads import restored_thread_limits, set_worker_threads
 from commercial98k.identity.reupload import keyframe_times, phash_similarity, video_phash
 from commercial98k.media.ffmpeg_io import ffmpeg_bin, load_audio, seek_before
-from commercial98k.split.decode import MusicStream, decode_span, scan_video
+from commercial98k.media.pyav import decode_span
+from commercial98k.split.decode import MusicStream, scan_video
 from commercial98k.split.music import get_detector, spans_from_probs
 from commercial98k.split.shots import detect_shots
 

@@ -23,8 +23,8 @@ from commercial98k.label.speech_pooling import SPEECH_POOLING, SpeechAwareEmotio
 from commercial98k.label.tags import TagNormalizer
 from commercial98k.label.zero_shot import DEFAULT_TEMPERATURE, CategoryMatcher
 from commercial98k.media import ffmpeg_io as media
+from commercial98k.media.pyav import decode_span
 from commercial98k.models.registry import AUDIO, EMOTION, FRAMES, TEXT, ModelInfo
-from commercial98k.split.decode import decode_span
 from commercial98k.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
