@@ -40,6 +40,14 @@ def true_track_ids(clips: pa.Table, corpus: dict) -> pa.Table:
     return clips.set_column(i, clips.schema.field(i), pa.array(ids, clips.schema.field(i).type))
 
 
+def true_track_moods(corpus: dict) -> dict[str, str]:
+    """The true ``music_id`` of every track the corpus's ads play -> that track's mood label.
+
+    The benchmark reads it for its oracle-emotion run (``yuyin benchmark --track-moods``); training never does.
+    """
+    return {true_music_id(v["track_id"]): v["track_mood"] for v in corpus["videos"] if v.get("track_mood")}
+
+
 def identity_agreement(clips: pa.Table, corpus: dict) -> dict[str, int]:
     """How the pipeline's ``music_id`` s compare with the true tracks of the identified clips.
 
@@ -57,4 +65,4 @@ def identity_agreement(clips: pa.Table, corpus: dict) -> dict[str, int]:
             "split_tracks": sum(len(i) > 1 for i in ids_of.values())}
 
 
-__all__ = ["identity_agreement", "true_music_id", "true_track_ids", "true_track_of"]
+__all__ = ["identity_agreement", "true_music_id", "true_track_ids", "true_track_moods", "true_track_of"]
