@@ -34,7 +34,7 @@ from commercial98k.engine.ray_executor import is_system_failure
 from commercial98k.faults import fetch_bytes, require_free
 from commercial98k.manifest.io import ManifestWriter
 from commercial98k.manifest.lock import stage_writes
-from commercial98k.manifest.scan import stage_results
+from commercial98k.manifest.done_keys import stage_results
 from commercial98k.manifest.status import record
 from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
 from commercial98k.sources.plan import (

@@ -51,7 +51,8 @@ def pending_videos(videos_manifest: str | Path, clips_manifest: str | Path,
     """
     import pyarrow.compute as pc
 
-    from commercial98k.manifest.scan import done_keys, scan_manifest
+    from commercial98k.manifest.done_keys import done_keys
+    from commercial98k.manifest.scan import scan_manifest
 
     # the one done-keys reader: videos with a clips row split has finished (failed: unless retry_failed)
     done = done_keys(clips_manifest, "clips", "split", retry_failed, key="video_id")

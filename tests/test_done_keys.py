@@ -1,4 +1,4 @@
-"""One "done keys" reader per manifest kind (``manifest_scan.done_keys``), used by fetch, split and label."""
+"""One "done keys" reader per manifest kind (``manifest.done_keys``), used by fetch, split and label."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from commercial98k.manifest.done_keys import done_keys, finished, row_finished
 from commercial98k.manifest.io import ManifestError, ManifestWriter, write_manifest
-from commercial98k.manifest.scan import done_keys, finished, row_finished
 from commercial98k.manifest.status import record
 
 ROOT = Path(__file__).resolve().parents[1]

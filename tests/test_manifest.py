@@ -11,6 +11,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
+from commercial98k.manifest.done_keys import done_keys
 from commercial98k.manifest.io import (
     ManifestError,
     ManifestWriter,
@@ -19,7 +20,6 @@ from commercial98k.manifest.io import (
     read_manifest,
     write_manifest,
 )
-from commercial98k.manifest.scan import done_keys
 
 
 def video(i: int, status: str = "ok", **over) -> dict:

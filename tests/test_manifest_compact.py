@@ -9,22 +9,31 @@ import pytest
 
 from commercial98k.engine.stage import write_part
 from commercial98k.manifest import compact as manifest_compact
-from commercial98k.manifest.compact import merge_run, part_rows
+from commercial98k.manifest.compact import merge_run
 from commercial98k.manifest.io import (
     TOMBSTONE,
     ManifestWriter,
     compact,
     list_parts,
+    parts_dir,
     problems_in,
     read_manifest,
     write_manifest,
     write_rows_part,
 )
+from commercial98k.manifest.parts import part_rows
 from commercial98k.manifest.scan import scan_manifest
+from commercial98k.manifest.schema import rows_to_table
 
 
 def rows(start: int, n: int, status: str = "ok", **over) -> list[dict]:
     return [{"video_id": f"v{i:05d}", "status": status, "title": f"t{i}", **over} for i in range(start, start + n)]
+
+
+def stored_part(path, name: str, part_rows: list[dict]) -> None:
+    """A part file as an earlier run left it, under ``name``."""
+    parts_dir(path).mkdir(exist_ok=True)
+    pq.write_table(rows_to_table(part_rows, "videos"), parts_dir(path) / f"{name}.parquet")
 
 
 def scanned(path) -> dict[str, dict]:
@@ -72,7 +81,7 @@ def test_a_crash_between_merge_steps_loses_nothing(tmp_path, monkeypatch):
     path = tmp_path / "videos.parquet"
     write_manifest(rows(0, 50), path, "videos")
     for k in range(5):  # five parts (five writers' names), each overriding the one before for v00000
-        write_part(path, "videos", rows(0, 1, title=f"gen{k}") + rows(100 + k * 3, 3), f"20260101T00000{k}-w-000000")
+        write_part(path, "videos", rows(0, 1, title=f"gen{k}") + rows(100 + k * 3, 3), f"w{k}")
     want = read_manifest(path, "videos").to_pylist()
     parts = list_parts(path)
 
@@ -138,8 +147,8 @@ def test_parts_written_in_the_same_second_keep_their_order(tmp_path):
 def test_a_merge_never_overwrites_the_output_of_an_interrupted_merge(tmp_path):
     """Inputs left beside their merged part (a crash) are not merged into a part of the same name."""
     path = tmp_path / "videos.parquet"
-    write_part(path, "videos", rows(0, 3), "20260101T000000-w-000000")
-    write_part(path, "videos", rows(0, 3, title="merged"), "20260101T000000-w-000000@1")
+    stored_part(path, "part-20260101T000000-w-000000", rows(0, 3))  # names of an earlier version
+    stored_part(path, "part-20260101T000000-w-000000@1", rows(0, 3, title="merged"))
     before = read_manifest(path, "videos").to_pylist()
     first = list_parts(path)[0]
     assert merge_run(path, [first], "videos") is None  # its output name is taken: nothing changes

@@ -213,12 +213,14 @@ def test_logit_scale_is_clamped_after_the_step_not_in_forward():
 
 def test_a_label_failure_in_a_manifest_from_before_stage_columns_is_retried(one_clip, tmp_path):
     """The reporter's case: label had overwritten split's ok with failed, and no stage column existed."""
-    from commercial98k.manifest.status import stage_result
-
-    legacy = {"clip_id": "v-c000", "status": "failed", "error": "FileNotFoundError: gone"}
-    assert stage_result(legacy, "split") == "ok" and stage_result(legacy, "label") == "failed"
-    none_row = {"clip_id": "v-none", "status": "failed", "error": "MediaError: corrupt"}
-    assert stage_result(none_row, "split") == "failed" and stage_result(none_row, "label") is None
+    old = tmp_path / "old.parquet"
+    write_manifest([{"clip_id": "v-c000", "video_id": "v", "status": "failed", "error": "FileNotFoundError: gone"},
+                    {"clip_id": "v-none", "video_id": "v", "status": "failed", "error": "MediaError: corrupt"}],
+                   old, "clips")
+    clip, none_row = read_manifest(old, "clips").to_pylist()  # the reader upgrades rows from before stage columns
+    assert (clip["split_status"], clip["label_status"], clip["label_error"]) == ("ok", "failed", "FileNotFoundError: gone")
+    assert (none_row["split_status"], none_row["split_error"], none_row["label_status"]) == \
+        ("failed", "MediaError: corrupt", None)
     row = read_manifest(one_clip["manifest"], "clips").to_pylist()[0]
     for col in ("fetch_status", "split_status", "label_status"):
         row[col] = None

@@ -145,18 +145,14 @@ def _emotion_matrix(probs: pa.Array, classes: list[str]) -> np.ndarray:
 
 
 def _stopped(batch: pa.RecordBatch) -> pa.Array:
-    """Where each row stopped (``"split no_music"``): the first stage not ``ok``; ``status`` for old rows."""
-    n = batch.num_rows
-    out = pa.nulls(n, pa.string())
-    any_stage = pa.array(np.zeros(n, bool))
+    """Where each row stopped (``"split no_music"``): the first stage not ``ok`` (the reader gave rows
+    from before the per-stage columns theirs)."""
+    out = pa.nulls(batch.num_rows, pa.string())
     for stage in reversed(STAGES):  # the first failing stage wins: apply it last
         s = batch.column(f"{stage}_status")
-        any_stage = pc.or_(any_stage, pc.is_valid(s))
         bad = pc.fill_null(pc.not_equal(s, "ok"), False)
         out = pc.if_else(bad, pc.binary_join_element_wise(pa.scalar(stage), pc.cast(s, pa.string()), " "), out)
-    status = batch.column("status")
-    legacy = pc.and_(pc.invert(any_stage), pc.fill_null(pc.not_equal(status, "ok"), False))
-    return pc.if_else(legacy, status, out)
+    return out
 
 
 def _causes(error: pa.Array) -> pa.Array:
@@ -187,30 +183,8 @@ def _reduce(batch: pa.RecordBatch, classes: list[str]) -> tuple[pa.RecordBatch, 
 
 
 def manifest_batches(manifest: str | os.PathLike, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """``READ_COLUMNS`` of the manifest in record batches, newest row per clip.
-
-    With parts (a stage still writing) this is ``scan_manifest``. Without, the base file is read
-    with ``ParquetFile.iter_batches``, which yields its first rows at once: the dataset scanner
-    decodes a whole row group first, and a manifest written in one piece is one row group
-    (7 s before the first row of a 1,000,000-row manifest, against 0.1 s).
-    """
-    path = Path(manifest)
-    if list_parts(path) or not path.exists():
-        yield from scan_manifest(path, "clips", READ_COLUMNS, batch_rows)
-        return
-    import pyarrow.parquet as pq
-
-    from commercial98k.manifest.schema import CLIP_SCHEMA
-
-    f = pq.ParquetFile(path)
-    present = [c for c in READ_COLUMNS if c in f.schema_arrow.names]
-    for batch in f.iter_batches(batch_size=batch_rows, columns=present):
-        if len(present) < len(READ_COLUMNS):  # a manifest written before some columns existed
-            batch = pa.RecordBatch.from_arrays(
-                [batch.column(c) if c in present else pa.nulls(batch.num_rows, CLIP_SCHEMA.field(c).type)
-                 for c in READ_COLUMNS], names=READ_COLUMNS)
-        if batch.num_rows:
-            yield batch
+    """``READ_COLUMNS`` of the manifest in record batches, newest row per clip (``scan_manifest``)."""
+    yield from scan_manifest(Path(manifest), "clips", READ_COLUMNS, batch_rows)
 
 
 def iter_index_batches(manifest: str | os.PathLike, batch_rows: int = 131_072) -> Iterator[IndexData]:

@@ -128,16 +128,8 @@ class StageWorker:
 
 
 def write_part(manifest: str | os.PathLike, kind: str, rows: list[dict], name: str) -> Path | None:
-    """Write ``rows`` as one atomic part of ``manifest`` (read back by ``read_manifest``, newest wins)."""
-    if not rows:
-        return None
-    import pyarrow.parquet as pq
+    """Write ``rows`` as one part of ``manifest`` (``manifest.parts.write_part``: its name sorts after
+    every part there, so its rows win); ``name`` tags the writer in the part's name."""
+    from commercial98k.manifest.parts import write_part as write_manifest_part
 
-    from commercial98k.manifest.io import parts_dir
-    from commercial98k.manifest.schema import rows_to_table
-    from commercial98k.storage.files import atomic_path
-
-    part = parts_dir(manifest) / f"part-{name}.parquet"
-    with atomic_path(part, suffix=".parquet") as tmp:
-        pq.write_table(rows_to_table(rows, kind), tmp, compression="zstd")
-    return part
+    return write_manifest_part(manifest, kind, rows, writer=name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from commercial98k.manifest.scan import row_finished
+from commercial98k.manifest.done_keys import row_finished
 from commercial98k.manifest.status import record, split_result, stage_result
 from commercial98k.storage.feature_store import FeatureStore
 
@@ -39,7 +39,7 @@ def select_pending(rows: list[dict], store: FeatureStore, provenance: dict[str, 
     pending, done = [], 0
     for r in rows:
         if split_result(r) != "ok" or (stage_result(r, "label") == "failed" and row_finished(r, "label", retry_failed)):
-            continue  # done keys: the one reader's rule (manifest_scan.row_finished)
+            continue  # done keys: the one reader's rule (manifest.done_keys.row_finished)
         if is_labelled(r, store, provenance, has_emotion):
             done += 1
         else:
@@ -55,7 +55,6 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
 
     The manifest is streamed in batches (``manifest_scan``); only pending rows are kept.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from commercial98k.manifest.scan import scan_manifest
@@ -63,15 +62,9 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
     pending: list[dict] = []
     counts: Counter = Counter(skipped=0, not_ok=0, failed_before=0)
     for batch in scan_manifest(manifest, "clips"):
-        # only rows split may have made ok become dicts: split_status ok, or (rows written before
-        # the per-stage columns) status ok or failed; split_result decides among those
-        status = batch.column("status")
-        maybe = pc.is_in(status, pa.array(["ok", "failed"]))
-        if "split_status" in batch.schema.names:
-            split = batch.column("split_status")
-            maybe = pc.or_kleene(pc.equal(split, "ok"), pc.and_kleene(pc.is_null(split), maybe))
-        rows = batch.filter(pc.fill_null(maybe, False)).to_pylist()
-        split_ok = [r for r in rows if split_result(r) == "ok"]
+        # only rows split made ok become dicts (the reader gave rows from before the per-stage
+        # columns their split_status)
+        split_ok = batch.filter(pc.fill_null(pc.equal(batch.column("split_status"), "ok"), False)).to_pylist()
         counts["not_ok"] += batch.num_rows - len(split_ok)
         if not retry_failed:
             counts["failed_before"] += sum(stage_result(r, "label") == "failed" for r in split_ok)
@@ -83,6 +76,4 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
 
 def label_result(row: dict) -> dict:
     """Record the label step's result (the row's ``status``/``error``) as label's own; split's stays."""
-    if row.get("split_status") is None:  # a row written before per-stage columns: split made it ok
-        row = dict(row, fetch_status=row.get("fetch_status") or "ok", split_status="ok", split_error=None)
     return record(row, "label", row.get("status") or "failed", row.get("error"))

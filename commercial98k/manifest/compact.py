@@ -2,8 +2,7 @@
 
 * ``merge_parts``: adjacent parts of one size tier (rows within a factor ``FANOUT``) are merged,
   ``FANOUT`` or more at a time, into one part named after the newest input plus a generation
-  (``part-<newest>@<gen>.parquet``, see ``manifest.part_order``), so it sorts exactly where its
-  inputs did. A flush therefore costs O(log n) amortised row rewrites, never the base.
+  (``parts.merged_name``), so it sorts exactly where its inputs did. A flush therefore costs O(log n) amortised row rewrites, never the base.
 * ``compact_parts``: merges, and folds every part into the base only when the parts hold at
   least ``FOLD_RATIO`` times the base's rows (amortised O(1) base rewrites per row), or ``full``.
 
@@ -15,28 +14,16 @@ newest-wins gives the same rows, and the next compaction removes the duplicates.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from commercial98k.manifest.io import (
-    ManifestError,
-    _check_kind,
-    _check_types,
-    _read_file,
-    dedupe_latest,
-    drop_parts,
-    list_parts,
-    part_order,
-    parts_dir,
-    read_manifest,
-)
+from commercial98k.manifest.files import check_file, read_file, write_table
+from commercial98k.manifest.parts import drop_parts, list_parts, part_order, part_rows, write_part
+from commercial98k.manifest.reader import dedupe_latest, read_merged
 from commercial98k.manifest.schema import KEYS, conform, guess_kind, schema_for
-from commercial98k.storage.files import atomic_path
 
 #: parts merged together once this many adjacent ones share a size tier
 FANOUT = 8
@@ -44,20 +31,6 @@ FANOUT = 8
 FOLD_RATIO = 0.5
 #: with more parts than this (tiers interleaved), all parts are merged into one
 MAX_PARTS = 64
-
-
-def part_rows(part: Path) -> int:
-    """Rows in a part (from its Parquet footer; a part never changes once written, so footers are cached)."""
-    try:
-        st = part.stat()
-        return _footer_rows(str(part), st.st_mtime_ns, st.st_size)
-    except Exception as e:  # a corrupt part: one line naming it
-        raise ManifestError(f"{part}: not a readable Parquet file ({e})") from e
-
-
-@functools.lru_cache(maxsize=4096)
-def _footer_rows(path: str, mtime_ns: int, size: int) -> int:
-    return pq.read_metadata(path).num_rows
 
 
 def _tier(rows: int) -> int:
@@ -95,20 +68,16 @@ def merge_run(path: Path, run: list[Path], kind: str | None) -> Path | None:
     """
     tables = []
     for p in run:
-        t = _read_file(p)
+        t = read_file(p)
         kind = kind or guess_kind(t.schema)
         if not t.schema.equals(schema_for(kind)):  # a writer's part already has the schema: skip the checks
-            _check_kind(t, p, kind)
-            _check_types(t, p, kind)
+            check_file(t.schema, p, kind)
             t = conform(t, kind)
         tables.append(t)
     merged = dedupe_latest(pa.concat_tables(tables, promote_options="permissive"), KEYS[kind])  # keeps tombstones
-    name, gen = part_order(run[-1])
-    out = parts_dir(path) / f"{name}@{gen + 1}.parquet"
-    if out.exists():
+    out = write_part(path, kind, merged, after=run[-1])
+    if out is None:  # a crash left an earlier merge's output under this name: never overwrite it
         return None
-    with atomic_path(out, suffix=".parquet") as tmp:
-        pq.write_table(merged, tmp, compression="zstd")
     lo, hi = part_order(run[0]), part_order(run[-1])
     inputs = set(run)
     if any(lo < part_order(p) < hi and p not in inputs for p in list_parts(path)):
@@ -136,9 +105,7 @@ def merge_parts(path: str | os.PathLike, kind: str | None = None) -> int:
 def fold_into_base(path: Path, kind: str | None) -> None:
     """Rewrite the base with every part folded in (tombstoned rows dropped), then delete those parts."""
     parts = list_parts(path)
-    table = read_manifest(path, kind, validate=False)
-    with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_table(read_merged(path, kind), path)
     drop_parts(path, parts)  # oldest first: a crash leaves a newest suffix, which the base agrees with
 
 
@@ -152,3 +119,10 @@ def compact_parts(path: Path, kind: str | None = None, full: bool = False) -> No
         fold_into_base(path, kind)
     else:
         merge_parts(path, kind)
+
+
+def compact(path: str | os.PathLike, kind: str | None = None, full: bool = False) -> Path:
+    """Compact incrementally: merge similar-size parts, fold them into the base only when they
+    outweigh it (or ``full``). Never rewrites the base for a few new rows."""
+    compact_parts(Path(path), kind, full=full)
+    return Path(path)

@@ -25,6 +25,8 @@ SPAN = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
 #: Row status values. ``ok`` rows are usable; the others carry the cause in ``error``.
 STATUSES = ("ok", "pending", "failed", "skipped", "duplicate", "no_audio", "no_music", "unsupported", "blocked")
 SPLITS = ("train", "val", "test")
+#: ``status`` of a part row that deletes its key (dropped by readers and by a full compaction).
+TOMBSTONE = "__deleted__"
 
 SOURCE_FIELDS = [
     pa.field("video_id", pa.string(), nullable=False),

@@ -5,8 +5,8 @@ A clips row carries ``fetch_status``/``fetch_error`` (copied from its video), ``
 writes only its own pair (``record``); the row's ``status``/``error`` are then the first stage
 that did not end ``ok`` (the place where the clip stopped), else ``ok``. So a label failure
 never hides that split succeeded, and ``c98k label --retry-failed`` finds exactly its own
-failures. Rows written before these columns existed have them null; ``stage_status`` then
-falls back to ``status`` for the stage that wrote the row.
+failures. Rows written before these columns existed get them when read (``manifest.legacy``),
+so the functions here read the stage columns only.
 """
 
 from __future__ import annotations
@@ -14,32 +14,14 @@ from __future__ import annotations
 STAGES = ("fetch", "split", "label")
 
 
-def stage_status(row: dict, stage: str) -> str | None:
-    """The stage's recorded status (None: the stage has not run on this row)."""
+def stage_result(row: dict, stage: str) -> str | None:
+    """A stage's own status of a row (None: the stage has not run on it)."""
     return row.get(f"{stage}_status")
 
 
-def stage_result(row: dict, stage: str) -> str | None:
-    """A stage's own status of a row; for a row written before per-stage columns, inferred.
-
-    Before these columns, split wrote clip rows (ids not ending ``-none``) only for ``ok`` clips,
-    and label overwrote ``status`` with ``failed``: so such a row that is ``failed`` was split
-    fine and failed in label.
-    """
-    if any(row.get(f"{s}_status") is not None for s in STAGES):
-        return row.get(f"{stage}_status")
-    status, cid = row.get("status"), row.get("clip_id") or ""
-    label_failed = status == "failed" and bool(cid) and not cid.endswith("-none")
-    if stage == "split":
-        return "ok" if label_failed else status
-    if stage == "label":
-        return "failed" if label_failed else None
-    return status if not cid else "ok"
-
-
 def stage_error(row: dict, stage: str) -> str | None:
-    """The stage's own error of a row (``error`` for a row written before per-stage columns)."""
-    return row.get(f"{stage}_error") if row.get(f"{stage}_status") is not None else row.get("error")
+    """A stage's own error of a row."""
+    return row.get(f"{stage}_error")
 
 
 def split_result(row: dict) -> str | None:
@@ -49,15 +31,11 @@ def split_result(row: dict) -> str | None:
 
 def overall(row: dict) -> tuple[str | None, str | None]:
     """(status, error) of the first stage that did not end ``ok``; ``ok`` when all recorded ones did."""
-    seen = False
     for stage in STAGES:
         s = row.get(f"{stage}_status")
-        if s is None:
-            continue
-        seen = True
-        if s != "ok":
+        if s is not None and s != "ok":
             return s, row.get(f"{stage}_error")
-    return ("ok", None) if seen else (row.get("status"), row.get("error"))
+    return "ok", None
 
 
 def record(row: dict, stage: str, status: str, error: str | None) -> dict:

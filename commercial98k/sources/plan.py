@@ -18,7 +18,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from commercial98k.manifest.scan import finished
+from commercial98k.manifest.done_keys import finished
 from commercial98k.storage.files import DataRoot
 
 from ..taxonomy import Taxonomy

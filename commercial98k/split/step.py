@@ -79,7 +79,7 @@ class SplitStep:
         root = DataRoot(cfg.data_root)
         video_id = item["video_id"]
         base = {k: item.get(k) for k in VIDEO_COLUMNS}
-        base["fetch_status"] = item.get("fetch_status") or item.get("status")
+        base["fetch_status"] = item.get("fetch_status")  # the reader gives legacy video rows theirs
         base["fetch_error"] = item.get("fetch_error")
         base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
         try:
