@@ -273,19 +273,32 @@ def recommend(video, library, k, checkpoint, index_dir, frame_model, start_s, en
 @click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=2000, show_default=True,
               help="With --seeds: bootstrap resamples.")
 @click.option("--corpus-name", default="", help="With --seeds: the corpus named in the table's title.")
+@click.option("--budget", type=click.Choice(["small", "full", "smoke"]), default=None,
+              help="With --seeds: tune every method alike on the validation split first (yuyin.tuning; smoke: "
+                   "seconds, checks the machinery only). Without it every method runs --steps untuned.")
+@click.option("--track-moods", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --seeds: the tracks' true moods for the oracle-emotion run: the demo catalog's "
+                   "corpus.json (bench_work/catalog/corpus.json) or a {music_id: mood} JSON.")
+@click.option("--estimate", "estimate_only", is_flag=True,
+              help="With --seeds --budget: print the measured cost of each budget and stop.")
 def benchmark(manifest, shards, config_path, methods, split, out, seeds, loco_methods, loco_seeds, n_boot,
-              corpus_name, **flags) -> None:
+              corpus_name, budget, track_moods, estimate_only, **flags) -> None:
     """CCA, CBVMR, plain contrastive and YuYin ablations on the same data and seed: one table.
 
-    With --seeds: every method and ablation over several seeds, intervals, significance and a
-    leave-one-category-out test (yuyin.bench).
+    With --seeds: every method and ablation over several seeds, intervals, significance, the
+    oracle and shuffled emotion runs and a leave-one-category-out test (yuyin.bench); with
+    --budget each method is tuned alike on the validation split first; stats.md, r10.png and
+    method_card.md go to --out.
     """
     from .baselines import METHODS, run_benchmark
 
     cfg = _config(config_path, resolve_shards(manifest, shards), **flags)
     check_splits(Path(cfg.shards), {"train": "yuyin benchmark", split: "--split"})
     if seeds:
-        _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name)
+        if budget:
+            check_splits(Path(cfg.shards), {"val": "--budget (the search chooses on the validation split)"})
+        _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name,
+                        {"budget": budget, "track_moods": track_moods, "estimate_only": estimate_only})
         return
     chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
     run_benchmark(cfg, out, chosen, split)
@@ -304,15 +317,25 @@ def _seed_list(text: str | None, hint: str) -> list[int]:
         raise click.BadParameter(f"{text!r}: use comma-separated integers, e.g. 0,1,2", param_hint=hint) from None
 
 
-def _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name) -> None:
+def _stat_benchmark(cfg, out, seeds, methods, loco_methods, loco_seeds, split, n_boot, corpus_name,
+                    tuning: dict[str, Any]) -> None:
     from .bench import LOCO_METHODS, STAT_METHODS, run_stat_benchmark
+    from .emotion_input import EMOTION_INPUTS
 
     seed_list, loco_list = _seed_list(seeds, "--seeds"), _seed_list(loco_seeds, "--loco-seeds")
     loco = () if loco_methods == "none" else (_csv_list(loco_methods) or LOCO_METHODS)
-    md = run_stat_benchmark(cfg, out, seed_list, _csv_list(methods) or STAT_METHODS, loco, split, n_boot,
-                            corpus_name, loco_list or None)
+    chosen = _csv_list(methods)
+    if not chosen:
+        oracle = [m for m in EMOTION_INPUTS if EMOTION_INPUTS[m] == "oracle"]
+        chosen = tuple(m for m in STAT_METHODS if tuning["track_moods"] or m not in oracle)
+        if not tuning["track_moods"]:
+            click.echo(f"note: no --track-moods, so no {', '.join(oracle)} run", err=True)
+    md = run_stat_benchmark(cfg, out, seed_list, chosen, loco, split, n_boot, corpus_name, loco_list or None,
+                            say=click.echo, **tuning)
+    if tuning["estimate_only"]:
+        return
     click.echo(md)
-    click.echo(f"wrote {out}/stats.md and stats.json")
+    click.echo(f"wrote {out}/stats.md, stats.json, r10.png and method_card.md")
 
 
 if __name__ == "__main__":
