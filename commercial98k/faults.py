@@ -17,7 +17,7 @@ import errno
 import getpass
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from commercial98k.errors import C98kError
@@ -315,26 +315,32 @@ def free_root(path: str | os.PathLike) -> Path:
 SAMPLE_OVERHEAD_BYTES = 6_000
 
 
-def shard_bytes(manifest: str | os.PathLike, data_root: str | os.PathLike, out: str | os.PathLike,
+def shard_columns(with_media: bool = False) -> list[str]:
+    """The clips manifest columns ``shard_bytes`` reads."""
+    return ["status", "audio_embedding", "frame_embedding", "tag_embedding"] + (
+        ["clip_path", "audio_path"] if with_media else [])
+
+
+def shard_bytes(rows: Iterable[dict], data_root: str | os.PathLike, out: str | os.PathLike,
                 with_media: bool = False, sample: int = 64) -> int:
     """What ``build-shards`` adds under ``out``: every ``ok`` clip's feature files (and media),
-    their mean size measured on the first ``sample`` clips, less the shards already there."""
-    from commercial98k.manifest.scan import scan_manifest
+    their mean size measured on the first ``sample`` clips, less the shards already there.
 
-    refs = ["audio_embedding", "frame_embedding", "tag_embedding"] + (["clip_path", "audio_path"] if with_media else [])
+    ``rows``: the clips manifest's rows (``shard_columns`` suffice), streamed by the caller, as
+    for the other estimates: this module sits below the manifest readers."""
+    refs = shard_columns(with_media)[1:]
     root = DataRoot(data_root)
     n, sizes = 0, []
-    for batch in scan_manifest(manifest, "clips", ["status", *refs]):
-        for r in batch.to_pylist():
-            if r["status"] != "ok":
-                continue
-            n += 1
-            if len(sizes) < sample:
-                size = 0
-                for ref in (r.get(c) for c in refs):
-                    with contextlib.suppress(OSError, ValueError):  # a missing file is build-shards' to report
-                        size += os.path.getsize(root.resolve(ref)) if ref else 0
-                sizes.append(size)
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        n += 1
+        if len(sizes) < sample:
+            size = 0
+            for ref in (r.get(c) for c in refs):
+                with contextlib.suppress(OSError, ValueError):  # a missing file is build-shards' to report
+                    size += os.path.getsize(root.resolve(ref)) if ref else 0
+            sizes.append(size)
     need = n * (sum(sizes) / len(sizes) + SAMPLE_OVERHEAD_BYTES) if sizes else 0
     have = sum(p.stat().st_size for p in Path(out).glob("*/*.tar")) if Path(out).is_dir() else 0
     return int(max(0, need - have))

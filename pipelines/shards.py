@@ -8,9 +8,10 @@ from typing import Any
 
 from commercial98k.export.report import dropped_lines, split_table
 from commercial98k.export.shards import ShardFilters, build_shards
-from commercial98k.faults import require_free, shard_bytes
+from commercial98k.faults import require_free, shard_bytes, shard_columns
 from commercial98k.manifest.io import manifest_exists, read_manifest
 from commercial98k.manifest.lock import stage_writes
+from commercial98k.manifest.scan import scan_manifest
 
 
 def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os.PathLike,
@@ -26,7 +27,8 @@ def run(manifest: str | os.PathLike, out: str | os.PathLike, data_root: str | os
     if not manifest_exists(manifest):
         read_manifest(manifest, "clips")  # the usual one-line error, before anything is created
     with stage_writes(Path(out) / "index.json", data_root, wait=wait, manifest_flag="--out", on_wait=on_wait):
-        require_free(out, shard_bytes(manifest, data_root, out, with_media), "build-shards", "--out")
+        rows = (r for b in scan_manifest(manifest, "clips", shard_columns(with_media)) for r in b.to_pylist())
+        require_free(out, shard_bytes(rows, data_root, out, with_media), "build-shards", "--out")
         return build_shards(manifest, out, data_root, filters=filters, fractions=fractions, seed=seed,
                             samples_per_shard=samples_per_shard, with_media=with_media,
                             min_tag_count=min_tag_count, verify_sha256=verify_sha256, progress=progress,

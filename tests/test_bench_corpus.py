@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from commercial98k.demo.bench_corpus import BENCHMARK, VARIANTS, bench_arrangements, estimate, library_size
+from commercial98k.demo.bench_corpus import BENCHMARK, estimate, library_size
 from commercial98k.demo.corpus import plan_corpus
-from commercial98k.demo.music import ARRANGEMENTS, MOOD_ENERGY, Track, _arrangement_id, render_arrangement
+from commercial98k.demo.music import (
+    ARRANGEMENTS,
+    MOOD_ENERGY,
+    VARIANTS,
+    Track,
+    _arrangement_id,
+    bench_arrangements,
+    render_arrangement,
+)
 
 
 def _fake_library() -> list[Track]:

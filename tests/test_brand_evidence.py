@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from commercial98k.label.category import EVIDENCE, CategoryCalibration, fit_calibration
-from commercial98k.label.evidence import brand_evidence, category_result
+from commercial98k.label.category import EVIDENCE, CategoryCalibration, category_result, fit_calibration
+from commercial98k.label.evidence import brand_evidence
 from commercial98k.label.zero_shot import BrandMatcher, brand_matcher
 from commercial98k.models.ocr import load_keyframes, ocr_model, split_glued
 from commercial98k.taxonomy import Brand, load_brands, load_taxonomy

@@ -13,11 +13,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from commercial98k.label.category import (
     CategoryCalibration,
+    category_result,
     combine,
     expected_calibration_error,
     fit_calibration,
 )
-from commercial98k.label.evidence import category_result, clip_tags, title_is_filename
+from commercial98k.label.evidence import clip_tags, title_is_filename
 from commercial98k.label.tags import TagNormalizer
 from commercial98k.label.visual import IMAGENET_TABLE, VisualEvidence, table_matrix
 from commercial98k.manifest.io import read_manifest

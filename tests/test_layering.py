@@ -3,8 +3,12 @@
 * ``commercial98k/`` (the library) never imports ``pipelines`` or ``yuyin`` (no ``import``, no
   ``importlib`` string) and never starts them as subprocesses (``-m pipelines``, ``pipelines.cli``,
   ``yuyin.cli``);
-* the modules of ``pipelines/`` and ``yuyin/`` import each other without a cycle (lazy imports
-  inside functions count too);
+* the modules of ``commercial98k/``, ``pipelines/`` and ``yuyin/`` import each other without a
+  cycle: imports inside functions and under ``TYPE_CHECKING`` count too, and importing ``a.b.c``
+  counts as importing the packages ``a`` and ``a.b`` (their ``__init__`` runs first);
+* the package root of ``commercial98k/`` holds at most ``MAX_ROOT_MODULES`` modules, and within
+  each top-level package no module or subpackage is named as another plus ``s`` or plus a
+  ``_suffix`` (``stage`` / ``stages`` / ``stage_runner``);
 * a ``c98k`` command module that fails to import is an error, not a command silently missing.
 """
 
@@ -20,14 +24,16 @@ from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 UPPER = ("pipelines", "yuyin")
+PACKAGES = ("commercial98k", *UPPER)
+MAX_ROOT_MODULES = 6
 IMPORT_CALLS = ("import_module", "__import__", "find_spec")
 SUBPROCESS_PATTERNS = (re.compile(r"-m\s+(pipelines|yuyin)\b"), re.compile(r"\bpipelines\.cli\b"),
                        re.compile(r"\byuyin\.cli\b"),
                        re.compile(r"""["']-m["']\s*,\s*f?["'](pipelines|yuyin)\b"""))
 
 
-def python_files(package: str) -> list[Path]:
-    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+def python_files(package: str, root: Path = ROOT) -> list[Path]:
+    return sorted(p for p in (root / package).rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -102,12 +108,20 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     assert hits == ["    from pipelines.cli import main", "    return [sys.executable, '-m', 'pipelines.split', 'x']"]
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of ``pipelines``/``yuyin`` it imports (resolved to files that exist)."""
-    modules = {module_name(p): p for pkg in UPPER for p in python_files(pkg)}
+def _ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module -> the modules of ``packages`` it imports (resolved to files that exist), plus the
+    packages those live in; a module's own packages are left out (they are loaded before it)."""
+    modules = {module_name(p, root): p for pkg in packages for p in python_files(pkg, root)}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        graph[name] = {m for _, m in imported_modules(path) if m in modules and m != name}
+        targets = {m for _, m in imported_modules(path, root) if m in modules}
+        targets |= {a for m in targets for a in _ancestors(m) if a in modules}
+        graph[name] = targets - _ancestors(name) - {name}
     return graph
 
 
@@ -134,18 +148,92 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_pipelines_and_yuyin_have_no_import_cycle() -> None:
+def test_no_import_cycle() -> None:
     graph = import_graph()
     assert "pipelines.commands.demo" in graph["pipelines.demo.__main__"]  # the graph sees the real imports
     assert "pipelines.demo" in graph["pipelines.commands.demo"]
     assert "yuyin.train" in graph["pipelines.demo.model_steps"] and "pipelines.errors" in graph["yuyin.cli"]
+    assert "commercial98k.demo.music" in graph["commercial98k.demo.bench_corpus"]  # relative
+    assert "commercial98k.media.ffmpeg_io" in graph["commercial98k.testing.catalog_server"]  # lazy
+    assert "commercial98k.sources" in graph["pipelines.fetch"]  # the package of what it imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def root_modules(package: str, root: Path = ROOT) -> list[str]:
+    """The modules at a package's root (``__init__`` and ``__main__`` not counted)."""
+    return sorted(p.stem for p in (root / package).glob("*.py") if not p.stem.startswith("__"))
+
+
+def names_by_package(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Top-level package -> the last name of every module and subpackage under it."""
+    out: dict[str, set[str]] = {}
+    for pkg in packages:
+        names = {p.stem for p in python_files(pkg, root) if not p.stem.startswith("__")}
+        names |= {p.parent.name for p in python_files(pkg, root) if p.name == "__init__.py" and p.parent.name != pkg}
+        out[pkg] = names
+    return out
+
+
+def colliding_names(names: set[str]) -> list[tuple[str, str]]:
+    """(name, other) pairs where ``other`` is ``name`` plus ``s`` or plus a ``_suffix``."""
+    return sorted((a, b) for a in names for b in names
+                  if b == f"{a}s" or (b.startswith(f"{a}_") and len(b) > len(a) + 1))
+
+
+def test_the_package_root_holds_few_modules() -> None:
+    mods = root_modules("commercial98k")
+    assert "taxonomy" in mods  # it sees the real root
+    assert len(mods) <= MAX_ROOT_MODULES, f"{len(mods)} modules at commercial98k/'s root: {', '.join(mods)}"
+
+
+def test_no_names_that_differ_by_a_plural_or_a_suffix() -> None:
+    names = names_by_package()
+    assert {"split", "cut", "taxonomy"} <= names["commercial98k"] and "commands" in names["pipelines"]
+    found = [f"{pkg}: {a} / {b}" for pkg, ns in names.items() for a, b in colliding_names(ns)]
+    assert not found, "names that differ only by a plural or a suffix:\n" + "\n".join(found)
 
 
 def test_find_cycle_reports_the_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_the_cycle_check_sees_lazy_type_checking_and_package_imports(tmp_path: Path) -> None:
+    """A cycle closed by an import inside a function, by one under ``TYPE_CHECKING``, and by one
+    through a package's ``__init__``; a submodule importing its own package is no cycle."""
+    init = {"lib/__init__.py": ""}
+    cases = {
+        "lazy": ({"lib/a.py": "from lib import b\n", "lib/b.py": "def f():\n    from . import a\n"},
+                 ["lib.a", "lib.b", "lib.a"]),
+        "type_checking": ({"lib/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lib.d import D\n",
+                           "lib/d.py": "from .c import x\n"}, ["lib.c", "lib.d", "lib.c"]),
+        "package": ({"lib/pkg/__init__.py": "from .inner import y\n", "lib/pkg/inner.py": "from lib.e import z\n",
+                     "lib/e.py": "from lib.pkg.other import w\n", "lib/pkg/other.py": ""},
+                    ["lib.e", "lib.pkg", "lib.pkg.inner", "lib.e"]),
+        "own_package": ({"lib/pkg/__init__.py": "from .inner import y\n",
+                         "lib/pkg/inner.py": "from lib.pkg import other\n", "lib/pkg/other.py": ""}, None),
+    }
+    for case, (files, cycle) in cases.items():
+        graph = import_graph(_tree(tmp_path / case, {**init, **files}), ("lib",))
+        assert find_cycle(graph) == cycle, case
+    assert import_graph(tmp_path / "own_package", ("lib",))["lib.pkg.inner"] == {"lib.pkg.other"}
+
+
+def test_the_name_checks_see_what_they_look_for(tmp_path: Path) -> None:
+    names = {"stage", "stages", "stage_runner", "split", "cut", "shards", "build_shards", "_http"}
+    assert colliding_names(names) == [("stage", "stage_runner"), ("stage", "stages")]
+    _tree(tmp_path, {f"lib/{m}.py": "" for m in ("__init__", "__main__", "a", "b", "c", "d", "e", "f", "g")}
+          | {"lib/split/__init__.py": "", "lib/split/cut.py": "", "lib/splits.py": ""})
+    assert len(root_modules("lib", tmp_path)) == 8  # a-g and splits; no dunder files
+    assert colliding_names(names_by_package(tmp_path, ("lib",))["lib"]) == [("split", "splits")]
 
 
 def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@
 The demo corpus (43 tracks, 84 ads) is a smoke run: its test split holds about a dozen tracks, so
 a random ranker already reaches R@10 ~0.8. This preset widens the music library and the ads:
 
-* Music: 40 more music21 corpus pieces (``BENCH_PIECES``), each arranged 8 ways (``VARIANTS``):
+* Music: 40 more music21 corpus pieces (``music.BENCH_PIECES``), each arranged 8 ways (``music.VARIANTS``):
   a mood with its General MIDI instruments and tempo, and a key of its own (the 8 transpositions
   of a piece are distinct pitch classes, so no two versions of a piece share their chroma and the
   fingerprinter keeps them apart). 320 rendered tracks + the demo's 43 = 363 tracks.
@@ -28,34 +28,7 @@ import json
 from pathlib import Path
 
 from .corpus import STYLES
-from .music import ARRANGEMENTS, Arrangement
-
-#: music21 corpus pieces (public-domain scores) arranged for the benchmark library. (Monteverdi's
-#: madrigals 3.10-3.12 are left out: fluidsynth does not finish their MIDI.)
-BENCH_PIECES: tuple[str, ...] = (
-    "bach/bwv101.7", "bach/bwv113.8", "bach/bwv122.6", "bach/bwv135.6", "bach/bwv146.8", "bach/bwv156.6",
-    "bach/bwv168.6", "bach/bwv178.7", "bach/bwv19.7", "bach/bwv20.11", "bach/bwv244.15", "bach/bwv245.37",
-    "bach/bwv258", "bach/bwv267", "bach/bwv277", "bach/bwv286", "bach/bwv295", "bach/bwv303", "bach/bwv312",
-    "bach/bwv321", "bach/bwv330", "bach/bwv340", "bach/bwv350", "bach/bwv368", "bach/bwv377", "bach/bwv386",
-    "bach/bwv395", "bach/bwv401", "bach/bwv410", "bach/bwv42.7", "bach/bwv429", "bach/bwv438", "bach/bwv56.5",
-    "bach/bwv65.7", "bach/bwv79.3", "bach/bwv88.7",
-    "monteverdi/madrigal.3.1", "bach/bwv104.6", "bach/bwv108.6", "bach/bwv111.6",
-)
-
-#: (mood, style, GM programs per part, bpm, label): the 8 ways each piece is played.
-VARIANTS: tuple[tuple[str, str, tuple[int, ...], int, str], ...] = (
-    ("energetic", "electronic", (81, 38), 172, "synth lead and bass"),
-    ("energetic", "acoustic", (0, 0), 160, "piano"),
-    ("happy", "acoustic", (12, 12, 32), 128, "marimba"),
-    ("happy", "electronic", (4, 38), 120, "electric piano"),
-    ("tender", "acoustic", (73, 24, 24), 66, "flute and guitar"),
-    ("calm", "acoustic", (48, 48, 42), 58, "strings"),
-    ("calm", "electronic", (89, 89), 54, "warm pad"),
-    ("nostalgic", "acoustic", (21, 0, 32), 84, "accordion and piano"),
-)
-
-#: Transpositions (semitones) with distinct pitch classes: 0, 2, 4, 5, 7, 9, 11, 1 (mod 12).
-KEYS = (0, 2, 4, 5, -5, -3, -1, 1)
+from .music import ARRANGEMENTS, bench_arrangements
 
 #: Overrides of ``DemoConfig`` for ``--size benchmark``.
 BENCHMARK = {"categories": tuple(STYLES), "videos_per_category": 170, "quick": True, "playlist_size": 30,
@@ -69,17 +42,6 @@ CORPUS_STEPS = ("music", "corpus", "emotion", "fetch", "split", "label", "truth"
 #: (render: 2,040 ads at 1.1-1.3 ads/s; fetch 434 s, split 622 s, label 1,710 s for 2,040 ads).
 #: On a machine shared with other jobs the stages run 2-4x slower.
 RATES = {"music": 3.0, "render": 0.85, "fetch": 0.21, "split": 0.30, "label": 0.84}
-
-
-def bench_arrangements() -> tuple[Arrangement, ...]:
-    """Every piece x variant, each in its own key (the key rotates with the piece)."""
-    out = []
-    for p, work in enumerate(BENCH_PIECES):
-        name = work.split("/")[-1]
-        for v, (mood, style, programs, bpm, label) in enumerate(VARIANTS):
-            key = KEYS[(v + p) % len(KEYS)]
-            out.append(Arrangement(work, mood, style, programs, bpm, f"{name} ({label}, {key:+d})", key))
-    return tuple(out)
 
 
 def library_size(sources: tuple[str, ...]) -> int:

@@ -6,7 +6,8 @@ Two sources, both installable on a fresh machine without any platform access:
   ``immich_memories_music/tracks/<mood>/<mood>_<acoustic|electronic>_<n>.opus``.
 * The music21 corpus (public-domain scores): a few pieces, each arranged for a mood with a
   General MIDI instrument and a tempo, written to MIDI by music21 and rendered to audio by
-  fluidsynth with Debian's FluidR3 GM soundfont.
+  fluidsynth with Debian's FluidR3 GM soundfont (``ARRANGEMENTS``; the benchmark corpus's
+  wider library, ``bench_arrangements``: ``BENCH_PIECES`` x ``VARIANTS``, see ``bench_corpus``).
 
 ``build_library(folder)`` writes every track as a loudness-normalised mono 22.05 kHz WAV into
 ``folder/tracks/`` and a ``library.json`` listing them; rendered and converted tracks are
@@ -99,6 +100,44 @@ ARRANGEMENTS: tuple[Arrangement, ...] = (
     Arrangement("bach/bwv7.7", "calm", "electronic", (89, 89, 89, 89), 56, "Chorale BWV 7.7 (warm pad)"),
     Arrangement("luca/gloria", "calm", "acoustic", (52, 52, 52), 60, "Gloria (choir)"),
 )
+
+#: music21 corpus pieces (public-domain scores) arranged for the benchmark library. (Monteverdi's
+#: madrigals 3.10-3.12 are left out: fluidsynth does not finish their MIDI.)
+BENCH_PIECES: tuple[str, ...] = (
+    "bach/bwv101.7", "bach/bwv113.8", "bach/bwv122.6", "bach/bwv135.6", "bach/bwv146.8", "bach/bwv156.6",
+    "bach/bwv168.6", "bach/bwv178.7", "bach/bwv19.7", "bach/bwv20.11", "bach/bwv244.15", "bach/bwv245.37",
+    "bach/bwv258", "bach/bwv267", "bach/bwv277", "bach/bwv286", "bach/bwv295", "bach/bwv303", "bach/bwv312",
+    "bach/bwv321", "bach/bwv330", "bach/bwv340", "bach/bwv350", "bach/bwv368", "bach/bwv377", "bach/bwv386",
+    "bach/bwv395", "bach/bwv401", "bach/bwv410", "bach/bwv42.7", "bach/bwv429", "bach/bwv438", "bach/bwv56.5",
+    "bach/bwv65.7", "bach/bwv79.3", "bach/bwv88.7",
+    "monteverdi/madrigal.3.1", "bach/bwv104.6", "bach/bwv108.6", "bach/bwv111.6",
+)
+
+#: (mood, style, GM programs per part, bpm, label): the 8 ways each piece is played.
+VARIANTS: tuple[tuple[str, str, tuple[int, ...], int, str], ...] = (
+    ("energetic", "electronic", (81, 38), 172, "synth lead and bass"),
+    ("energetic", "acoustic", (0, 0), 160, "piano"),
+    ("happy", "acoustic", (12, 12, 32), 128, "marimba"),
+    ("happy", "electronic", (4, 38), 120, "electric piano"),
+    ("tender", "acoustic", (73, 24, 24), 66, "flute and guitar"),
+    ("calm", "acoustic", (48, 48, 42), 58, "strings"),
+    ("calm", "electronic", (89, 89), 54, "warm pad"),
+    ("nostalgic", "acoustic", (21, 0, 32), 84, "accordion and piano"),
+)
+
+#: Transpositions (semitones) with distinct pitch classes: 0, 2, 4, 5, 7, 9, 11, 1 (mod 12).
+KEYS = (0, 2, 4, 5, -5, -3, -1, 1)
+
+
+def bench_arrangements() -> tuple[Arrangement, ...]:
+    """Every piece x variant, each in its own key (the key rotates with the piece)."""
+    out = []
+    for p, work in enumerate(BENCH_PIECES):
+        name = work.split("/")[-1]
+        for v, (mood, style, programs, bpm, label) in enumerate(VARIANTS):
+            key = KEYS[(v + p) % len(KEYS)]
+            out.append(Arrangement(work, mood, style, programs, bpm, f"{name} ({label}, {key:+d})", key))
+    return tuple(out)
 
 
 def _normalise(audio: np.ndarray, seconds: float = TRACK_SECONDS, rms_db: float = -18.0) -> np.ndarray:
@@ -257,8 +296,6 @@ def build_library(folder: str | Path, sources: tuple[str, ...] = ("immich", "mus
     if "music21" in sources:
         jobs += [("music21", a) for a in ARRANGEMENTS]
     if "music21-bench" in sources:  # the benchmark corpus's wider library (bench_corpus.py)
-        from .bench_corpus import bench_arrangements
-
         jobs += [("music21", a) for a in bench_arrangements()]
     tracks: list[Track] = []
     for kind, job in tqdm(jobs, desc="music library", unit="track", disable=not progress):

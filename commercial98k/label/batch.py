@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from commercial98k.errors import error_line
+from commercial98k.label.category import category_result
 from commercial98k.label.extractors import DecodedClip, LabelModels, audio_features, decode_clip, frame_info
 from commercial98k.storage.feature_store import FeatureStore
 from commercial98k.storage.files import DataRoot
@@ -26,7 +27,6 @@ from commercial98k.storage.files import DataRoot
 from ..faults import raise_if_environment
 from .evidence import (
     brand_evidence,
-    category_result,
     clip_ocr,
     clip_tags,
     page_texts,

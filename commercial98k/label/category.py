@@ -86,6 +86,28 @@ def combine(evidence: dict[str, np.ndarray | None], n_categories: int,
     return p / p.sum(), present
 
 
+@dataclass
+class CategoryResult:
+    probs: np.ndarray  # [C], sums to 1
+    present: list[str]  # evidence kinds used
+    predicted_category: str | None
+    category_confidence: float | None
+    evidence: dict[str, list[float]] | None = None  # each present kind's own distribution
+
+
+def category_result(ids: list[str], evidence: dict[str, np.ndarray | None], crawl: str | None,
+                    calibration: CategoryCalibration | None = None) -> CategoryResult:
+    """Calibrated distribution; confidence = P(crawl category), or P(predicted) without a crawl category.
+    No evidence at all: no prediction (``None``)."""
+    probs, present = combine(evidence, len(ids), calibration)
+    if not present:
+        return CategoryResult(probs, present, None, None)
+    pred = ids[int(np.argmax(probs))]
+    conf = float(probs[ids.index(crawl)]) if crawl in ids else float(probs.max())
+    kept = {e: [float(x) for x in np.asarray(evidence[e], np.float64)] for e in present}
+    return CategoryResult(probs, present, pred, conf, kept)
+
+
 def fit_calibration(evidence: list[dict[str, np.ndarray | None]], labels: list[int], n_categories: int,
                     l2: float = 1e-3) -> CategoryCalibration:
     """Weights minimising the mean NLL of ``labels`` (category indices) under ``combine``."""
@@ -200,10 +222,6 @@ def calibrate_on(rows: list[dict], truth: dict[str, str], ids: list[str], source
 def recalibrated(row: dict, ids: list[str], calibration: CategoryCalibration) -> dict | None:
     """The category columns of a labelled row rescored with ``calibration`` from its stored evidence
     (no model runs), or None when it has no evidence."""
-    from commercial98k.label.evidence import (
-        category_result,  # evidence imports this module: imported when used
-    )
-
     evidence = row_evidence(row)
     if not evidence:
         return None

@@ -7,8 +7,8 @@ brand-like lines) and the music tagger, each with its source (``tag_sources``), 
 dropped (the normaliser's stop-words and drop patterns: months, dates, numbers, "ad",
 "video", "final", ``ad_12``-style file-name parts).
 ``category_evidence`` turns page text, OCR text, frames and the brands named in them
-(``brand_evidence``) into the per-evidence distributions that ``category_score.combine``
-calibrates into one.
+(``brand_evidence``) into the per-evidence distributions that ``category.combine``
+calibrates into one (``category.category_result``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from commercial98k.errors import error_line
-from commercial98k.label.category import CategoryCalibration, combine
 from commercial98k.label.zero_shot import CategoryMatcher, brand_matcher, clip_text
 
 from ..taxonomy import Taxonomy
@@ -108,28 +106,6 @@ def clip_tags(norm: TagNormalizer, row: dict, ocr_text: str | None = None, music
             seen[t] = src
     tags = list(seen)[: norm.max_tags + 5]
     return tags, [seen[t] for t in tags]
-
-
-@dataclass
-class CategoryResult:
-    probs: np.ndarray  # [C], sums to 1
-    present: list[str]  # evidence kinds used
-    predicted_category: str | None
-    category_confidence: float | None
-    evidence: dict[str, list[float]] | None = None  # each present kind's own distribution
-
-
-def category_result(ids: list[str], evidence: dict[str, np.ndarray | None], crawl: str | None,
-                    calibration: CategoryCalibration | None = None) -> CategoryResult:
-    """Calibrated distribution; confidence = P(crawl category), or P(predicted) without a crawl category.
-    No evidence at all: no prediction (``None``)."""
-    probs, present = combine(evidence, len(ids), calibration)
-    if not present:
-        return CategoryResult(probs, present, None, None)
-    pred = ids[int(np.argmax(probs))]
-    conf = float(probs[ids.index(crawl)]) if crawl in ids else float(probs.max())
-    kept = {e: [float(x) for x in np.asarray(evidence[e], np.float64)] for e in present}
-    return CategoryResult(probs, present, pred, conf, kept)
 
 
 def text_distributions(matcher: CategoryMatcher, texts: list[str], embeddings: np.ndarray | None = None

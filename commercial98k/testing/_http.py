@@ -1,4 +1,7 @@
-"""The HTTP side of ``CatalogServer``: the request handler and the threading servers."""
+"""The HTTP side of ``CatalogServer``: the request handler and the threading servers.
+
+The handler serves any ``Shop`` (the pages, files and request bookkeeping it reads and updates);
+``catalog_server.CatalogServer`` is the one implementation."""
 
 from __future__ import annotations
 
@@ -6,16 +9,15 @@ import html
 import mimetypes
 import re
 import socket
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
-
-if TYPE_CHECKING:
-    from .catalog_server import CatalogServer
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
                  ".mov": "video/quicktime", ".ts": "video/mp2t", ".m4a": "audio/mp4", ".mpd": "application/dash+xml",
@@ -33,6 +35,31 @@ class Hit:
     bytes_sent: int = 0
     complete: bool = False
     status: int = 200
+
+
+class Shop(Protocol):
+    """What the handler needs of a shop: its pages and files, and the bookkeeping it updates
+    under ``lock`` (requests per path, 503s still to give, file responses)."""
+
+    site_name: str
+    files: dict[str, Path]
+    pages: dict[str, list[str]]
+    videos: dict[tuple[str, str], tuple[str, Any]]  # (category, vid) -> (file, its meta)
+    status_codes: dict[str, int]
+    truncate: dict[str, float]
+    throttle_bps: float | None
+    flaky: Counter[str]
+    requests: Counter[str]
+    hits: list[Hit]
+    lock: threading.Lock
+
+    def index_html(self) -> str: ...
+
+    def catalog_html(self, category: str, page: int = 1) -> str: ...
+
+    def feed_xml(self, category: str, page: int = 1) -> str: ...
+
+    def video_html(self, category: str, vid: str) -> str: ...
 
 
 def _page(title: str, body: str, head: str = "") -> str:
@@ -57,7 +84,7 @@ class _Server6(_Server):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    shop: CatalogServer
+    shop: Shop
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args) -> None:  # keep test output quiet
@@ -76,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
         page = int(query["page"][0]) if query.get("page", [""])[0].isdigit() else 1
         parts = [p for p in path.split("/") if p]
         shop = self.shop
-        with shop._lock:
+        with shop.lock:
             shop.requests[path] += 1
             flaky = shop.flaky[path] > 0
             if flaky:
@@ -153,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             return
         hit = Hit(url_path, start if rng else None, status=status)
-        with self.shop._lock:
+        with self.shop.lock:
             self.shop.hits.append(hit)
         self._copy(file, start, end - start + 1, hit)
 

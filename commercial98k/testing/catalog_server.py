@@ -159,7 +159,7 @@ class CatalogServer:
         self.flaky = Counter(flaky or {})  # URL path -> 503 answers still to give
         self.requests: Counter[str] = Counter()  # URL path -> GET/HEAD requests seen
         self.hits: list[Hit] = []
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -192,7 +192,7 @@ class CatalogServer:
 
     def media_hits(self, file_name: str) -> list[Hit]:
         """Responses sent for one file so far."""
-        with self._lock:
+        with self.lock:
             return [h for h in self.hits if h.path == f"/media/{file_name}"]
 
     # --- lifecycle ----------------------------------------------------------------------------
