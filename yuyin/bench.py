@@ -36,6 +36,7 @@ from commercial98k.storage.files import atomic_write_bytes, atomic_write_json
 from .baselines import NEURAL
 from .emotion_input import EMOTION_INPUTS, emotion_splits, load_track_moods
 from .evaluate import embed_batches, random_v2m, track_gallery, v2m_ranks
+from .methods import BASELINES, EMOTION_RUNS, LABELS, LOCO_METHODS, STAT_METHODS
 from .runs import TrackedTrainer, batches_of, cached_run, data_key, load_split, memory_loader, recipe_config
 from .stats import METRICS, fmt_diff, fmt_interval, higher_is_better, paired_bootstrap, seed_summary
 from .train import TrainConfig
@@ -49,20 +50,6 @@ from .tuning import (
     untuned_recipe,
 )
 
-BASELINES = ("cca", "cbvmr", "contrastive")
-ABLATIONS = ("yuyin-no-wfm", "yuyin-no-emotion", "yuyin-no-video-music", "yuyin-no-video-tag",
-             "yuyin-no-music-tag", "yuyin-no-category")
-EMOTION_RUNS = tuple(EMOTION_INPUTS)
-STAT_METHODS = (*BASELINES, "yuyin", *ABLATIONS, *EMOTION_RUNS)
-LOCO_METHODS = ("cbvmr", "contrastive", "yuyin", "yuyin-no-category")
-LABELS = {"yuyin-no-wfm": "YuYin without WFM (concatenation)", "yuyin-no-emotion": "YuYin without emotion (audio only)",
-          "yuyin-no-video-music": "YuYin without the video-music pair", "yuyin-no-video-tag":
-          "YuYin without the video-tag pair", "yuyin-no-music-tag": "YuYin without the music-tag pair",
-          "yuyin-no-category": "YuYin without the category task", "yuyin": "**YuYin**", "cca": "CCA",
-          "cbvmr": "CBVMR (triplet)", "contrastive": "contrastive (video-music InfoNCE)",
-          "yuyin-oracle-emotion": "YuYin, oracle emotion (true mood)",
-          "yuyin-shuffled-emotion": "YuYin, shuffled emotion (no information)"}
-
 
 def embed_method(method: str, base: TrainConfig, recipe: dict[str, Any], train: list[dict], test: list[dict],
                  model_dir: Path) -> dict:
@@ -70,7 +57,7 @@ def embed_method(method: str, base: TrainConfig, recipe: dict[str, Any], train: 
     if method == "cca":
         video, music = fit_cca(recipe["settings"], base.seed, train, test)
         return {"video": video, "music": music}
-    cfg = recipe_config(method, base, recipe["settings"], recipe["steps"], model_dir / method)
+    cfg = recipe_config(method, base, recipe["settings"], recipe["steps"], model_dir)
     trainer = TrackedTrainer(cfg, memory_loader(train, cfg.batch_size, cfg.seed), recipe["schedule_steps"])
     trainer.run()
     emb = embed_batches(trainer.model, batches_of(test, 64), trainer.device, progress=False)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .methods import ABLATIONS, EMOTION_RUNS, LABELS
 from .stats import fmt_interval
 
-ABLATION_ORDER = ("yuyin-no-wfm", "yuyin-no-emotion", "yuyin-no-video-music", "yuyin-no-video-tag",
-                  "yuyin-no-music-tag", "yuyin-no-category")
-ORACLE, SHUFFLED = "yuyin-oracle-emotion", "yuyin-shuffled-emotion"
+ORACLE, SHUFFLED = EMOTION_RUNS
 _GROUP_COLOUR = {"baseline": "#7f7f7f", "yuyin": "#000000", "ablation": "#1f77b4", "emotion": "#ff7f0e"}
 
 PAPER_CLAIMS = """\
@@ -41,8 +40,6 @@ CORPUS_LIMITS = """\
 
 
 def _label(m: str) -> str:
-    from .bench import LABELS
-
     return LABELS.get(m, m).replace("**", "")
 
 
@@ -149,7 +146,7 @@ def _versus_baseline(s: dict[str, Any], setting_name: str, tuned: bool) -> list[
 
 def _components(s: dict[str, Any]) -> list[str]:
     lines, carrying, hurting = [], [], []
-    for m in ABLATION_ORDER:
+    for m in ABLATIONS:
         d = s["diffs"].get(m, {}).get("vs_yuyin", {}).get("R@10")
         if not d:
             continue
