@@ -20,10 +20,11 @@ PAPER_CLAIMS = """\
 Ma et al. (EURASIP JASMP 2023) propose YuYin for background music of e-commerce video ads: a music
 branch that fuses an audio and an emotion representation with a weighted fusion module (WFM), and
 multi-task training with three contrastive pairs (video-music, video-tag, music-tag) plus product
-category prediction. They report that YuYin retrieves the right music better than earlier
-video-music methods (CCA- and CBVMR-style models among them) on their Commercial-98K data, and
-that their ablations lose accuracy without the emotion branch, the WFM, the tag pairs or the
-category task."""
+category prediction. They report that YuYin outperforms the video-music retrieval baselines they
+compare with on their Commercial-98K data, and ablations in which removing its parts (the emotion
+branch and its fusion, the auxiliary tasks) lowers accuracy. This card does not restate the
+paper's numbers; the baselines here (CCA, a CBVMR-style triplet model, plain contrastive) are
+this project's."""
 
 CORPUS_LIMITS = """\
 * **Can test**: whether the multi-task set-up, the emotion branch and the WFM help retrieval of
