@@ -15,7 +15,7 @@
 3. **manifest**: seconds to add ``--add-rows`` (10 k) rows to the ``--rows`` manifest through
    ``ManifestWriter`` (parts merged size-tiered, the base untouched) against the full rewrite
    every run's compaction used to do (``compact(full=True)``).
-4. **split**: videos/s of the split stage (``SplitStage`` on ``run_stage(engine="ray")``) with 1
+4. **split**: videos/s of the split stage (``SplitStage`` on ``run_stage`` with a ``RayExecutor``) with 1
    and with 2 actors on a local Ray cluster (``tests/ray_cluster.LocalCluster``: 127.0.0.1, its
    own temp dir, stopped at the end), ``--split-videos`` generated 6 s videos. Start-up (actors
    and YAMNet) is reported apart from the steady-state rate, which the ratio uses.
@@ -107,7 +107,7 @@ def split_child(data_root: str, start: str, stop: str) -> None:
 
     set_worker_threads(1)
     get_detector()
-    from pipelines.split import SplitConfig, SplitStep
+    from commercial98k.split.step import SplitConfig, SplitStep
 
     step = SplitStep(SplitConfig(data_root=data_root), 1)
     t = time.perf_counter()
@@ -263,7 +263,8 @@ def bench_split(args, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from ray_cluster import LocalCluster, connect_driver, disconnect_driver
 
-    from commercial98k.engine.runner import run_stage
+    from commercial98k.engine.ray_executor import RayExecutor
+    from commercial98k.engine.runner import WorkerParts, run_stage
     from commercial98k.split.step import SplitStage
     from pipelines.split import SplitConfig, pending_videos
 
@@ -279,10 +280,11 @@ def bench_split(args, tmp: Path) -> None:
                     for stale in (out, out.with_name(out.stem + ".parts"), out.with_name(out.stem + ".identity")):
                         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
                     todo, _ = pending_videos(base / "videos.parquet", out)
-                    stats: dict = {}
+                    executor = RayExecutor(workers, data_root=config.data_root, measure=True)
+                    done: list[dict] = []
                     t = time.perf_counter()
-                    done = list(run_stage(SplitStage(config), todo, engine="ray", workers=workers, manifest=out,
-                                          data_root=config.data_root, progress=False, stats=stats))
+                    stats = run_stage(SplitStage(config), todo, executor=executor, sink=WorkerParts(out, "clips"),
+                                      progress=False, on_row=done.append).stats
                     wall = time.perf_counter() - t
                     rates[workers].append(len(todo) / stats["run_s"])
                     ok = len({r["clip_id"].rsplit("-", 1)[0] for r in done if r["status"] == "ok"})

@@ -1,15 +1,16 @@
 """The fetch stage: sources -> video entries -> downloads -> ``manifests/videos.parquet``.
 
 Composition only: planning and the per-row checks are ``commercial98k.sources.plan``, the
-download step ``commercial98k.sources.FetchStep``; this module reads and writes the manifest.
+download stage ``commercial98k.sources.FetchStage``; this module reads and writes the manifest.
 
 1. expand every source (taxonomy searches, pages, URL files, folders) into entries with flat
    extraction, at most ``limit`` per category (the same entries on a rerun);
 2. skip entries whose (extractor, id) the manifest already holds (``failed`` ones too, unless
    ``retry_failed``), and repeats inside this run;
-3. run ``FetchStep`` over the rest with ``engine.run_steps`` (threads or Ray tasks);
-4. mark a video whose content sha256 equals an earlier video's as ``duplicate`` (its file is
-   removed), and write every row through ``ManifestWriter`` as soon as it is finished.
+3. run ``FetchStage`` over the rest with ``engine.runner.run_stage`` (worker threads or Ray actors);
+4. rows come back to this process (``DriverWriter``): mark a video whose content sha256 equals an
+   earlier video's as ``duplicate`` (its file is removed), count ``blocked`` answers per platform
+   (``Breaker``), and write every row through ``ManifestWriter`` as soon as it is finished.
 
 Resumable: a killed run keeps every written row and every complete file; a rerun skips the
 rows, finds complete files in place (no second download), resumes ``.part`` files, and never
@@ -29,14 +30,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from commercial98k.engine.local import run_steps
-from commercial98k.engine.ray_executor import is_system_failure
+from commercial98k.engine.runner import DriverWriter, executor_for, run_stage
 from commercial98k.faults import fetch_bytes, require_free
+from commercial98k.manifest.done_keys import stage_results
 from commercial98k.manifest.io import ManifestWriter
 from commercial98k.manifest.lock import stage_writes
-from commercial98k.manifest.done_keys import stage_results
 from commercial98k.manifest.status import record
-from commercial98k.sources import Breaker, FetchStep, YtdlpOptions, platform_key, videos_dir
+from commercial98k.sources import Breaker, FetchStage, YtdlpOptions, platform_key, videos_dir
 from commercial98k.sources.plan import (
     COUNTS_TO_LIMIT,
     FetchResult,
@@ -78,14 +78,15 @@ class _Known:
         return known
 
     def add(self, r: dict) -> None:
-        self.ids[r["video_id"]] = r.get("result", r["status"])
+        status = r["result"] if "result" in r else r["status"]  # fetch's own result, for a manifest row
+        self.ids[r["video_id"]] = status
         self.errors[r["video_id"]] = r.get("result_error", r.get("error"))
         self.durations[r["video_id"]] = r.get("duration_s")
         if r.get("platform") and r.get("platform_id"):
             self.keys[(r["platform"], r["platform_id"])] = r["video_id"]
         if r.get("url"):
             self.urls[r["url"]] = r["video_id"]
-        if r.get("content_sha256") and r["status"] in _HASHED:
+        if r.get("content_sha256") and status in _HASHED:
             self.hashes.setdefault(r["content_sha256"], r["video_id"])
 
     def known_id(self, item: dict) -> str | None:
@@ -141,26 +142,29 @@ def _fetch(specs: list, manifest: Path, root: Path, limit: int | None, options: 
         say(f"fetch: {result.known} of {result.planned} videos are already in {manifest}; skipping them")
     require_free(root, fetch_bytes(todo, root), f"fetch ({len(todo)} videos)", "--data-root")
 
-    def check_row(row: dict) -> dict:  # runs in this process, in completion order
+    stage = FetchStage(str(root), options, breaker)
+    executor = executor_for(engine, workers=workers, address=address, data_root=root)
+    attempted: set[str] = set()
+    short = False
+
+    def check_row(row: dict) -> dict:  # runs in this process, in completion order, before the row is written
+        nonlocal short
         row = dedupe_content(row, known, root)
         row = record(row, "fetch", row.get("status"), row.get("error"))
         known.add(row)
         if row.get("url") and breaker.record(platform_key(row), row.get("status") == "blocked"):
             say(f"warning: {breaker.message(platform_key(row))}")
+        attempted.add(row["video_id"])
+        short |= row["status"] not in COUNTS_TO_LIMIT and row.get("category") in result.found
         return row
 
-    step = FetchStep(str(root), options, breaker)
-    attempted: set[str] = set()
-    with ManifestWriter(manifest, "videos", flush_every=1) as writer:
+    with executor, ManifestWriter(manifest, "videos", flush_every=1) as writer:
         while todo:
             short = False
-            for row in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="fetch",
-                                 progress=progress, on_row=check_row, data_root=root):
-                writer.add(row)
-                attempted.add(row["video_id"])
-                result.counts[row["status"]] += 1
-                result.crashed += is_system_failure(row)
-                short |= row["status"] not in COUNTS_TO_LIMIT and row.get("category") in result.found
+            run = run_stage(stage, todo, executor=executor, sink=DriverWriter(writer, hook=check_row), desc="fetch",
+                            progress=progress)
+            result.counts.update(run.counts)
+            result.crashed += run.crashed
             if not (limit and short):
                 break
             # entries skipped or failed at download left a category short: walk on from where it stopped

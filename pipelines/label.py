@@ -10,10 +10,11 @@ go through ``ManifestWriter`` (same ``clip_id``, newer row wins) with the proven
 ``audio_model``, ``frame_model``, ``text_model``, ``emotion_model``.
 
 Resumable: a clip is skipped when its feature files exist and its provenance matches the
-models of this run. One code path for both engines (``commercial98k.label.stage.LabelStage``): clips
-are labelled in batches (frames and texts of several clips go through the models together);
-locally in this process with media decoded by ``workers`` threads, on Ray by ``workers`` actors
-that each build the models once and write their own manifest parts.
+models of this run. One code path for both engines (``commercial98k.label.stage.LabelStage`` run
+by ``engine.runner.run_stage``): clips are labelled in batches (frames and texts of several clips
+go through the models together); locally in this process with media decoded by ``workers``
+threads, on Ray by ``workers`` actors that each build the models once and write their own
+manifest parts.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from commercial98k.engine.ray_executor import is_system_failure
-from commercial98k.engine.runner import run_stage
-from commercial98k.engine.threads import cores, set_worker_threads
+from commercial98k.engine.runner import WorkerParts, executor_for, run_stage
 from commercial98k.faults import label_bytes, require_free
 from commercial98k.label.batch import LabelOptions
 from commercial98k.label.extractors import LabelConfig
@@ -62,40 +61,25 @@ def run_label(manifest: str | os.PathLike, data_root: str | os.PathLike, config:
 def _run_label(manifest: str | os.PathLike, data_root: Path, config: LabelConfig, options: LabelOptions,
                workers: int | None, engine: str, address: str | None, limit: int | None, progress: bool | None,
                retry_failed: bool, gpus_per_worker: float) -> Counter:
-    store = FeatureStore(data_root)
-    if engine == "local":  # this process runs the models: cap its thread pools before they load
-        set_worker_threads(cores())
-    # builds the models (locally here, on Ray in one cluster task): fails early with a clear error
-    prov, started_ray = label_provenance(config, engine, address, gpus_per_worker, options.frame_fps)
-    try:
-        return _label_pending(manifest, data_root, store, prov, config, options, workers, engine, address,
-                              limit, progress, gpus_per_worker, retry_failed)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-
-
-def _label_pending(manifest: str | os.PathLike, data_root: Path, store: FeatureStore,
-                   prov: dict[str, str | None], config: LabelConfig, options: LabelOptions, workers: int | None,
-                   engine: str, address: str | None, limit: int | None, progress: bool | None,
-                   gpus_per_worker: float, retry_failed: bool = False) -> Counter:
-    pending, counts = plan_label(manifest, store, prov, config.has_emotion, limit, retry_failed)
-    log.info("label: %d clips to label, %d already labelled", len(pending), counts["skipped"])
-    if not pending:
-        return counts
-    require_free(data_root, label_bytes(pending), f"label ({len(pending)} clips)", "--data-root")
-
     # one code path: locally one worker (this process, --workers decode threads); on Ray one actor
     # per worker, each building the models once and writing its own manifest parts
     local = engine == "local"
     stage = LabelStage(config, data_root, options, decode_threads=(workers or 1) if local else 1,
-                       gpus_per_worker=gpus_per_worker, threads=cores() if local else 1)
-    for row in run_stage(stage, pending, engine=engine, workers=1 if local else workers, address=address,
-                         manifest=manifest, data_root=None if local else data_root, desc="label",
-                         total=len(pending), progress=progress):
-        counts["labelled" if row["status"] == "ok" else "failed"] += 1
-        counts["crashed"] += is_system_failure(row)
+                       gpus_per_worker=gpus_per_worker)
+    executor = executor_for(engine, workers=1 if local else workers, address=address,
+                            data_root=None if local else data_root)
+    with executor:
+        # builds the models where the workers run (on Ray in one cluster task): fails early with a clear error
+        prov = label_provenance(stage, executor)
+        pending, counts = plan_label(manifest, FeatureStore(data_root), prov, config.has_emotion, limit, retry_failed)
+        log.info("label: %d clips to label, %d already labelled", len(pending), counts["skipped"])
+        if not pending:
+            return counts
+        require_free(data_root, label_bytes(pending), f"label ({len(pending)} clips)", "--data-root")
+        result = run_stage(stage, pending, executor=executor, sink=WorkerParts(manifest, "clips"), desc="label",
+                           progress=progress)
     compact(manifest, "clips")
+    counts["labelled"] += result.counts["ok"]
+    counts["failed"] += sum(n for status, n in result.counts.items() if status != "ok")
+    counts["crashed"] += result.crashed
     return counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from commercial98k.engine.local import ENGINES
+from commercial98k.engine.runner import ENGINES
 
 DEFAULT_VIDEOS_MANIFEST = "manifests/videos.parquet"
 DEFAULT_CLIPS_MANIFEST = "manifests/c98k.parquet"

@@ -3,7 +3,7 @@
 Composition only: the per-video work is ``commercial98k.split.step`` and the identities
 ``commercial98k.identity.assign``; this module picks the pending videos and reads/writes manifests.
 
-Per video (``SplitStep`` run by ``engine.run_steps``, or ``SplitStage`` on Ray actors): probe, shots,
+Per video (``SplitStage``, run by ``engine.runner.run_stage`` on either engine): probe, shots,
 YAMNet music spans, clip windows, all from one decode of the video (``split.decode``); write
 ``audio/<clip_id>.wav`` (mono 16 kHz), fingerprint each clip and hash the keyframes, and cut
 ``clips/<clip_id>.mp4`` only with ``clip_files`` ``copy`` (stream copy) or ``encode`` (re-encode):
@@ -19,22 +19,19 @@ matched against the known tracks, not every clip against every other) and every 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from commercial98k.engine.local import run_steps
-from commercial98k.engine.ray_executor import is_system_failure
-from commercial98k.engine.threads import set_worker_threads, threads_per_worker
+from commercial98k.engine.runner import WorkerParts, executor_for, run_stage
 from commercial98k.faults import require_free, split_bytes
 from commercial98k.identity.assign import with_identities
-from commercial98k.manifest.io import ManifestWriter, compact, manifest_exists, read_manifest
+from commercial98k.manifest.io import compact, manifest_exists, read_manifest
 from commercial98k.manifest.lock import stage_writes
-from commercial98k.split.music import get_detector
-from commercial98k.split.step import VIDEO_COLUMNS, SplitConfig, SplitStage, SplitStep, none_result
+from commercial98k.split.step import SplitConfig, SplitStage
 from commercial98k.storage.files import DataRoot
 
 __all__ = ["SplitConfig", "assign_identity", "pending_videos", "run_split"]
@@ -141,18 +138,8 @@ def _run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: 
         require_free(config.data_root, split_bytes(todo, config.clip_files), f"split ({len(todo)} videos)",
                      "--data-root")
     counts: dict[str, int] = {"skipped": skipped}
-    if todo and engine == "ray":  # actors (commercial98k.split.step.SplitStage) that write their own parts
-        counts.update(_split_on_actors(todo, clips_manifest, config, workers, address))
-    elif todo:
-        threads = threads_per_worker(workers or 1)
-        set_worker_threads(threads)
-        get_detector()  # unpack the model once before the workers start
-        with ManifestWriter(clips_manifest, "clips", flush_every=32) as writer:
-            for result in _results(SplitStep(config, threads), todo, workers, engine, address):
-                counts[result["status"]] = counts.get(result["status"], 0) + 1
-                if is_system_failure(result):
-                    counts["crashed"] = counts.get("crashed", 0) + 1
-                writer.extend(result["rows"])
+    if todo:
+        counts.update(_split_videos(todo, clips_manifest, config, workers, engine, address))
     if manifest_exists(clips_manifest):
         table = assign_identity(clips_manifest, config.max_ber, config.max_hamming, config.fingerprint,
                                 config.music_library)
@@ -163,33 +150,15 @@ def _run_split(videos_manifest: str | Path, clips_manifest: str | Path, config: 
     return counts
 
 
-def _split_on_actors(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
-                     address: str | None) -> dict[str, int]:
-    """Split on Ray actors; the driver only counts videos by status from the (clip_id, status) it gets."""
-    from commercial98k.engine.runner import run_stage
-
+def _split_videos(todo: list[dict], clips_manifest: str | Path, config: SplitConfig, workers: int | None,
+                  engine: str, address: str | None) -> dict[str, int]:
+    """Split on either engine (workers write their own parts); count videos by the status of their first row."""
     status: dict[str, str] = {}
-    crashed = 0
-    for row in run_stage(SplitStage(config), todo, engine="ray", workers=workers, address=address,
-                         manifest=clips_manifest, data_root=config.data_root, desc="split (clips)"):
-        status.setdefault(row["clip_id"].rsplit("-", 1)[0], row["status"])
-        crashed += is_system_failure(row)
+    executor = executor_for(engine, workers=workers, address=address, data_root=config.data_root)
+    result = run_stage(SplitStage(config), todo, executor=executor, sink=WorkerParts(clips_manifest, "clips"),
+                       desc="split", on_row=lambda r: status.setdefault(r["clip_id"].rsplit("-", 1)[0], r["status"]))
     compact(clips_manifest, "clips")
-    counts: dict[str, int] = {}
-    for s in status.values():
-        counts[s] = counts.get(s, 0) + 1
-    if crashed:
-        counts["crashed"] = crashed
+    counts = dict(Counter(status.values()))
+    if result.crashed:
+        counts["crashed"] = result.crashed
     return counts
-
-
-def _results(step: SplitStep, todo: list[dict], workers: int | None, engine: str,
-             address: str | None) -> Iterator[dict]:
-    for result in run_steps(step, todo, workers=workers, engine=engine, address=address, desc="split",
-                            data_root=step.config.data_root):
-        if "rows" not in result:  # the engine caught an unexpected error: record the video as failed
-            vid = result.get("video_id") or "?"
-            row = {k: result.get(k) for k in VIDEO_COLUMNS}
-            row.update(fetch_status=row.get("fetch_status") or row.get("status"))
-            result = none_result(row, vid, "failed", result.get("error"))
-        yield result

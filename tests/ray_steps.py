@@ -1,46 +1,74 @@
-"""Steps for the Ray cluster tests (imported by the cluster's workers from ``tests/``)."""
+"""Stages for the runner tests, importable by a Ray cluster's workers (``tests/`` is on their path)."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
-
-def slow_step(item: dict) -> dict:
-    """Sleeps, then reports which worker process ran the item."""
-    time.sleep(item.get("sleep", 0.5))
-    return {**item, "status": "ok", "error": None, "pid": os.getpid()}
+from commercial98k.engine.stage import Stage
+from commercial98k.label.stage import LabelStage
+from commercial98k.split.step import SplitStage
 
 
-def crashing_step(item: dict) -> dict:
-    """Kills its worker process on the item marked ``crash`` (as a segfault or OOM kill would)."""
-    if item.get("crash"):
+def _crash_if_asked(item: dict) -> None:
+    """``crash``: ``raise`` (a bug in the stage's code) or ``exit`` (the worker process dies, as a
+    segfault or an OOM kill would)."""
+    if item.get("crash") == "raise":
+        raise RuntimeError(f"boom on {item.get('clip_id') or item.get('video_id')}")
+    if item.get("crash") in ("exit", True):
         os._exit(1)
-    return {**item, "status": "ok", "error": None}
 
 
-def counting_stage(sleep: float = 0.0, batch_size: int = 3):
-    """A stage whose rows record the worker pid and how many times ``setup`` ran in that worker."""
-    from commercial98k.engine.stage import Stage
+class CountingStage(Stage):
+    """Rows record the worker's pid and thread and how many times ``setup`` ran in that worker."""
 
-    class _Counting(Stage):
-        key, kind = "video_id", "videos"
+    key, kind = "video_id", "videos"
 
-        def __init__(self):
-            self.batch_size = batch_size
-            self.setups = 0
+    def __init__(self, sleep: float = 0.0, batch_size: int = 3):
+        self.sleep, self.batch_size = sleep, batch_size
+        self.setups = 0
+        self.setup_thread: int | None = None
 
-        def setup(self) -> None:
-            super().setup()
-            self.setups += 1
+    def setup(self) -> None:
+        super().setup()
+        self.setups += 1
+        self.setup_thread = threading.get_ident()
 
-        def process_batch(self, rows: list[dict]) -> list[dict]:
-            out = []
-            for r in rows:
-                if r.get("crash"):
-                    os._exit(1)
-                time.sleep(sleep)
-                out.append({**r, "status": "ok", "error": None, "pid": os.getpid(), "setups": self.setups})
-            return out
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        out = []
+        for r in rows:
+            _crash_if_asked(r)
+            time.sleep(self.sleep)
+            out.append({**r, "status": "ok", "error": None, "pid": os.getpid(), "setups": self.setups,
+                        "same_thread": self.setup_thread == threading.get_ident(), "threads": self.threads})
+        return out
 
-    return _Counting()
+
+def counting_stage(sleep: float = 0.0, batch_size: int = 3) -> CountingStage:
+    return CountingStage(sleep, batch_size)
+
+
+class CrashingSplitStage(SplitStage):
+    """``SplitStage`` whose work raises or kills its worker on marked videos (no models: the rows
+    of the other videos come from ``SplitStep``'s own checks)."""
+
+    def setup(self) -> None:
+        Stage.setup(self)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        for r in rows:
+            _crash_if_asked(r)
+        return super().process_batch(rows)
+
+
+class CrashingLabelStage(LabelStage):
+    """``LabelStage`` whose work raises or kills its worker on marked clips (no models are built)."""
+
+    def setup(self) -> None:
+        Stage.setup(self)
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        for r in rows:
+            _crash_if_asked(r)
+        return [dict(r, status="ok", error=None) for r in rows]

@@ -1,7 +1,8 @@
-"""Taxonomy, safe ids, atomic writes, the step engine and the CLI entry points."""
+"""Taxonomy, safe ids, atomic writes, the local stage runner and the CLI entry points."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import threading
 
 import pytest
 
-from commercial98k.engine.local import run_steps
+from commercial98k.engine.runner import DriverWriter, LocalExecutor, run_stage
+from commercial98k.engine.stage import Stage
+from commercial98k.faults import EnvironmentFault
 from commercial98k.storage.files import DataRoot, atomic_path, safe_id
 from commercial98k.taxonomy import UnknownCategory, load_taxonomy
 
@@ -79,21 +82,36 @@ def _flaky_step(item: dict) -> dict:
     return {**item, "status": "skipped" if item["n"] % 3 == 1 else "ok", "thread": threading.get_ident()}
 
 
+class _FlakyStage(Stage):
+    key, kind, batch_size, threads = "video_id", "videos", 2, 0
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        return [_flaky_step(r) for r in rows]
+
+
 @pytest.mark.parametrize("workers", [1, 3])
-def test_run_steps_turns_exceptions_into_failed_rows(workers, capsys):
-    rows = list(run_steps(_flaky_step, [{"video_id": f"v{i}", "n": i} for i in range(9)], workers=workers, desc="t"))
+def test_run_stage_turns_exceptions_into_failed_rows(workers, capsys):
+    rows: list[dict] = []
+    result = run_stage(_FlakyStage(), [{"video_id": f"v{i}", "n": i} for i in range(9)],
+                       executor=LocalExecutor(workers), sink=DriverWriter(), desc="t", on_row=rows.append)
     assert sorted(r["n"] for r in rows) == list(range(9))
     failed = [r for r in rows if r["status"] == "failed"]
-    assert sorted(r["n"] for r in failed) == [0, 3, 6]
+    assert sorted(r["n"] for r in failed) == [0, 3, 6]  # the batch-mates of a raising item still finish
     assert failed[0]["error"].startswith("OSError: cannot open item")
+    assert result.counts == {"failed": 3, "skipped": 3, "ok": 3} and result.items == 9 and not result.crashed
     err = capsys.readouterr().err
     assert err.count(": failed: OSError: cannot open item") == 3
     assert "error: v3: failed: OSError: cannot open item 3" in err
 
 
-def test_run_steps_rejects_unknown_engine():
-    with pytest.raises(ValueError, match="unknown engine 'spark'"):
-        list(run_steps(_flaky_step, [{"n": 1}], engine="spark"))
+def test_a_machine_fault_stops_the_run():
+    def full(item: dict) -> dict:
+        raise OSError(errno.ENOSPC, "No space left on device", "/d/x")
+
+    stage = _FlakyStage()
+    stage.process_batch = lambda rows: [full(r) for r in rows]
+    with pytest.raises(EnvironmentFault, match="^no space left on device"):
+        run_stage(stage, [{"video_id": "v0", "n": 1}], executor=LocalExecutor(1), sink=DriverWriter(), progress=False)
 
 
 @pytest.mark.parametrize(("module", "commands"), [

@@ -1,23 +1,20 @@
 """Stages on a real local Ray cluster (``ray start --head`` in another folder, loopback, stopped at the end).
 
-Relative data roots, RAY_ADDRESS, the shared-storage probe, crashing and killed workers.
+Relative data roots, RAY_ADDRESS, the shared-storage probe, fetch/split/label through the CLI on both
+engines, a GPU stage on a cluster without GPUs. (Crashing and killed workers: ``test_stage_runner``.)
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ray_cluster import LocalCluster, connect_driver, disconnect_driver, ray_env
-from ray_steps import crashing_step, slow_step
+from ray_cluster import LocalCluster, ray_env
 
-from commercial98k.engine.local import run_steps
 from commercial98k.engine.ray_executor import is_system_failure
 from commercial98k.manifest.io import read_manifest, write_manifest
 from pipelines.commands.split import command as split_command
@@ -33,39 +30,6 @@ def cluster():
         yield c
     finally:
         c.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(cluster):
-    """This test process as a Ray driver of the cluster."""
-    old = connect_driver(cluster.address)
-    try:
-        yield cluster
-    finally:
-        disconnect_driver(old)
-
-
-def test_an_item_that_always_crashes_its_worker_ends_failed_and_the_rest_finish(driver):
-    items = [{"video_id": f"v{i}", "crash": i == 2} for i in range(6)]
-    rows = {r["video_id"]: r for r in run_steps(crashing_step, items, engine="ray", workers=2, max_retries=1,
-                                                progress=False)}
-    assert set(rows) == {f"v{i}" for i in range(6)}
-    assert rows["v2"]["status"] == "failed" and rows["v2"]["error"].startswith("WorkerCrashedError: ")
-    assert is_system_failure(rows["v2"])
-    assert all(rows[f"v{i}"]["status"] == "ok" for i in (0, 1, 3, 4, 5))
-
-
-def test_killing_a_worker_mid_run_loses_nothing(driver):
-    items = [{"video_id": f"v{i}", "sleep": 1.0} for i in range(8)]
-    rows, killed = [], None
-    for row in run_steps(slow_step, items, engine="ray", workers=2, max_retries=2, progress=False):
-        rows.append(row)
-        if killed is None:  # the worker that returned this row is already running its next item
-            killed = row["pid"]
-            os.kill(killed, signal.SIGKILL)
-    assert sorted(r["video_id"] for r in rows) == sorted(i["video_id"] for i in items)
-    assert all(r["status"] == "ok" for r in rows)
-    assert killed not in {r["pid"] for r in rows[1:]}
 
 
 def _ff(*args) -> None:

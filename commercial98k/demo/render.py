@@ -12,6 +12,7 @@ the moment it is rendered, so a run killed after hours keeps every video it fini
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import functools
 import json
 import logging
@@ -25,7 +26,8 @@ import ffmpeg
 import numpy as np
 import soundfile as sf
 
-from commercial98k.engine.local import run_steps
+from commercial98k.engine.runner import Progress
+from commercial98k.engine.stage import safe_call
 from commercial98k.errors import C98kError
 from commercial98k.media.ffmpeg_io import ffmpeg_bin
 from commercial98k.storage.files import atomic_path, atomic_write_json, sha256_file
@@ -270,8 +272,7 @@ def generate_corpus(plans: list[VideoPlan], library_dir: str | Path, out_dir: st
         atomic_write_json(_record_path(out_dir, plan.file), record)
         return {**record, "status": "ok", "path": plan.file}
 
-    rows = {r["path"]: r for r in run_steps(step, [{"plan": p, "path": p.file} for p in plans], workers=workers,
-                                           desc="render ads", progress=progress)}
+    rows = _render_all(step, [{"plan": p, "path": p.file} for p in plans], workers, progress)
     videos = []
     for p in plans:
         r = rows[p.file]
@@ -284,6 +285,20 @@ def generate_corpus(plans: list[VideoPlan], library_dir: str | Path, out_dir: st
            "videos": videos, "failed": [r for r in rows.values() if r["status"] == "failed"]}
     atomic_write_json(out_dir / MANIFEST_NAME, doc)
     return doc
+
+
+def _render_all(step, items: list[dict], workers: int, progress: bool) -> dict[str, dict]:
+    """``step`` over ``items`` on ``workers`` threads (ffmpeg does the work); rows by path, failures printed."""
+    bar = Progress(len(items), "render ads", disable=not progress)
+    rows = {}
+    try:
+        with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for row in pool.map(lambda item: safe_call(step, item), items):
+                rows[row["path"]] = row
+                bar.update(1, [row])
+    finally:
+        bar.close()
+    return rows
 
 
 __all__ = ["generate_corpus", "load_corpus", "mix_soundtrack", "previous_records", "render_video", "speak"]

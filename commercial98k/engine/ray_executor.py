@@ -1,27 +1,44 @@
-"""Ray side of ``engine.run_steps``: connecting, sizing, the shared-storage probe and fault rows.
+"""The Ray executor: every Ray detail of running a stage lives here, and only here.
 
 * ``connect(address)``: ``--address``, else ``RAY_ADDRESS``, else a local Ray started here. When
   connecting to an existing cluster no ``num_cpus``/``num_gpus`` is passed (Ray refuses them).
 * ``default_workers``: the cluster's CPUs (or GPUs / ``gpus_per_worker`` for GPU stages).
 * ``probe_data_root(root)``: one zero-CPU task per alive node reads a token file the driver wrote
   under ``root``; a node that cannot read it raises ``DataRootError`` (one line, names the node).
-* A task that dies with its worker (crash, OOM kill, lost node) after Ray's retries becomes that
-  item's ``failed`` row with the cause (``WorkerCrashedError: ...``); ``is_system_failure`` tells
-  such rows from bad input, so stages can exit non-zero.
-* A task that raised a machine fault (``faults.EnvironmentFault``, or an ``OSError`` such as
+* ``RayExecutor``: a pool of actors, each a ``stage.StageWorker`` (``setup`` once; models load in
+  the actors, never in the driver), with the stage's ``resources``, its model threads capped to
+  the CPUs it reserves, and ``cuda:0`` as its device when Ray gave it a GPU. Two batches in
+  flight per actor. A batch whose actor died is retried by Ray (``max_retries``), then item by
+  item, each alone on its actor; an item whose actor still dies becomes the stage's
+  ``failed_rows`` with the Ray error (``WorkerCrashedError``/``ActorDiedError``/
+  ``OutOfMemoryError``: ``is_system_failure``), its actor is replaced, and the stage goes on.
+* A machine fault raised in a worker (``faults.EnvironmentFault``, or an ``OSError`` such as
   ENOSPC) is raised in the driver, and so is a lost cluster (``wait``): the stage stops, no row.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from commercial98k.engine.stage import (
+    Done,
+    PartWriter,
+    Resources,
+    Stage,
+    StageWorker,
+    assign_worker_device,
+    crash_rows,
+)
 from commercial98k.errors import C98kError
 
 log = logging.getLogger(__name__)
@@ -128,64 +145,178 @@ def probe_data_root(root: str | os.PathLike, timeout_s: float = 120.0) -> int:
     return len(nodes)
 
 
-def assigned_device(requested: str) -> str:
-    """The torch device for a step: ``cuda:0`` inside a Ray worker that Ray gave a GPU (Ray narrows
-    ``CUDA_VISIBLE_DEVICES`` to it), else ``requested``."""
-    try:
-        import ray
-
-        if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE and ray.get_gpu_ids():
-            return "cuda:0"
-    except Exception:  # noqa: BLE001 - not in a Ray worker
-        pass
-    return requested
+def ray_options(res: Resources) -> dict[str, Any]:
+    """The Ray actor/task options of a stage's ``Resources``."""
+    opts: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+    if res.memory_mb:
+        opts["memory"] = int(res.memory_mb) * 1024 * 1024
+    return opts
 
 
-def system_failure_row(item: dict, e: BaseException) -> dict:
-    """The ``failed`` row of an item whose task died with its worker (the cause is the Ray error)."""
-    from commercial98k.errors import error_line
-
-    cause = getattr(e, "cause", None)
-    row = dict(item)
-    row["status"] = "failed"
-    row["error"] = error_line(cause if isinstance(cause, BaseException) and type(e).__name__ == "RayTaskError"
-                              else e)
-    return row
-
-
-def run_ray(call: Callable[[Any, dict], dict], step: Any, items: Iterable[dict], workers: int,
-            num_cpus: float = 1.0, num_gpus: float = 0.0, max_retries: int = 2) -> Iterator[dict]:
-    """Submit ``call(step, item)`` as Ray tasks, at most ``2 * workers`` in flight; yield rows as they finish.
-
-    A task whose worker died even after ``max_retries`` retries yields the item's failed row.
-    """
+def _assign_gpu() -> None:
+    """In a Ray worker: Ray narrowed ``CUDA_VISIBLE_DEVICES`` to the GPU it gave, so that one is ``cuda:0``."""
     import ray
 
-    remote = ray.remote(call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
-    step_ref = ray.put(step)
-    pending: dict[Any, dict] = {}
-    limit = max(1, workers) * 2
+    if ray.get_gpu_ids():
+        assign_worker_device("cuda:0")
 
-    def finished(ref) -> dict:
-        item = pending.pop(ref)
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayError as e:
-            raise_fault(e)
-            log.debug("task of %s died: %s", item, e)
-            return system_failure_row(item, e)
+
+class _ActorWorker(StageWorker):
+    """A ``StageWorker`` as a Ray actor: the GPU Ray assigned becomes the stage's device before ``setup``."""
+
+    def __init__(self, stage: Stage, parts: PartWriter | None = None):
+        _assign_gpu()
+        super().__init__(stage, parts)
+
+
+def _call_on_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    _assign_gpu()
+    return fn(*args)
+
+
+def ray_cause(e: BaseException) -> BaseException:
+    """The exception a Ray error stands for: a task's own exception, else the Ray error itself."""
+    cause = getattr(e, "cause", None)
+    if type(e).__name__ == "RayTaskError" and isinstance(cause, BaseException):
+        return cause
+    return e
+
+
+class RayExecutor:
+    """Run stages as a pool of Ray actors on the cluster at ``address`` (else ``RAY_ADDRESS``, else a
+    local Ray); ``workers`` actors (None: the cluster's CPUs, or GPUs / the stage's GPUs per worker).
+
+    A context manager: entering connects (and with ``data_root`` checks every node sees it);
+    leaving shuts down a Ray this executor started. Nested entries share one connection.
+    ``measure=True`` (benchmarks): ``stats`` gets ``actors``, ``setup_s`` (actor start-up and
+    model load, waited for before the first batch) and ``run_s`` (from then to the last row).
+    """
+
+    def __init__(self, workers: int | None = None, *, address: str | None = None,
+                 data_root: str | os.PathLike | None = None, max_retries: int = 1, measure: bool = False):
+        self.workers, self.address, self.max_retries, self.measure = workers, address, max_retries, measure
+        self.data_root = Path(data_root).resolve() if data_root is not None else None
+        self.stats: dict = {}
+        self._depth = 0
+        self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        if self._depth == 0:
+            self._started = connect(self.address, num_cpus=self.workers)
+            try:
+                if self.data_root is not None:
+                    probe_data_root(self.data_root)
+            except BaseException:
+                self._shutdown()
+                raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def call(self, fn: Callable[..., Any], *args: Any, stage: Stage | None = None) -> Any:
+        """``fn(*args)`` as one task with ``stage``'s resources; the task's own exception is raised here."""
+        import ray
+
+        res = stage.resources if stage is not None else Resources()
+        if res.num_gpus:
+            check_gpus(res.num_gpus)
+        with self:
+            task = ray.remote(_call_on_worker).options(**ray_options(res), max_retries=self.max_retries)
+            try:
+                return ray.get(task.remote(fn, *args))
+            except ray.exceptions.RayTaskError as e:
+                raise ray_cause(e) from None
+
+    def run(self, stage: Stage, chunks: Iterator[list[dict]], parts: PartWriter | None) -> Iterator[Done]:
+        import ray
+
+        res = stage.resources
+        if res.num_gpus:
+            check_gpus(res.num_gpus)
+        n = self.workers or default_workers(res.num_gpus, res.num_cpus)
+        if stage.threads is None:  # an actor's model threads = the CPUs Ray reserved for it
+            stage = copy.copy(stage)
+            stage.threads = max(1, int(res.num_cpus or 1))
+        actor_cls = ray.remote(_ActorWorker).options(**ray_options(res), max_restarts=self.max_retries,
+                                                     max_task_retries=self.max_retries)
+        stage_ref = ray.put(stage)
+        t0 = time.perf_counter()
+        actors = [actor_cls.remote(stage_ref, parts) for _ in range(n)]
+        if self.measure:  # measure start-up apart from throughput
+            ray.wait([a.info.remote() for a in actors], num_returns=len(actors))
+            self.stats.update(actors=n, setup_s=time.perf_counter() - t0)
+            t0 = time.perf_counter()
+        yield from _drive(stage, actors, chunks, lambda: actor_cls.remote(stage_ref, parts))
+        if self.measure:
+            self.stats["run_s"] = time.perf_counter() - t0
+
+
+def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor: Callable[[], Any]) -> Iterator[Done]:
+    """Keep two batches in flight per actor; on an actor's death retry its batch item by item, each
+    retried item alone on its actor (so a retried item that kills its actor is the cause)."""
+    import ray
+
+    retry: deque[list[dict]] = deque()
+    inflight: dict[Any, tuple[Any, list[dict], bool]] = {}
+    load = {id(a): 0 for a in actors}
+    dead: list = []
+    exhausted = False
+
+    def submit(actor, rows: list[dict], single: bool) -> None:
+        inflight[actor.run.remote(rows)] = (actor, rows, single)
+        load[id(actor)] = load.get(id(actor), 0) + 1
 
     try:
-        for item in items:
-            pending[remote.remote(step_ref, item)] = item
-            if len(pending) >= limit:
-                yield from (finished(r) for r in wait(list(pending)))
-        while pending:
-            yield from (finished(r) for r in wait(list(pending)))
-    finally:  # a machine fault stops the stage: nothing more runs for it
-        for ref in pending:
+        while True:
+            for actor in list(actors):
+                while load[id(actor)] < 2:
+                    if retry:  # a retried item runs alone on its actor: if the actor dies, the item did it
+                        if load[id(actor)] == 0:
+                            submit(actor, retry.popleft(), True)
+                        break
+                    elif not exhausted and (chunk := next(chunks, None)) is not None:
+                        submit(actor, chunk, False)
+                    else:
+                        exhausted = exhausted or not retry
+                        break
+            if not inflight:
+                return
+            for ref in wait(list(inflight)):
+                actor, rows, single = inflight.pop(ref)
+                load[id(actor)] = load.get(id(actor), 1) - 1
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise_fault(e)  # a machine fault: stop, record nothing for the batch
+                    log.debug("batch of %d failed on an actor: %s", len(rows), e)
+                    cause = ray_cause(e)
+                else:
+                    yield Done(len(rows), out)
+                    continue
+                if actor in actors:  # replace the dead actor once (its other batch fails too)
+                    actors[actors.index(actor)] = fresh = new_actor()
+                    load[id(fresh)] = 0
+                    dead.append(actor)  # keep the handle: ids in ``load`` stay unique
+                    ray.kill(actor, no_restart=True)
+                if single:
+                    yield Done(1, crash_rows(stage, rows[0], cause), crashed=True)
+                else:  # a batch, or a lone item that may have queued behind a crasher
+                    retry.extend([r] for r in rows)
+    finally:
+        for a in actors + dead:
             with contextlib.suppress(Exception):
-                ray.cancel(ref)
+                ray.kill(a, no_restart=True)
 
 
 def wait(refs: list) -> list:

@@ -1,206 +1,246 @@
-"""Run a ``Stage`` over items: locally (``StageWorker``s in threads) or as a pool of Ray actors.
+"""The one runner: ``run_stage(stage, items, executor=, sink=)`` for fetch, split and label on both engines.
 
-Each Ray actor runs ``Stage.setup`` once (models load once per actor, never in the driver) and
-processes batches; with a ``manifest`` the actor writes its rows as parts itself and the driver
-only counts ``(key, status, error)``. Faults: a batch whose actor died is retried by Ray
-(``max_retries``), then split into single items; a single item whose actor still dies becomes
-that item's ``failed`` rows with the cause (``WorkerCrashedError``/``ActorDiedError``/
-``OutOfMemoryError``), its actor is replaced, and the stage goes on. A machine fault raised in a
-worker (``faults.EnvironmentFault``: disk full, no permission, tool missing) or a lost cluster
-stops the stage in the driver: the batch is not recorded, nothing is marked failed for it.
+* ``executor``: ``LocalExecutor`` (worker threads of this process; one worker runs in the calling
+  thread) or ``ray_executor.RayExecutor`` (a pool of Ray actors); ``executor_for(engine, ...)``
+  picks one. An executor is a context manager (Ray connects, checks the data root, and shuts down
+  what it started) and runs single calls too (``call``: the label models' provenance).
+* ``sink``: ``WorkerParts`` (workers write their rows as manifest parts; the driver keeps only
+  ``{key, status, error}`` and merges parts as they pile up) or ``DriverWriter`` (rows come back
+  to this process; a hook runs on each first, e.g. fetch's content dedupe and per-platform breaker,
+  then the writer stores it).
+* ``StageResult``: rows by status, and ``crashed``: rows of items whose worker died (a crash, an
+  OOM kill, a lost node; not the input's fault), which the commands turn into exit 3.
+
+An item whose processing raises becomes the stage's ``failed_rows`` in the worker
+(``stage.StageWorker``), identically on both engines; a worker that dies is Ray's case
+(``ray_executor``). A machine fault (``faults.EnvironmentFault``) or a lost cluster stops the run
+in the driver: nothing is recorded for the items in flight, queued ones never start.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
-import itertools
 import logging
 import os
+import sys
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from commercial98k.engine.local import Progress
-from commercial98k.engine.stage import Stage, StageWorker, write_part
-from commercial98k.errors import error_line
+from tqdm import tqdm
+
+from commercial98k.engine.stage import Done, PartWriter, Stage, StageWorker, batches, summaries, write_part
 
 log = logging.getLogger(__name__)
 
+ENGINES = ("local", "ray")
 #: with worker-written parts, the driver merges similar-size parts every this many rows
 MERGE_EVERY = 256
 
 
-def batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    """Consecutive lists of ``size`` items, read lazily (planning can stream keys)."""
-    it = iter(items)
-    while chunk := list(itertools.islice(it, max(1, size))):
-        yield chunk
+class Executor(Protocol):
+    """Where a stage's workers run (``LocalExecutor``, ``ray_executor.RayExecutor``)."""
+
+    stats: dict
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def run(self, stage: Stage, chunks: Iterator[list[dict]], parts: PartWriter | None) -> Iterator[Done]: ...
+
+    def call(self, fn: Callable[..., Any], *args: Any, stage: Stage | None = None) -> Any: ...
 
 
-def _summaries(stage: Stage, out: list, manifest: str | None) -> list[dict]:
-    if manifest is None:
+@dataclass
+class StageResult:
+    """What one ``run_stage`` did: driver-side rows by status, and those whose worker crashed."""
+
+    counts: Counter = field(default_factory=Counter)
+    items: int = 0
+    crashed: int = 0
+    stats: dict = field(default_factory=dict)  # executor timings when asked (setup_s, run_s, actors)
+
+
+class WorkerParts:
+    """Workers write their rows as parts of ``manifest`` (compact it afterwards); the driver keeps summaries."""
+
+    def __init__(self, manifest: str | os.PathLike, kind: str):
+        self.parts = PartWriter(str(Path(manifest).resolve()), kind)
+        self._since_merge = 0
+
+    def take(self, stage: Stage, done: Done) -> list[dict]:
+        if done.crashed:  # rows made in the driver: stored here, as a worker would have
+            name = f"{time.strftime('%Y%m%dT%H%M%S')}-failed-{os.getpid()}-{time.monotonic_ns():x}"
+            write_part(self.parts.manifest, self.parts.kind, done.rows, name)
+            out = summaries(stage, done.rows)
+        else:
+            out = done.rows
+        self._since_merge += len(out)
+        if self._since_merge >= MERGE_EVERY:  # keep the workers' parts few (size-tiered)
+            from commercial98k.manifest.compact import merge_parts
+
+            merge_parts(self.parts.manifest, self.parts.kind)
+            self._since_merge = 0
         return out
-    return [{stage.key: k, "status": s, "error": e} for k, s, e in out]
 
 
-def run_stage(stage: Stage, items: Iterable[dict], *, engine: str = "local", workers: int | None = None,
-              address: str | None = None, manifest: str | os.PathLike | None = None,
-              data_root: str | os.PathLike | None = None, desc: str = "", total: int | None = None,
-              progress: bool | None = None, max_retries: int = 1, stats: dict | None = None) -> Iterator[dict]:
-    """Yield one dict per output row: the row itself, or ``{key, status, error}`` when the workers
-    write the rows into ``manifest``'s parts (compact the manifest afterwards).
+class DriverWriter:
+    """Rows come back to this process: ``hook(row) -> row`` runs on each, then ``writer.add(row)``."""
 
-    On Ray, each actor's torch/BLAS/onnxruntime threads are capped to the CPUs it reserves (a
-    stage without its own ``threads``), so N actors never oversubscribe N cores. With ``stats``
-    (benchmarks) the run first waits until every actor has run ``setup`` and records
-    ``setup_s`` (actor start-up and model load) and ``run_s`` (from then to the last row)."""
-    manifest = str(Path(manifest).resolve()) if manifest is not None else None
+    parts = None
+
+    def __init__(self, writer: Any = None, hook: Callable[[dict], dict] | None = None):
+        self.writer, self.hook = writer, hook
+
+    def take(self, stage: Stage, done: Done) -> list[dict]:
+        out = []
+        for row in done.rows:
+            if self.hook is not None:
+                row = self.hook(row)
+            if self.writer is not None:
+                self.writer.add(row)
+            out.append(row)
+        return out
+
+
+Sink = WorkerParts | DriverWriter
+
+
+def run_stage(stage: Stage, items: Iterable[dict], *, executor: Executor, sink: Sink, desc: str = "",
+              total: int | None = None, progress: bool | None = None,
+              on_row: Callable[[dict], None] | None = None) -> StageResult:
+    """Run ``stage`` over ``items`` on ``executor``, storing rows through ``sink``; ``on_row`` sees every
+    driver-side row (a summary with ``WorkerParts``). A progress bar counts items, rows by status."""
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    result = StageResult()
     bar = Progress(total, desc, disable=None if progress is None else not progress)
     try:
-        if engine == "local":
-            results = _run_local(stage, items, workers or 1, manifest)
-        elif engine == "ray":
-            results = _run_ray(stage, items, workers, address, manifest, data_root, max_retries, stats)
-        else:
-            from commercial98k.engine.local import ENGINES
-
-            raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-        for n, row in enumerate(results, 1):
-            bar.update(row)
-            yield row
-            if manifest is not None and n % MERGE_EVERY == 0:  # keep the workers' parts few (size-tiered)
-                from commercial98k.manifest.compact import merge_parts
-
-                merge_parts(manifest, stage.kind)
+        with executor:
+            for done in executor.run(stage, batches(items, stage.batch_size), sink.parts):
+                rows = sink.take(stage, done)
+                result.items += done.items
+                result.crashed += len(rows) if done.crashed else 0
+                for row in rows:
+                    result.counts[row.get("status")] += 1
+                    if on_row is not None:
+                        on_row(row)
+                bar.update(done.items, rows)
     finally:
         bar.close()
+    result.stats = dict(executor.stats)
+    return result
 
 
-def _run_local(stage: Stage, items: Iterable[dict], workers: int, manifest: str | None) -> Iterator[dict]:
-    if workers <= 1:
-        worker = StageWorker(stage, manifest)
-        for chunk in batches(items, stage.batch_size):
-            yield from _summaries(stage, worker.run(chunk), manifest)
-        return
-    pool_workers = [StageWorker(stage, manifest) for _ in range(workers)]
-    free = deque(pool_workers)
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: dict[cf.Future, StageWorker] = {}
-        for chunk in batches(items, stage.batch_size):
-            if not free:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    free.append(pending.pop(f))
-                    yield from _summaries(stage, f.result(), manifest)
-            w = free.popleft()
-            pending[pool.submit(w.run, chunk)] = w
-        for f in cf.as_completed(list(pending)):
-            yield from _summaries(stage, f.result(), manifest)
+class LocalExecutor:
+    """``workers`` worker threads in this process, each with its own ``StageWorker`` (``setup`` once, one
+    batch at a time); one worker runs in the calling thread. A stage without ``threads`` gets
+    ``cores // workers`` model threads (``threads.threads_per_worker``)."""
+
+    def __init__(self, workers: int | None = 1):
+        self.workers = max(1, workers or 1)
+        self.stats: dict = {}
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def call(self, fn: Callable[..., Any], *args: Any, stage: Stage | None = None) -> Any:
+        """``fn(*args)`` in this process, under ``stage``'s thread limit (models built here are its workers')."""
+        if stage is not None and (threads := self._threads(stage).threads):
+            from commercial98k.engine.threads import set_worker_threads
+
+            set_worker_threads(threads)
+        return fn(*args)
+
+    def _threads(self, stage: Stage) -> Stage:
+        """``stage``, or a copy with ``cores // workers`` model threads when it leaves them to the executor."""
+        if stage.threads is not None:
+            return stage
+        from commercial98k.engine.threads import threads_per_worker
+
+        stage = copy.copy(stage)
+        stage.threads = threads_per_worker(self.workers)
+        return stage
+
+    def run(self, stage: Stage, chunks: Iterator[list[dict]], parts: PartWriter | None) -> Iterator[Done]:
+        stage = self._threads(stage)
+        if self.workers == 1:
+            worker = StageWorker(stage, parts)
+            for chunk in chunks:
+                yield Done(len(chunk), worker.run(chunk))
+            return
+        yield from self._run_threads(stage, chunks, parts)
+
+    def _run_threads(self, stage: Stage, chunks: Iterator[list[dict]], parts: PartWriter | None) -> Iterator[Done]:
+        # one single-thread pool per worker: its setup and its batches run in the same thread, so
+        # what setup builds per thread (yt-dlp's YoutubeDL) is the one its batches use
+        pools = [cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{i}") for i in range(self.workers)]
+        pending: dict[cf.Future, tuple[cf.ThreadPoolExecutor, StageWorker, int]] = {}
+        try:
+            # one after another: setups share process-wide caches (models, thread limits)
+            workers = [p.submit(StageWorker, copy.copy(stage), parts).result() for p in pools]
+            free = deque(zip(pools, workers, strict=True))
+            for chunk in chunks:
+                if not free:
+                    done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        pool, worker, n = pending.pop(f)
+                        free.append((pool, worker))
+                        yield Done(n, f.result())
+                pool, worker = free.popleft()
+                pending[pool.submit(worker.run, chunk)] = (pool, worker, len(chunk))
+            for f in cf.as_completed(list(pending)):
+                _, _, n = pending.pop(f)
+                yield Done(n, f.result())
+        finally:  # a machine fault (or the consumer stopping): queued batches never start
+            for p in pools:
+                p.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(stage: Stage, items: Iterable[dict], workers: int | None, address: str | None,
-             manifest: str | None, data_root: str | os.PathLike | None, max_retries: int,
-             stats: dict | None = None) -> Iterator[dict]:
-    import ray
+def executor_for(engine: str, *, workers: int | None = None, address: str | None = None,
+                 data_root: str | os.PathLike | None = None) -> Executor:
+    """``LocalExecutor(workers)`` or ``RayExecutor(workers, address, data_root)`` for ``--engine``."""
+    if engine == "local":
+        return LocalExecutor(workers)
+    if engine == "ray":
+        from commercial98k.engine.ray_executor import RayExecutor
 
-    from commercial98k.engine import ray_executor as ray_engine
-
-    started_here = ray_engine.connect(address, num_cpus=workers)
-    try:
-        if data_root is not None:
-            ray_engine.probe_data_root(Path(data_root).resolve())
-        res = stage.resources
-        if res.num_gpus:
-            ray_engine.check_gpus(res.num_gpus)
-        n = workers or ray_engine.default_workers(res.num_gpus, res.num_cpus)
-        if stage.threads is None:  # an actor's model threads = the CPUs Ray reserved for it
-            stage = copy.copy(stage)
-            stage.threads = max(1, int(res.num_cpus or 1))
-        actor_cls = ray.remote(StageWorker).options(**res.ray_options(), max_restarts=max_retries,
-                                                    max_task_retries=max_retries)
-        stage_ref = ray.put(stage)
-        t0 = time.perf_counter()
-        actors = [actor_cls.remote(stage_ref, manifest) for _ in range(n)]
-        if stats is not None:  # measure start-up apart from throughput
-            ray.wait([a.info.remote() for a in actors], num_returns=len(actors))
-            stats.update(actors=n, setup_s=time.perf_counter() - t0)
-            t0 = time.perf_counter()
-        yield from _drive(stage, actors, batches(items, stage.batch_size),
-                          lambda: actor_cls.remote(stage_ref, manifest), manifest)
-        if stats is not None:
-            stats["run_s"] = time.perf_counter() - t0
-    finally:
-        if started_here:
-            ray.shutdown()
+        return RayExecutor(workers, address=address, data_root=data_root)
+    raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
-def _drive(stage: Stage, actors: list, chunks: Iterator[list[dict]], new_actor, manifest: str | None) -> Iterator[dict]:
-    """Keep two batches in flight per actor; on an actor's death retry its batch item by item, each
-    retried item alone on its actor (so a retried item that kills its actor is the cause)."""
-    import ray
-
-    from commercial98k.engine import ray_executor as ray_engine
-
-    retry: deque[list[dict]] = deque()
-    inflight: dict[Any, tuple[Any, list[dict], bool]] = {}
-    load = {id(a): 0 for a in actors}
-    dead: list = []
-    exhausted = False
-
-    def submit(actor, rows: list[dict], single: bool) -> None:
-        inflight[actor.run.remote(rows)] = (actor, rows, single)
-        load[id(actor)] = load.get(id(actor), 0) + 1
-
-    try:
-        while True:
-            for actor in list(actors):
-                while load[id(actor)] < 2:
-                    if retry:  # a retried item runs alone on its actor: if the actor dies, the item did it
-                        if load[id(actor)] == 0:
-                            submit(actor, retry.popleft(), True)
-                        break
-                    elif not exhausted and (chunk := next(chunks, None)) is not None:
-                        submit(actor, chunk, False)
-                    else:
-                        exhausted = exhausted or not retry
-                        break
-            if not inflight:
-                return
-            for ref in ray_engine.wait(list(inflight)):
-                actor, rows, single = inflight.pop(ref)
-                load[id(actor)] = load.get(id(actor), 1) - 1
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayError as e:
-                    ray_engine.raise_fault(e)  # a machine fault: stop, record nothing for the batch
-                    log.debug("batch of %d failed on an actor: %s", len(rows), e)
-                    if actor in actors:  # replace the dead actor once (its other batch fails too)
-                        actors[actors.index(actor)] = fresh = new_actor()
-                        load[id(fresh)] = 0
-                        dead.append(actor)  # keep the handle: ids in ``load`` stay unique
-                        ray.kill(actor, no_restart=True)
-                    if not single:  # a batch, or a lone item that may have queued behind a crasher
-                        retry.extend([r] for r in rows)
-                        continue
-                    failed = stage.failed_rows(rows[0], _cause(e))
-                    if manifest is not None:
-                        name = f"{time.strftime('%Y%m%dT%H%M%S')}-failed-{os.getpid()}-{id(ref):x}"
-                        write_part(manifest, stage.kind, failed, name)
-                        out = [(str(r.get(stage.key)), r["status"], r.get("error")) for r in failed]
-                    else:
-                        out = failed
-                yield from _summaries(stage, out, manifest)
-    finally:
-        for a in actors + dead:
-            ray.kill(a, no_restart=True)
+def item_name(row: dict) -> str:
+    for k in ("clip_id", "video_id", "url", "path"):
+        if row.get(k):
+            return str(row[k])
+    return "?"
 
 
-def _cause(e: BaseException) -> str:
-    """The manifest ``error`` of a batch whose actor died: the Ray error's type and first line."""
-    cause = getattr(e, "cause", None)
-    if type(e).__name__ == "RayTaskError" and isinstance(cause, BaseException):
-        return error_line(cause)
-    return error_line(e)
+class Progress:
+    """A tqdm bar over input items whose postfix counts rows by status; prints one line per failed row."""
+
+    def __init__(self, total: int | None, desc: str, disable: bool | None = None):
+        self.counts: Counter[str] = Counter()
+        self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=disable, file=sys.stderr)
+
+    def update(self, items: int, rows: list[dict]) -> None:
+        for row in rows:
+            status = row.get("status") or "ok"
+            bucket = "done" if status == "ok" else "skipped" if status in ("skipped", "duplicate") else "failed"
+            self.counts[bucket] += 1
+            if bucket == "failed":
+                self.bar.write(f"error: {item_name(row)}: {status}: {row.get('error') or 'no detail'}",
+                               file=sys.stderr)
+        self.bar.set_postfix(done=self.counts["done"], failed=self.counts["failed"], skipped=self.counts["skipped"])
+        self.bar.update(items)
+
+    def close(self) -> None:
+        self.bar.close()

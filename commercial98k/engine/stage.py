@@ -1,13 +1,17 @@
-"""One Stage abstraction for local and Ray runs: ``setup()`` once per worker, ``process_batch(rows) -> rows``.
+"""The ``Stage`` contract and the worker that runs one: ``setup()`` once per worker, ``process_batch(rows) -> rows``.
 
-A ``Stage`` is a picklable object. Each worker (this process locally, or one Ray actor per
-worker) calls ``setup()`` once, where models are loaded, then ``process_batch`` on batches of
-input items. Every output row carries ``status`` and ``error`` (a failing row never raises).
-``resources`` declares what one worker reserves on Ray (CPUs, GPUs, memory).
+A ``Stage`` is a picklable object and never imports Ray: executors (``engine.runner.LocalExecutor``,
+``engine.ray_executor.RayExecutor``) decide where its workers run. Each worker (a thread of this
+process, or one Ray actor) calls ``setup()`` once, where models are loaded, then
+``process_batch`` on batches of input items. Every output row carries ``status`` and ``error``.
+``resources`` declares what one worker reserves on Ray (CPUs, GPUs, memory); ``threads`` caps
+its model threads (None: the executor's share of the cores; 0: a stage without models, left alone).
 
-``StageWorker`` wraps a stage for a worker: it runs ``setup`` and, given a manifest, writes its
-own output rows as atomic Parquet parts next to the manifest (``<manifest>.parts/``), returning
-only ``(key, status, error)`` per row, so the driver counts progress without holding rows.
+``StageWorker`` wraps a stage inside a worker; it is the one place where an item's exception
+becomes rows (``crash_rows``: the stage's own ``failed_rows`` with ``Type: message``), so a bug
+hit locally and the same bug hit on a Ray actor leave identical rows. A machine fault
+(``faults.EnvironmentFault``) is raised instead. Given a part writer, the worker writes its rows
+as manifest parts itself and returns only ``{key, status, error}`` per row.
 """
 
 from __future__ import annotations
@@ -15,14 +19,20 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from commercial98k.engine.threads import set_worker_threads
+from commercial98k.errors import error_line
+from commercial98k.faults import raise_if_environment
 
 log = logging.getLogger(__name__)
+
+#: the torch device an executor gave this worker process (``cuda:0`` on a Ray GPU actor), else None
+_worker_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,6 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory_mb: int | None = None
-
-    def ray_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.memory_mb:
-            opts["memory"] = int(self.memory_mb) * 1024 * 1024
-        return opts
 
 
 class Stage:
@@ -49,82 +53,140 @@ class Stage:
     kind: str = "clips"
     resources: Resources = Resources()
     batch_size: int = 8
-    #: torch/BLAS threads per worker (None: library default); applied in ``setup``
+    #: torch/BLAS threads per worker: None lets the executor divide the cores; 0 leaves them alone
     threads: int | None = None
+    #: where the stage writes: no permission there is the machine's fault, not the item's
+    data_root: str | None = None
 
     def setup(self) -> None:
         """Once per worker, before any batch: thread limits (``threads.set_worker_threads``), then
         models. Subclasses call super()."""
         if self.threads:
+            from commercial98k.engine.threads import set_worker_threads
+
             set_worker_threads(self.threads)
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         raise NotImplementedError
 
     def failed_rows(self, item: dict, error: str) -> list[dict]:
-        """Output rows recording that ``item`` failed with ``error`` (its worker died, say)."""
-        return [dict(item, status="failed", error=error)]
+        """Output rows recording that ``item`` failed with ``error`` (a bug, or its worker died);
+        a stage with per-stage status columns records them here."""
+        return [failed_row(item, error)]
 
 
-class StepStage(Stage):
-    """A per-item step (``engine.Step``) as a stage; ``rows_field``: the step returns its output rows
-    under this key (as the split step does with ``"rows"``)."""
+def failed_row(item: dict, error: str) -> dict:
+    """``item`` as a ``failed`` row with ``error``."""
+    return dict(item, status="failed", error=error)
 
-    def __init__(self, step: Any, key: str = "clip_id", kind: str = "clips", rows_field: str | None = None,
-                 resources: Resources | None = None, batch_size: int = 1, failed: Any = None):
-        self.step, self.key, self.kind, self.rows_field = step, key, kind, rows_field
-        self.resources = resources or Resources()
-        self.batch_size = batch_size
-        self._failed = failed
 
-    def process_batch(self, rows: list[dict]) -> list[dict]:
-        from commercial98k.engine.local import safe_call
+def crash_rows(stage: Stage, item: dict, cause: BaseException) -> list[dict]:
+    """The rows of an item whose processing raised ``cause`` or whose worker died of it: the one
+    rule, for every executor (a Ray error is unwrapped to its cause by the Ray executor first)."""
+    return stage.failed_rows(item, error_line(cause))
 
-        out: list[dict] = []
-        for item in rows:
-            res = safe_call(self.step, item)
-            if self.rows_field and self.rows_field in res:
-                out.extend(res[self.rows_field])
-            elif self.rows_field and self._failed is not None:
-                out.extend(self._failed(item, res.get("error") or "failed"))
-            else:
-                out.append(res)
-        return out
 
-    def failed_rows(self, item: dict, error: str) -> list[dict]:
-        if self._failed is not None:
-            return self._failed(item, error)
-        return super().failed_rows(item, error)
+def safe_call(step: Callable[[dict], dict], item: dict) -> dict:
+    """Call ``step``; turn an unexpected exception into a failed row naming the cause (a machine
+    fault is raised as ``faults.EnvironmentFault`` instead)."""
+    try:
+        return step(item)
+    except Exception as e:  # a bug or an unforeseen input must not stop the run
+        raise_if_environment(e)
+        log.debug("step failed on %s\n%s", item, traceback.format_exc())
+        return failed_row(item, error_line(e))
+
+
+def worker_device(requested: str) -> str:
+    """The torch device a stage's models use: the one its executor assigned this worker, else ``requested``."""
+    return _worker_device or requested
+
+
+def assign_worker_device(device: str | None) -> None:
+    """For executors: the device every stage in this process uses (``worker_device``)."""
+    global _worker_device
+    _worker_device = device
+
+
+def batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Consecutive lists of ``size`` items, read lazily (planning can stream keys)."""
+    chunk: list[dict] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= max(1, size):
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class Done:
+    """A finished batch as the driver receives it: how many input items it covers and their rows
+    (``crashed``: rows the driver made for an item whose worker died; not stored yet)."""
+
+    items: int
+    rows: list[dict]
+    crashed: bool = False
+
+
+@dataclass(frozen=True)
+class PartWriter:
+    """Where a worker writes its rows: parts of ``manifest`` (picklable; a path and a kind)."""
+
+    manifest: str
+    kind: str
 
 
 class StageWorker:
     """A stage inside one worker: ``setup`` once, then ``run(batch)``; Ray actors wrap this class."""
 
-    def __init__(self, stage: Stage, manifest: str | None = None):
+    def __init__(self, stage: Stage, parts: PartWriter | None = None):
         self.stage = stage
-        self.manifest = manifest
+        self.parts = parts
         self.tag = uuid.uuid4().hex[:8]
         self.seq = 0
         self.pid = os.getpid()
         stage.setup()
 
-    def run(self, rows: list[dict]) -> list[tuple[str, str, str | None]] | list[dict]:
-        """Process one batch. With a manifest: write the rows as one part, return (key, status, error)."""
-        out = self.stage.process_batch(rows)
+    def run(self, rows: list[dict]) -> list[dict]:
+        """Process one batch. With a part writer: write the rows as one part, return ``{key, status, error}``."""
+        out = self._process(rows)
         for r in out:
             r.setdefault("error", None)
             if not r.get("status"):
                 r["status"] = "failed"
                 r["error"] = r["error"] or "no status returned"
-        if self.manifest is None:
+        if self.parts is None:
             return out
         # time first: parts are read in name order, the newest row of a key wins
-        write_part(self.manifest, self.stage.kind, out, f"{time.strftime('%Y%m%dT%H%M%S')}-{self.tag}-{self.seq:06d}")
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.tag}-{self.seq:06d}"
         self.seq += 1
-        return [(str(r.get(self.stage.key)), r["status"], r.get("error")) for r in out]
+        return self.store(out, name)
+
+    def store(self, rows: list[dict], name: str) -> list[dict]:
+        """Write ``rows`` as the part ``name``; their ``{key, status, error}``."""
+        assert self.parts is not None
+        write_part(self.parts.manifest, self.parts.kind, rows, name)
+        return summaries(self.stage, rows)
+
+    def _process(self, rows: list[dict]) -> list[dict]:
+        try:
+            return self.stage.process_batch(rows)
+        except Exception as e:  # noqa: BLE001 - a bug on one item must not fail the others
+            raise_if_environment(e, self.stage.data_root)
+            log.debug("batch of %d raised\n%s", len(rows), traceback.format_exc())
+            if len(rows) == 1:
+                return crash_rows(self.stage, rows[0], e)
+            return [r for item in rows for r in self._process([item])]  # each item alone: find the one
 
     def info(self) -> dict[str, Any]:
         return {"pid": self.pid, "tag": self.tag}
+
+
+def summaries(stage: Stage, rows: list[dict]) -> list[dict]:
+    """``{key, status, error}`` of each row: what the driver keeps when workers write the rows."""
+    return [{stage.key: str(r.get(stage.key)), "status": r["status"], "error": r.get("error")} for r in rows]
 
 
 def write_part(manifest: str | os.PathLike, kind: str, rows: list[dict], name: str) -> Path | None:

@@ -1,22 +1,26 @@
 """The label stage as a ``commercial98k.engine.stage.Stage``: one code path, in this process or as Ray actors.
 
-``LabelStage.setup`` builds the models once per worker (the device from Ray's GPU assignment);
-a batch is labelled with ``label.batch.label_batches`` and each row records label's result
-(``label.plan.label_result``). ``label_provenance`` gives the provenance columns of a run's
-models before any clip is labelled (on Ray from one cluster task, so the driver loads no model).
+``LabelStage.setup`` builds the models once per worker (on the device its executor assigned, e.g.
+the GPU Ray gave an actor); a batch is labelled with ``label.batch.label_batches`` and each row
+records label's result (``label.plan.label_result``), a clip that failed outside them too.
+``label_provenance`` gives the provenance columns of a run's models before any clip is labelled,
+built where the stage's workers run (on Ray in one cluster task, so the driver loads no model).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from commercial98k.engine.ray_executor import assigned_device
-from commercial98k.engine.stage import Resources, Stage
+from commercial98k.engine.stage import Resources, Stage, worker_device
 from commercial98k.label.extractors import LabelConfig
 from commercial98k.storage.files import DataRoot
 
 from .batch import LabelOptions
+
+if TYPE_CHECKING:
+    from commercial98k.engine.runner import Executor
 
 
 class LabelStage(Stage):
@@ -39,7 +43,7 @@ class LabelStage(Stage):
         from commercial98k.storage.feature_store import FeatureStore
 
         super().setup()
-        self.models = models_for(replace(self.config, device=assigned_device(self.config.device)))
+        self.models = models_for(replace(self.config, device=worker_device(self.config.device)))
         self.models.provenance(self.options.frame_fps)  # builds every model now, not inside the first batch
         self.store = FeatureStore(self.data_root)
 
@@ -49,6 +53,11 @@ class LabelStage(Stage):
 
         return [label_result(r) for r in label_batches(rows, self.models, self.store, self.options,
                                                         self.decode_threads)]
+
+    def failed_rows(self, item: dict, error: str) -> list[dict]:
+        from .plan import label_result
+
+        return [label_result(dict(item, status="failed", error=error))]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -60,35 +69,10 @@ class LabelStage(Stage):
 def _provenance(config: LabelConfig, frame_fps: float = 1.0) -> dict[str, str | None]:
     from commercial98k.label.extractors import models_for
 
-    return models_for(replace(config, device=assigned_device(config.device))).provenance(frame_fps)
+    return models_for(replace(config, device=worker_device(config.device))).provenance(frame_fps)
 
 
-def label_provenance(config: LabelConfig, engine: str, address: str | None = None,
-                     gpus_per_worker: float = 0.0, frame_fps: float = 1.0) -> tuple[dict[str, str | None], bool]:
-    """(the provenance columns of this run's models, whether Ray was started here).
-
-    Locally the models are built in this process (the worker). On Ray they are built by one task
-    on the cluster, so the driver loads no model; a model error comes back as its own exception.
-    """
-    if engine != "ray":
-        return _provenance(config, frame_fps), False
-    import ray
-
-    from commercial98k.engine.ray_executor import check_gpus, connect
-
-    started = connect(address)
-    if gpus_per_worker:
-        try:
-            check_gpus(gpus_per_worker)
-        except RuntimeError:
-            if started:
-                ray.shutdown()
-            raise
-    task = ray.remote(_provenance).options(num_cpus=1, num_gpus=gpus_per_worker, max_retries=1)
-    try:
-        return ray.get(task.remote(config, frame_fps)), started
-    except ray.exceptions.RayTaskError as e:
-        if started:
-            ray.shutdown()
-        cause = getattr(e, "cause", None)
-        raise (cause if isinstance(cause, Exception) else e) from None
+def label_provenance(stage: LabelStage, executor: Executor) -> dict[str, str | None]:
+    """The provenance columns of ``stage``'s models, built once where its workers run (``executor.call``:
+    in this process locally, one task with the stage's resources on Ray); a model error is raised as is."""
+    return executor.call(_provenance, stage.config, stage.options.frame_fps, stage=stage)

@@ -11,7 +11,7 @@ A *source* is one of:
 ``expand_source`` turns a source into engine items (dicts with ``video_id``, ``platform``,
 ``platform_id``, ``url`` or ``path``, ``category``, ``query``), lazily and page by page;
 entries that are not ads (``AdFilter``: length, lives) come out as ``skipped`` rows.
-``FetchStep`` is the picklable step that turns an item into a ``videos`` manifest row:
+``FetchStage`` is the stage that turns an item into a ``videos`` manifest row:
 ``ok``, ``no_audio``, ``skipped``, ``blocked`` (bot wall, rate limit, login; see
 ``filters.Breaker``), ``unsupported`` or ``failed`` (``truncated (...)`` and ``empty file``
 included, see ``inspect``).
@@ -27,11 +27,12 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from commercial98k.engine.stage import Stage
 from commercial98k.storage.files import safe_id
 
 from ..taxonomy import Category
 from .common import VIDEO_EXTENSIONS, is_retryable, utc_now, videos_dir
-from .download import YtdlpDownloader
+from .download import YtdlpDownloader, base_row
 from .expand import expand_url, iter_url
 from .filters import AdFilter, Breaker, platform_key
 from .listing import URL_FILE_SUFFIXES, UrlFileError, read_url_file
@@ -47,6 +48,7 @@ from .ytdlp import (
     js_runtime_info,
     offline_key,
     search_url,
+    shared_ydl,
     url_video_id,
 )
 
@@ -55,7 +57,7 @@ _UNREACHABLE = re.compile(r"connection refused|timed? ?out|name resolution|name 
                           r"network is unreachable|no route to host|getaddrinfo|nodename nor servname", re.I)
 
 __all__ = [
-    "DEFAULT_SEARCH_COUNT", "VIDEO_EXTENSIONS", "AdFilter", "Breaker", "ExpandStats", "FetchStep", "LocalImporter",
+    "DEFAULT_SEARCH_COUNT", "VIDEO_EXTENSIONS", "AdFilter", "Breaker", "ExpandStats", "FetchStage", "LocalImporter",
     "SourceSpec", "UnsafeSourceError", "UrlFileError", "YtdlpDownloader", "YtdlpOptions", "check_crawl_url",
     "classify_error", "default_sources", "expand_source", "expand_url", "fetcher_tag", "is_retryable", "is_search",
     "iter_url", "js_runtime_info", "offline_key", "parse_source", "platform_key", "read_url_file", "scan_folder",
@@ -191,15 +193,30 @@ def _dead_item(url: str, category: str | None, query: str, status: str, error: s
     }
 
 
-@dataclass(frozen=True)
-class FetchStep:
-    """The fetch step for any item: yt-dlp download or local import, chosen by ``item["source"]``."""
+class FetchStage(Stage):
+    """``c98k fetch`` as a stage: yt-dlp download or local import per item, chosen by ``item["source"]``.
 
-    data_root: str
-    options: YtdlpOptions = YtdlpOptions()
-    breaker: Breaker | None = field(default=None, compare=False)
+    ``setup`` builds the worker's ``YoutubeDL`` once (its downloads reuse it); a platform whose
+    ``breaker`` is open is not asked (the local engine's workers share the driver's breaker).
+    A download holds no models: the executor leaves the process's thread limits alone.
+    """
 
-    def __call__(self, item: dict) -> dict:
+    key, kind = "video_id", "videos"
+    batch_size = 1
+    threads = 0
+
+    def __init__(self, data_root: str, options: YtdlpOptions | None = None, breaker: Breaker | None = None):
+        self.data_root, self.options, self.breaker = data_root, options or YtdlpOptions(), breaker
+
+    def setup(self) -> None:
+        super().setup()
+        shared_ydl(self.options)  # this worker thread's YoutubeDL, reused by every download
+
+    def process_batch(self, rows: list[dict]) -> list[dict]:
+        return [self.fetch_one(item) for item in rows]
+
+    def fetch_one(self, item: dict) -> dict:
+        """The ``videos`` row of one item."""
         source = item.get("source")
         if source == "local":
             return LocalImporter(self.data_root)(item)
@@ -208,3 +225,6 @@ class FetchStep:
         if source == "dead":
             return {k: v for k, v in item.items() if k not in ("source", "hint") and not k.startswith("_")}
         raise ValueError(f"unknown item source {source!r}")
+
+    def failed_rows(self, item: dict, error: str) -> list[dict]:
+        return [dict(base_row(item), status="failed", error=error)]

@@ -1,11 +1,11 @@
 """The per-video work of ``c98k split``: one video row in, its clip rows (or one ``-none`` row) out.
 
-``SplitStep`` (a picklable ``engine.Step``) plans the video (``plan_video``: probe, shots, YAMNet
+``SplitStep`` (a picklable per-video callable) plans the video (``plan_video``: probe, shots, YAMNet
 music spans, clip windows from one decode), writes ``audio/<clip_id>.wav`` (mono 16 kHz),
 fingerprints each clip and hashes the keyframes, and cuts ``clips/<clip_id>.mp4`` only with
 ``clip_files`` ``copy`` or ``encode``. A video without audio, without music or that fails gets
 one ``<video_id>-none`` row with split's status and cause. ``SplitStage`` is the same work as a
-``commercial98k.engine.stage.Stage`` (Ray actors that write their own manifest parts).
+``commercial98k.engine.stage.Stage``, run by ``engine.runner.run_stage`` on either engine.
 """
 
 from __future__ import annotations
@@ -66,22 +66,23 @@ def none_clip_id(video_id: str) -> str:
 
 
 class SplitStep:
-    """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable."""
+    """``step(video_row) -> {"video_id", "status", "error", "rows": [clip rows]}``; picklable.
 
-    def __init__(self, config: SplitConfig, threads: int = 1):
+    ``threads``: cap this process's model threads at the first call (a bare step in a benchmark);
+    None leaves them to the stage's worker (``SplitStage.setup``).
+    """
+
+    def __init__(self, config: SplitConfig, threads: int | None = None):
         self.config = config
-        self.threads = threads  # per worker: cores // workers
+        self.threads = threads
 
     def __call__(self, item: dict) -> dict:
-        if worker_threads(0) != self.threads:  # once per worker process, before YAMNet loads
+        if self.threads and worker_threads(0) != self.threads:  # before YAMNet loads
             set_worker_threads(self.threads)
         cfg = self.config
         root = DataRoot(cfg.data_root)
         video_id = item["video_id"]
-        base = {k: item.get(k) for k in VIDEO_COLUMNS}
-        base["fetch_status"] = item.get("fetch_status")  # the reader gives legacy video rows theirs
-        base["fetch_error"] = item.get("fetch_error")
-        base["shot_detector"] = detector_info(cfg.detector, cfg.threshold).tag()
+        base = video_base(item, cfg)
         try:
             if not item.get("video_path"):
                 raise ValueError("the videos manifest row has no video_path")
@@ -153,6 +154,15 @@ class SplitStep:
         return rows
 
 
+def video_base(item: dict, config: SplitConfig) -> dict:
+    """The columns every clip row of a video starts from: the video's, fetch's result, the shot detector."""
+    base = {k: item.get(k) for k in VIDEO_COLUMNS}
+    base["fetch_status"] = item.get("fetch_status")  # the reader gives legacy video rows theirs
+    base["fetch_error"] = item.get("fetch_error")
+    base["shot_detector"] = detector_info(config.detector, config.threshold).tag()
+    return base
+
+
 def none_result(base: dict, video_id: str, status: str, error: str | None) -> dict:
     """The one ``<video_id>-none`` row of a video that yields no clip, with split's status."""
     row = record(dict(base, clip_id=none_clip_id(video_id)), "split", status, error)
@@ -160,12 +170,17 @@ def none_result(base: dict, video_id: str, status: str, error: str | None) -> di
 
 
 class SplitStage(Stage):
-    """``c98k split``: one video in, its clip rows (or its ``<video_id>-none`` row) out."""
+    """``c98k split``: one video in, its clip rows (or its ``<video_id>-none`` row) out.
+
+    Its model threads are the executor's (the worker's share of the cores); a video whose work
+    raised or whose worker died gets the same ``-none`` row as one that failed inside the step.
+    """
 
     key, kind = "clip_id", "clips"
 
     def __init__(self, config: SplitConfig, cpus_per_worker: float = 1.0, threads: int | None = None):
         self.config = config
+        self.data_root = config.data_root
         self.resources = Resources(num_cpus=cpus_per_worker)
         self.batch_size = 1
         self.threads = threads
@@ -177,16 +192,7 @@ class SplitStage(Stage):
 
     def process_batch(self, rows: list[dict]) -> list[dict]:
         step = SplitStep(self.config)
-        out: list[dict] = []
-        for item in rows:
-            try:
-                out.extend(step(item)["rows"])
-            except Exception as e:  # SplitStep catches its own errors; a bug must still not stop the run
-                raise_if_environment(e, self.config.data_root)
-                out.extend(self.failed_rows(item, error_line(e)))
-        return out
+        return [row for item in rows for row in step(item)["rows"]]
 
     def failed_rows(self, item: dict, error: str) -> list[dict]:
-        row = {k: item.get(k) for k in VIDEO_COLUMNS}
-        row.update(clip_id=none_clip_id(item["video_id"]), status="failed", error=error)
-        return [row]
+        return none_result(video_base(item, self.config), item["video_id"], "failed", error)["rows"]

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pipelines.crashes import exit_if_crashed
 from pipelines.errors import fail
 from pipelines.options import DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
@@ -87,7 +88,4 @@ def command(category: str | None, limit: int | None, sources: tuple[str, ...], m
         click.echo(f"error: {result.failure_line()}", err=True)
         sys.exit(1)
     click.echo(result.summary())
-    if result.crashed:
-        click.echo(f"error: {result.crashed} video(s) failed because their worker crashed or was killed; "
-                   "run again to retry them", err=True)
-        sys.exit(3)
+    exit_if_crashed(result.crashed, "video(s)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.manifest.corrections import is_corrections_file
+from pipelines.crashes import exit_if_crashed
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, data_root, device_option, engine_options, gpu_option
 
 
@@ -125,7 +124,4 @@ def command(manifest: str, data_root: str, audio_model: str, frame_model: str, t
                f"already labelled {counts['skipped']}, not ok (left alone) {counts['not_ok']}"
                + (f", failed before {counts['failed_before']} (--retry-failed retries them)"
                   if counts["failed_before"] else ""))
-    if counts["crashed"]:
-        click.echo(f"error: {counts['crashed']} clip(s) failed because their worker crashed or was killed; "
-                   "run again to retry them", err=True)
-        sys.exit(3)
+    exit_if_crashed(counts["crashed"], "clip(s)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from commercial98k.split.shots import DEFAULT_THRESHOLDS, DETECTORS
+from pipelines.crashes import exit_if_crashed
 from pipelines.options import DEFAULT_CLIPS_MANIFEST, DEFAULT_VIDEOS_MANIFEST, data_root, engine_options
 
 
@@ -83,7 +82,4 @@ def command(videos_manifest: str, manifest: str, data_root: str, detector: str, 
                        retry_failed=retry_failed, wait=wait, on_wait=lambda m: click.echo(m, err=True))
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"{manifest}: {summary}")
-    if counts.get("crashed"):
-        click.echo(f"error: {counts['crashed']} video(s) failed because their worker crashed or was killed; "
-                   "run again to retry them", err=True)
-        sys.exit(3)
+    exit_if_crashed(counts.get("crashed", 0), "video(s)")

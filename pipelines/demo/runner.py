@@ -3,7 +3,7 @@
 A thin wrapper: each marker holds a fingerprint of the step's inputs (its parameters and the
 fingerprints of the steps it depends on). On a re-run a step is skipped when its marker matches
 and its outputs still exist; otherwise it runs again (and the stage itself skips the items it
-already finished). Error capture is ``commercial98k.engine.local.safe_call``'s (one ``Type: message``
+already finished). Error capture is ``commercial98k.engine.stage.safe_call``'s (one ``Type: message``
 line; the traceback under ``-vv`` logging); progress is each stage's own bar. A step runs in
 this process inside ``isolation.fresh_state``.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from commercial98k.engine.local import safe_call
+from commercial98k.engine.stage import safe_call
 from commercial98k.errors import C98kError
 from commercial98k.storage.files import atomic_write_json
 
