@@ -3,7 +3,7 @@
 * shard check - ``yuyin.data.make_dataset`` on a split the first time in a process (size + sha256
   of every shard against index.json) vs. a second time (already verified); both followed by reading
   every sample. Reference: the second (verified) pass.
-* clip encode - ``split.clips.cut_clip`` (one x264 thread, bit-exact: byte-identical reruns) vs. the
+* clip encode - ``split.cut.cut_clip`` (one x264 thread, bit-exact: byte-identical reruns) vs. the
   same encode with ffmpeg's default threading (the former settings). Reference: the threaded encode.
   Each is run twice, and whether its two outputs are byte-identical is printed.
 * manifest read - ``read_manifest`` with ``validate_table`` (types, keys, spans, ranges) vs. without,

@@ -24,7 +24,7 @@ its category corrections are the true categories, matched by ``clip_id``.
 ``--corrections-demo`` measures what a few corrections buy: a synthetic labelled manifest whose
 evidence is over-confident (page text right 75 % of the time but saying ~90 %), N of its clips
 corrected through ``corrections.save_correction``, the weights fitted on them
-(``category_score.calibrate_from_corrections``, what ``c98k label --category-calibration
+(``label.category.calibrate_from_corrections``, what ``c98k label --category-calibration
 <corrections file>`` runs), and top-1 / ECE of the other clips before and after.
 
     .venv/bin/python benchmarks/labels.py [--per-category 6] [--skip emotion]

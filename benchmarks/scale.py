@@ -6,7 +6,7 @@
 1. **plan**: a synthetic clips manifest of ``--rows`` rows (99 % labelled by the current models,
    with an empty fake feature file each under ``features/audio/...``). Each planner runs in its
    own process; it prints the driver's peak RSS and wall time. ``streamed`` is
-   ``manifest_scan.iter_pending`` + one listing of the feature folder; the reference is the old
+   ``manifest.scan.iter_pending`` + one listing of the feature folder; the reference is the old
    ``read_manifest(...).to_pylist()`` + one ``stat`` per row, on ``--ref-rows`` rows (it needs
    ~13 KB per row).
 2. **identity**: seconds to add 10 k new clips (half of them cuts of known tracks) to a

@@ -141,7 +141,7 @@ _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(\.\w+)?$")
 
 
 def final_name(path: str) -> str:
-    """The file an ``fsutil.atomic_path`` temporary (``.<name>.<8 random>.<ext>``) was to become."""
+    """The file an ``storage.files.atomic_path`` temporary (``.<name>.<8 random>.<ext>``) was to become."""
     m = _TEMP_NAME.match(os.path.basename(path))
     return os.path.join(os.path.dirname(path), m.group("name")) if m else path
 

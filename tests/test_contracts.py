@@ -5,7 +5,7 @@ The checks read the source (``ast``), so a copy fails here even if it is never i
 * the GEMS class order: one literal sequence of the GEMS names (``commercial98k/label/gems.py``);
 * the emotion vector layout ``[valence, arousal, p_1..p_K]``: built in one function
   (``gems.emotion_vector``); ``GemsHead.to_vector`` delegates to it;
-* "a path under the data root": one class (``fsutil.DataRoot``) checks that a path lies under a
+* "a path under the data root": one class (``storage.files.DataRoot``) checks that a path lies under a
   root; no other code pairs ``Path.resolve()``/``os.path.realpath|normpath|abspath`` with a
   containment test (``relative_to``, ``is_relative_to``, ``os.path.relpath``/``commonpath``,
   ``in p.parents``, ``p.parent == ...``, ``startswith``).
@@ -164,9 +164,9 @@ def _path_checks() -> list[tuple[str, str, ast.AST]]:
 def test_one_data_root_path_helper():
     checks = _path_checks()
     outside = [_where(rel, n) for rel, cls, n in checks if (rel, cls) != PATH_HOME]
-    assert not outside, ("a path under the data root is checked only by fsutil.DataRoot (resolve/relative); "
+    assert not outside, ("a path under the data root is checked only by storage.files.DataRoot (resolve/relative); "
                          "use it instead. Other containment checks:\n  " + "\n  ".join(outside))
-    assert any((rel, cls) == PATH_HOME for rel, cls, _ in checks), "fsutil.DataRoot no longer checks containment"
+    assert any((rel, cls) == PATH_HOME for rel, cls, _ in checks), "storage.files.DataRoot no longer checks containment"
     helpers = [(rel, n.name) for rel, tree in _modules() for n in ast.walk(tree)
                if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name in ("DataRoot", "within")]
     assert helpers == [("commercial98k/storage/files.py", "DataRoot")], f"data-root helpers defined: {helpers}"

@@ -1,5 +1,5 @@
 """The in-memory clip index of ``c98k browse``: the columns a page shows or filters on, built by
-streaming the manifest (``manifest_scan.scan_manifest``) batch by batch.
+streaming the manifest (``manifest.scan.scan_manifest``) batch by batch.
 
 The heavy columns never stay in memory: a batch's ``category_probs`` map becomes one float
 (the probability of the predicted category) and ``emotion_probs`` one row of a float32 matrix;

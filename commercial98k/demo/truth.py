@@ -1,6 +1,6 @@
 """The generated corpus knows which track each ad plays: check ``music_id`` against it, or replace it.
 
-``c98k split`` finds a track's identity from Chromaprint fingerprints (``split.identity``). On the
+``c98k split`` finds a track's identity from Chromaprint fingerprints (``identity``). On the
 benchmark corpus's short ads, where a voice-over covers half of an 8-14 s music bed, it splits a
 track into several ``music_id`` s (690 ids for 321 tracks, 206 tracks with several; 4 ids hold two tracks). A grouped
 train/test split by ``music_id`` then puts clips of one track on both sides, and the retrieval

@@ -1,6 +1,6 @@
 """WebDataset export of a labelled clips manifest (see ``docs/ARCHITECTURE.md``, "Shards").
 
-``build_shards`` filters the manifest, assigns grouped splits (``splits.assign_splits``),
+``build_shards`` filters the manifest, assigns grouped splits (``partition.assign_splits``),
 builds the tag vocabulary from the train split, and writes ``<out>/<split>/<split>-%06d.tar``
 plus ``<split>-%06d_stats.json`` (written last: the done marker) and ``<out>/index.json``.
 
@@ -8,7 +8,7 @@ A shard is rebuilt only when its stats file is missing, its input fingerprint ch
 clips, feature files, models, vocabulary ...), or its tar is missing or does not match the
 size/sha256 recorded in the stats (a truncated or corrupt tar). Tars are byte-reproducible.
 
-Each clip trains with one category (``shard_filters.training_category``): a user's correction
+Each clip trains with one category (``filters.training_category``): a user's correction
 (``corrections.py``), else the crawl category, else the label's prediction, as
 ``ShardFilters.category_source`` allows; the sample's json names it in ``category_source``.
 """
@@ -62,7 +62,7 @@ class ShardFilters:
     has_music: bool | None = True
     min_category_confidence: float | None = None
     statuses: tuple[str, ...] = ("ok",)
-    category_source: str = "any"  # shard_filters.SOURCE_MODES; min_category_confidence applies to that category
+    category_source: str = "any"  # filters.SOURCE_MODES; min_category_confidence applies to that category
     use_corrections: bool = True  # apply <manifest>.corrections.json (corrections.py)
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,7 +292,7 @@ def build_shards(manifest: str | os.PathLike, out_dir: str | os.PathLike, data_r
     then rows are filtered. Rows whose inputs are missing are skipped with one warning line each.
     Each split gets at least ``min_shards`` shards when it has that many samples (``chunk_rows``).
     The manifest's corrections apply (unless ``filters.use_corrections`` is false); nothing to write
-    raises ``shard_filters.EmptyDataSet`` (or ``EmptyAfterFilters``) before index.json is written.
+    raises ``filters.EmptyDataSet`` (or ``EmptyAfterFilters``) before index.json is written.
     """
     filters = filters or ShardFilters()
     fractions = check_fractions(fractions)

@@ -1,6 +1,6 @@
 """A persisted, incrementally updated index of known clips' Chromaprint fingerprints (music identity at scale).
 
-``split.identity.group_music`` compares a whole collection at once. At a million clips that pass
+``chromaprint.group_music`` compares a whole collection at once. At a million clips that pass
 cannot rerun after every split run, so new clips are matched against this index instead:
 
 * **postings**: for every known clip, each distinct item prefix (``item >> PREFIX_SHIFT``, the same
@@ -161,7 +161,7 @@ class MusicIndex:
                 return items[starts[i]:starts[i + 1]]
         raise KeyError(clip)
 
-    # -- the fingerprint kind (Chromaprint here; split.landmark_index overrides these) ------
+    # -- the fingerprint kind (Chromaprint here; identity.landmark_index overrides these) ------
     def decode_items(self, fingerprint: str | np.ndarray) -> np.ndarray:
         """A stored fingerprint as the uint32 items the index keeps."""
         return decode(fingerprint) if isinstance(fingerprint, str) else np.asarray(fingerprint, np.uint32)
@@ -201,7 +201,7 @@ class MusicIndex:
 
         A new clip matching a known group takes its id; one matching two known groups merges them
         (the later id becomes an alias of the earlier: see ``music_ids``/``resolve``). ``linked``
-        pairs of new clips (cut from one music segment, ``split.identity.segment_links``) share an
+        pairs of new clips (cut from one music segment, ``chromaprint.segment_links``) share an
         id by construction. Empty and constant (silent) fingerprints get no id.
         """
         self._load_ids()

@@ -172,7 +172,7 @@ class LabelModels:
 
     @property
     def calibration(self):
-        """Per-evidence weights of the combined category score (``label.category_score``)."""
+        """Per-evidence weights of the combined category score (``label.category``)."""
         from commercial98k.label.category import CategoryCalibration
 
         return self._get("calibration", lambda: CategoryCalibration.load(self.config.category_calibration))

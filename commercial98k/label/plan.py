@@ -2,7 +2,7 @@
 
 A clip is pending when split made it ``ok`` and its feature files are missing or were made by
 other models than this run's (the provenance columns). A clip whose labelling failed is left
-alone unless ``retry_failed``. ``plan_label`` streams the manifest (``manifest_scan``) and keeps
+alone unless ``retry_failed``. ``plan_label`` streams the manifest (``manifest.scan``) and keeps
 only the pending rows as dicts.
 """
 
@@ -53,7 +53,7 @@ def plan_label(manifest: str | os.PathLike, store: FeatureStore, provenance: dic
     """(rows to label, counts ``skipped`` (already labelled), ``not_ok`` (split did not make them
     ``ok``), ``failed_before`` (label failed; retried only with ``retry_failed``)).
 
-    The manifest is streamed in batches (``manifest_scan``); only pending rows are kept.
+    The manifest is streamed in batches (``manifest.scan``); only pending rows are kept.
     """
     import pyarrow.compute as pc
 

@@ -78,7 +78,7 @@ SPLIT_FIELDS = [
     pa.field("music_track", pa.string()),  # the reference-library track the clip plays (--music-library)
     pa.field("music_offset_s", pa.float64()),  # where in that track the clip starts
     pa.field("fingerprint", pa.string()),  # Chromaprint, compressed base64 (or "raw:" + base64 uint32, fpcalc -raw)
-    pa.field("landmarks", pa.string()),  # spectral-peak constellation ("lm1:" + base64), see split.landmarks
+    pa.field("landmarks", pa.string()),  # spectral-peak constellation ("lm1:" + base64), see identity.landmarks
     pa.field("video_phash", pa.string()),  # perceptual hash of keyframes (hex)
     pa.field("dup_group", pa.string()),  # near-duplicate video group
     pa.field("clip_path", pa.string()),  # relative to the data root
