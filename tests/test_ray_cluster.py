@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from ray_cluster import LocalCluster, ray_env
+from ray_cluster import ray_env
 
 from commercial98k.engine.ray_executor import is_system_failure
 from commercial98k.manifest.io import read_manifest, write_manifest
@@ -23,13 +23,10 @@ pytestmark = pytest.mark.ray
 FF = ["ffmpeg", "-v", "error", "-y"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalCluster(num_cpus=2)
-    try:
-        yield c
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(session_ray_cluster):
+    """The session's cluster (``conftest.session_ray_cluster``)."""
+    return session_ray_cluster
 
 
 def _ff(*args) -> None:

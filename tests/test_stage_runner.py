@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from ray_cluster import LocalCluster, connect_driver, disconnect_driver
 from ray_steps import CrashingLabelStage, CrashingSplitStage, counting_stage
 
 from commercial98k.engine.ray_executor import SYSTEM_ERRORS, RayExecutor, is_system_failure
@@ -72,21 +71,8 @@ def test_an_unknown_engine_is_refused():
         executor_for("spark")
 
 
-@pytest.fixture(scope="module")
-def driver():
-    cluster = LocalCluster(num_cpus=2)
-    try:
-        old = connect_driver(cluster.address)
-        try:
-            yield cluster
-        finally:
-            disconnect_driver(old)
-    finally:
-        cluster.stop()
-
-
 @pytest.mark.ray
-def test_ray_actors_set_up_once_and_an_always_crashing_item_ends_failed(driver):
+def test_ray_actors_set_up_once_and_an_always_crashing_item_ends_failed(ray_driver):
     writer = _Rows()
     result = run_stage(counting_stage(batch_size=3), _items(12, crash=4), executor=RayExecutor(2),
                        sink=DriverWriter(writer), progress=False)
@@ -100,7 +86,7 @@ def test_ray_actors_set_up_once_and_an_always_crashing_item_ends_failed(driver):
 
 
 @pytest.mark.ray
-def test_killing_an_actor_mid_run_loses_nothing(driver):
+def test_killing_an_actor_mid_run_loses_nothing(ray_driver):
     seen, killed = [], None
     writer = _Rows()
 
@@ -120,7 +106,7 @@ def test_killing_an_actor_mid_run_loses_nothing(driver):
 
 
 @pytest.mark.ray
-def test_ray_actors_write_their_own_parts(driver, tmp_path):
+def test_ray_actors_write_their_own_parts(ray_driver, tmp_path):
     manifest = tmp_path / "videos.parquet"
     seen: list[dict] = []
     run_stage(counting_stage(batch_size=4), _items(12, crash=5), executor=RayExecutor(2),
@@ -152,7 +138,7 @@ def _manifest_rows(stage, items: list[dict], executor, manifest: Path) -> dict[s
 
 @pytest.mark.ray
 @pytest.mark.parametrize("kind", ["split", "label"])
-def test_a_crash_leaves_the_same_rows_on_both_engines(driver, tmp_path, kind):
+def test_a_crash_leaves_the_same_rows_on_both_engines(ray_driver, tmp_path, kind):
     """A bug hit in the stage's code: the same rows, every column; a worker that dies: the same row
     but for the error, which names the Ray error; per-stage status recorded either way."""
     if kind == "split":
@@ -180,7 +166,7 @@ def test_a_crash_leaves_the_same_rows_on_both_engines(driver, tmp_path, kind):
 
 
 @pytest.mark.ray
-def test_fetch_runs_the_same_path_on_both_engines(driver, tmp_path, shared_media):
+def test_fetch_runs_the_same_path_on_both_engines(ray_driver, tmp_path, shared_media):
     from commercial98k.sources import YtdlpOptions
     from commercial98k.testing.catalog_server import CatalogServer
     from pipelines.fetch import fetch
