@@ -23,7 +23,7 @@ def engine_options(f):
                      help="Ray cluster address (with --engine ray); default: $RAY_ADDRESS, else start a local Ray. "
                           "Every node must see --data-root at the same path (checked before work starts).")(f)
     f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, is_eager=True,
-                     help="local: a thread pool on this machine; ray: Ray tasks/actors on a cluster.")(f)
+                     help="local: a thread pool on this machine; ray: a pool of Ray actors on a cluster (one per --workers).")(f)
     f = click.option("--workers", "-j", type=click.IntRange(1, 4096), default=None,
                      help="Items processed at once [local: 1; ray: the cluster's CPUs, or its GPUs / "
                           "--gpus-per-worker for GPU stages].")(f)
@@ -31,10 +31,10 @@ def engine_options(f):
 
 
 def gpu_option(f):
-    """--gpus-per-worker: GPUs (fractions allowed) each Ray task reserves; its device comes from Ray."""
+    """--gpus-per-worker: GPUs (fractions allowed) each Ray worker (actor) reserves; its device comes from Ray."""
     return click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True, is_eager=True,
-                        help="With --engine ray: GPUs each task reserves (e.g. 0.25: four tasks share one GPU); "
-                             "the task's device is the GPU Ray assigned.")(f)
+                        help="With --engine ray: GPUs each worker reserves (e.g. 0.25: four workers share one GPU); "
+                             "the worker's device is the GPU Ray assigned.")(f)
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
