@@ -35,7 +35,7 @@ install: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pipelines.cli doctor
-	$(BIN)/python -m pytest -q --timeout=1800 tests
+	$(BIN)/python -m pytest -q --timeout=1800 --durations=25 tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slow" tests

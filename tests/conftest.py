@@ -1,8 +1,9 @@
-"""Shared fixtures: the real media in ../shared/media, temporary data roots."""
+"""Shared fixtures: the real media in ../shared/media, temporary data roots, one Ray cluster per session."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,89 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---- one Ray cluster for the whole session --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def session_ray_cluster() -> Iterator:
+    """A local Ray cluster started once per session (``tests/ray_cluster.LocalCluster``: its own
+    port on 127.0.0.1 and temp dir under /tmp), stopped at the end; only its own processes are
+    stopped. Starting Ray costs 10-30 s on 2 cores, so every test that needs Ray shares this one."""
+    pytest.importorskip("ray")
+    from ray_cluster import LocalCluster
+
+    cluster = LocalCluster(num_cpus=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_address(session_ray_cluster) -> str:
+    """``host:port`` of the session's Ray cluster: pass it as ``--address``, or as ``RAY_ADDRESS``
+    to a subprocess started with ``ray_cluster.ray_env``."""
+    return session_ray_cluster.address
+
+
+@pytest.fixture
+def ray_driver(ray_address: str) -> Iterator[str]:
+    """This test process as a driver of the session's cluster for one test (``--engine ray`` code
+    run in-process then finds Ray initialised and uses it); disconnected afterwards, so the
+    test's actors and tasks end with it. Yields the address."""
+    from ray_cluster import connect_driver, disconnect_driver
+
+    old = connect_driver(ray_address)
+    try:
+        yield ray_address
+    finally:
+        disconnect_driver(old)
+
+
+# ---- models built once per session ----------------------------------------------------------
+
+#: Registries whose models are pure functions of their name and options once built (the emotion
+#: heads are not memoised: they are cheap, and tests write head files at reused paths).
+_SHARED_KINDS = ("audio", "frames", "text")
+
+
+@pytest.fixture(scope="session")
+def _built_models() -> dict:
+    return {}
+
+
+@pytest.fixture(scope="module")
+def shared_models(_built_models: dict) -> Iterator[None]:
+    """While a module that asks for this runs (``pytestmark = pytest.mark.usefixtures("shared_models")``),
+    ``AUDIO/FRAMES/TEXT.create`` return the model built earlier in the session for the same name
+    and options: each label configuration, fixture and module otherwise builds its own copy of
+    musicnn, EfficientNet and the text encoder (seconds each). A failed build is not kept."""
+    from commercial98k.models.registry import Registry
+
+    create = Registry.create
+
+    def create_once(self, name: str, **options):
+        if self.kind not in _SHARED_KINDS:
+            return create(self, name, **options)
+        key = (self.kind, name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+        if key not in _built_models:
+            _built_models[key] = create(self, name, **options)
+        return _built_models[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Registry, "create", create_once)
+        yield
+
+
+@pytest.fixture(scope="session")
+def labels_benchmark():
+    """``benchmarks/labels.py`` as a module: its ``main(argv)`` runs in this process (a subprocess
+    only re-imports what the tests have loaded already)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_labels", ROOT / "benchmarks" / "labels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -16,6 +16,8 @@ from commercial98k.label.zero_shot import BrandMatcher, brand_matcher
 from commercial98k.models.ocr import load_keyframes, ocr_model, split_glued
 from commercial98k.taxonomy import Brand, load_brands, load_taxonomy
 
+pytestmark = pytest.mark.usefixtures("shared_models")  # one musicnn / EfficientNet / text encoder per session
+
 EN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
 

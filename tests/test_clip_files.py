@@ -19,7 +19,7 @@ from commercial98k.storage.feature_store import FeatureStore
 from pipelines.label import LabelOptions, run_label
 from pipelines.split import SplitConfig, run_split
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "shared_models")
 
 
 def _video(out: Path, film: Path, film_start: float, track: Path, start: float, seconds: float) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +36,6 @@ from pipelines.cli import main as cli
 
 IDS = load_taxonomy().ids()
 WHEN = "2026-12-07T01:00:00+00:00"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _c(clip_id: str, kind: str, value: str | None = None, **kw) -> Correction:
@@ -183,7 +179,7 @@ def _overconfident_rows(n: int, seed: int = 0) -> tuple[list[dict], dict[str, st
     return rows, truth
 
 
-def test_fifty_corrections_calibrate_the_rest(tmp_path):
+def test_fifty_corrections_calibrate_the_rest(tmp_path, labels_benchmark, capsys):
     rows, truth = _overconfident_rows(300)
     manifest = write_manifest(rows, tmp_path / "c98k.parquet", kind="clips")
     for r in rows[:50]:
@@ -203,9 +199,10 @@ def test_fifty_corrections_calibrate_the_rest(tmp_path):
     assert after < before - 0.03  # on the 250 nobody corrected
 
     # the benchmark takes the corrections file as --truth (matched by clip_id)
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "labels.py"), "--manifest", str(manifest),
-                          "--truth", str(corrections_path(manifest))], capture_output=True, text=True, check=True)
-    assert "50 labelled clips" in out.stdout and "(clip_id matched in" in out.stdout
+    capsys.readouterr()
+    labels_benchmark.main(["--manifest", str(manifest), "--truth", str(corrections_path(manifest))])
+    out = capsys.readouterr().out
+    assert "50 labelled clips" in out and "(clip_id matched in" in out
 
     # stats: how many were corrected and how often the (now rescored) prediction was right on them
     res = CliRunner().invoke(cli, ["stats", "--manifest", str(manifest), "--no-report"])

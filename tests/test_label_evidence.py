@@ -26,6 +26,8 @@ from commercial98k.models.ocr import keyframe_times, load_keyframes, merge_lines
 from commercial98k.models.registry import FRAMES
 from commercial98k.taxonomy import load_taxonomy
 
+pytestmark = pytest.mark.usefixtures("shared_models")  # one musicnn / EfficientNet / text encoder per session
+
 ZH_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 EN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -160,11 +162,8 @@ def test_folder_clip_named_aug_ad_7_gets_no_file_name_tags(shared_media: Path, t
     assert set(sources) == {"page"}
 
 
-def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path) -> None:
+def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path, labels_benchmark, capsys) -> None:
     """`benchmarks/labels.py --manifest M --truth T` on a labelled clips manifest; refits the calibration."""
-    import subprocess
-    import sys
-
     from commercial98k.manifest.io import write_manifest
 
     ids = load_taxonomy().ids()
@@ -184,10 +183,9 @@ def test_benchmark_scores_a_hand_labelled_manifest(tmp_path: Path) -> None:
         truth.append(f"v{i},{true}")
     manifest = write_manifest(rows, tmp_path / "c98k.parquet", "clips")
     (tmp_path / "truth.csv").write_text("\n".join(truth) + "\n")
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "labels.py"
-    out = subprocess.run([sys.executable, str(script), "--manifest", str(manifest), "--truth",
-                          str(tmp_path / "truth.csv"), "--fit-calibration", str(tmp_path / "cal.json")],
-                         capture_output=True, text=True, check=True).stdout
+    labels_benchmark.main(["--manifest", str(manifest), "--truth", str(tmp_path / "truth.csv"),
+                           "--fit-calibration", str(tmp_path / "cal.json")])
+    out = capsys.readouterr().out
     assert "40 labelled clips" in out and "top-1 0.800" in out and "<- disagrees" in out
     cal = CategoryCalibration.load(tmp_path / "cal.json")
     # the page text says ~90 % and is right 80 % of the time: its weight shrinks, the ECE drops

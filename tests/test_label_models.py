@@ -12,6 +12,8 @@ from commercial98k.models.registry import FRAMES, TEXT
 from commercial98k.models.weights import WeightsUnavailable
 from commercial98k.storage.files import sha256_file
 
+pytestmark = pytest.mark.usefixtures("shared_models")  # one musicnn / EfficientNet / text encoder per session
+
 # ImageNet-1k classes 330 wood rabbit, 331 hare, 332 Angora rabbit.
 RABBIT_CLASSES = {330, 331, 332}
 TRAILER = "videos/big_buck_bunny_trailer_480p.mkv"

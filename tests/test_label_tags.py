@@ -11,6 +11,8 @@ from commercial98k.label.tags import TagNormalizer, clean_text, music_tags, norm
 from commercial98k.label.zero_shot import CategoryMatcher, clip_text
 from commercial98k.models.registry import TEXT
 
+pytestmark = pytest.mark.usefixtures("shared_models")  # one musicnn / EfficientNet / text encoder per session
+
 
 def test_clean_text_nfkc_case_and_edges():
     assert clean_text("  ＬＩＰＳＴＩＣＫ！ ") == "lipstick"

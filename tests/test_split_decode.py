@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from input_cache import cached_file, content_key
 
 from commercial98k.engine.threads import restored_thread_limits, set_worker_threads
 from commercial98k.identity.reupload import keyframe_times, phash_similarity, video_phash
@@ -121,14 +122,19 @@ def _split_peak_mb(video: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ten_minute_video(tmp_path_factory, shared_media) -> Path:
-    """A generated 10-minute 1280x720 video (a moving test pattern, 5 fps) over looped real music."""
-    out = tmp_path_factory.mktemp("long") / "ten_minutes.mp4"
-    subprocess.run([ffmpeg_bin(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=5",
-                    "-stream_loop", "-1", "-i", str(shared_media / "emotify" / "audio" / "pop_2.mp3"),
-                    "-t", "600", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-g", "50", "-c:a", "aac", "-b:a", "64k", str(out)], check=True, capture_output=True)
-    return out
+def ten_minute_video(shared_media) -> Path:
+    """A generated 10-minute 1280x720 video (a moving test pattern, 5 fps) over looped real music.
+
+    Encoding it takes 20-30 s, so it is kept across runs (``input_cache``), under a key of the
+    ffmpeg build, its arguments and the music file."""
+    track = shared_media / "emotify" / "audio" / "pop_2.mp3"
+    args = ["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=5", "-stream_loop", "-1", "-i",
+            str(track), "-t", "600", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+            "-g", "50", "-c:a", "aac", "-b:a", "64k"]
+    build = subprocess.run([ffmpeg_bin(), "-version"], check=True, capture_output=True, text=True).stdout
+    key = content_key(build.splitlines()[0], args, stamps=[track])
+    return cached_file("ten_minutes.mp4", key, lambda out: subprocess.run(
+        [ffmpeg_bin(), *args, "-y", str(out)], check=True, capture_output=True))
 
 
 def test_split_peak_memory_is_bounded_on_a_ten_minute_720p_video(ten_minute_video):
