@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from input_cache import cache_folder, code_files, content_key
 
 from commercial98k.label import emotion_training as stage
 from commercial98k.label.emotion_data import (
@@ -280,14 +281,28 @@ def test_cli_train_and_evaluate_on_emotify_subset(shared_media: Path, tmp_path: 
 BUNDLED_EXCERPT = (20.0, 20.0)  # the bundled head's settings: the middle 20 s of each excerpt, one 20-s window
 
 
+#: The code an excerpt's embedding depends on: decoding, the model, the cache's item names.
+EMBEDDING_CODE = code_files("commercial98k/media/ffmpeg_io.py", "commercial98k/models/musicnn.py",
+                            "commercial98k/models/tf_checkpoint.py", "commercial98k/models/onnx_runtime.py",
+                            "commercial98k/models/weights.py", "commercial98k/label/emotion_training.py",
+                            "commercial98k/label/emotion_data.py")
+
+
 @pytest.fixture(scope="module")
-def musicnn_emotify(shared_media: Path, tmp_path_factory):
-    """musicnn embeddings of the middle 20 s of each of the 160 Emotify excerpts (once per module)."""
+def musicnn_emotify(shared_media: Path):
+    """musicnn embeddings of the middle 20 s of each of the 160 Emotify excerpts.
+
+    Cached across runs (``input_cache``; a cold run embeds for 1-2 minutes) under a key of the
+    model's weights checksum, the embedding code and the excerpts, so a change to any of them
+    embeds afresh."""
     if "musicnn" not in AUDIO.names():
         pytest.skip("musicnn audio model not available")
-    ds = stage.with_excerpt(load_emotify(shared_media / "emotify"), BUNDLED_EXCERPT)
+    emotify = shared_media / "emotify"
+    ds = stage.with_excerpt(load_emotify(emotify), BUNDLED_EXCERPT)
     model = AUDIO.create("musicnn")
-    ds, seqs = stage.embed_dataset(ds, model, tmp_path_factory.mktemp("emotion_cache"), progress=False)
+    key = content_key(model.info.key(), BUNDLED_EXCERPT, files=[*EMBEDDING_CODE, emotify / "ratings.csv"],
+                      stamps=sorted((emotify / "audio").iterdir()))
+    ds, seqs = stage.embed_dataset(ds, model, cache_folder("emotify-musicnn", key), progress=False)
     assert len(ds) == 160
     return ds, seqs, model
 

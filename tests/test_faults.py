@@ -264,14 +264,21 @@ def test_wait_starts_when_the_other_writer_ends_and_readers_never_wait(golden, t
 
 
 @pytest.mark.ray
-def test_on_ray_a_workers_fault_stops_the_stage_in_the_driver(golden, tmp_path):
+def test_on_ray_a_workers_fault_stops_the_stage_in_the_driver(golden, tmp_path, ray_address):
     """split's actors without ffmpeg: the fault crosses Ray (``RayTaskError(EnvironmentFault)``)."""
+    from ray_cluster import ray_env
+
     proj = tmp_path / "proj"
     shutil.copytree(golden["split"][0], proj, symlinks=True)
-    with without_ffmpeg(tmp_path):  # the local Ray this run starts inherits the environment
+    with without_ffmpeg(tmp_path):
+        # The session's cluster has ffmpeg: this run's job gives its workers the driver's PATH
+        # (the variable `ray job submit` passes a job's runtime environment in).
+        hidden = {k: os.environ[k] for k in ("PATH", "IMAGEIO_FFMPEG_EXE")}
+        job = json.dumps({"runtime_env": {"env_vars": hidden}})
         run = subprocess.run([sys.executable, "-m", "pipelines.cli", *_args("split", proj), "--engine", "ray",
                               "--workers", "1"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
-                             text=True, timeout=600)
+                             text=True, timeout=600,
+                             env=ray_env(RAY_ADDRESS=ray_address, RAY_JOB_CONFIG_JSON_ENV_VAR=job))
     errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
     assert run.returncode == 1 and errors == [f"error: ffmpeg not found; {faults.TOOL_HINT['ffmpeg']}, "
                                               f"{faults.AGAIN}"], run.stderr

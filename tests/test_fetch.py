@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from commercial98k.manifest.io import parts_dir, problems_in, read_manifest
 from commercial98k.media.ffmpeg_io import probe
 from commercial98k.sources import YtdlpOptions, fetcher_tag
 from commercial98k.storage.files import sha256_file
 from commercial98k.testing.catalog_server import CatalogServer, VideoMeta
+from pipelines.cli import main
 from pipelines.fetch import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,8 +181,9 @@ def test_fetch_killed_and_resumed(tmp_path: Path, shared_media: Path) -> None:
         hits_before = {n: len(shop.media_hits(n)) for n in names}
 
         shop.throttle_bps = None
-        run2 = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        assert run2.returncode == 0, run2.stderr
+        # the resume needs no process of its own (only the killed run did): the same command in-process
+        run2 = CliRunner().invoke(main, args[args.index("pipelines.cli") + 1:])
+        assert run2.exit_code == 0, run2.output
         assert "already in" in run2.stderr
 
     rows = rows_by_id(manifest)
@@ -205,15 +208,15 @@ def test_fetch_killed_and_resumed(tmp_path: Path, shared_media: Path) -> None:
 
 
 @pytest.mark.ray
-def test_fetch_ray_engine(tmp_path: Path, shared_media: Path) -> None:
+def test_fetch_ray_engine(tmp_path: Path, shared_media: Path, ray_driver: str) -> None:
+    """``c98k fetch --engine ray`` as Ray tasks on the session's cluster (this process drives it)."""
     media = shop_root(tmp_path / "shop", shared_media)
     data, manifest = tmp_path / "data", tmp_path / "videos.parquet"
     names = ["big_buck_bunny_0_30.webm", "pyscenedetect_testvideo.mp4", "broken.mp4", "videollava_sample_demo_22.mp4"]
     with CatalogServer(media, {"food": names}) as shop:
-        run = subprocess.run(_cli("-c", "food", "-s", shop.category_url("food"), "--data-root", str(data),
-                                  "--manifest", str(manifest), "--engine", "ray", "--workers", "2"),
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+        run = CliRunner().invoke(main, ["fetch", "-c", "food", "-s", shop.category_url("food"), "--data-root",
+                                        str(data), "--manifest", str(manifest), "--engine", "ray", "--workers", "2"])
+    assert run.exit_code == 0, run.output
     rows = rows_by_id(manifest)
     assert {k: r["status"] for k, r in rows.items()} == {
         "generic-big_buck_bunny_0_30": "ok", "generic-pyscenedetect_testvideo": "no_audio",

@@ -20,6 +20,8 @@ from commercial98k.storage.feature_store import FeatureStore
 from pipelines.cli import main
 from pipelines.label import LabelOptions, run_label
 
+pytestmark = pytest.mark.usefixtures("shared_models")  # one musicnn / EfficientNet / text encoder per session
+
 
 def _rows() -> list[dict]:
     common = {"platform": "local", "clip_index": 0, "status": "ok"}
@@ -152,8 +154,8 @@ def test_bad_flags_and_unavailable_models_are_one_line_errors(labelled):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_engine_gives_the_same_features(labelled, tmp_path):
-    pytest.importorskip("ray")
+def test_ray_engine_gives_the_same_features(labelled, ray_driver, tmp_path):
+    """The label stage on the session's Ray cluster (its actors) writes what the local engine wrote."""
     root, manifest = tmp_path / "data", tmp_path / "c98k.parquet"
     shutil.copytree(labelled["root"], root, ignore=shutil.ignore_patterns("features"))
     write_manifest(_rows(), manifest, "clips")
