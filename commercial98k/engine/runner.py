@@ -24,7 +24,6 @@ import copy
 import logging
 import os
 import sys
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -75,8 +74,7 @@ class WorkerParts:
 
     def take(self, stage: Stage, done: Done) -> list[dict]:
         if done.crashed:  # rows made in the driver: stored here, as a worker would have
-            name = f"{time.strftime('%Y%m%dT%H%M%S')}-failed-{os.getpid()}-{time.monotonic_ns():x}"
-            write_part(self.parts.manifest, self.parts.kind, done.rows, name)
+            write_part(self.parts.manifest, self.parts.kind, done.rows, f"failed-{os.getpid()}")
             out = summaries(stage, done.rows)
         else:
             out = done.rows
