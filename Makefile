@@ -32,10 +32,14 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 
 install: setup
 
+# Two pytest workers on the 2 cores: a module's tests stay on one worker, the Ray tests on one
+# (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pipelines.cli doctor
-	$(BIN)/python -m pytest -q --timeout=1800 --durations=25 tests
+	$(BIN)/python -m pytest -q --timeout=1800 --durations=25 -n $(TEST_WORKERS) --dist loadgroup tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slow" tests

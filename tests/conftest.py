@@ -131,3 +131,17 @@ def labels_benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---- two workers (pytest-xdist, ``make test``) ----------------------------------------------
+
+_RAY_FIXTURES = {"session_ray_cluster", "ray_address", "ray_driver"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for ``--dist loadgroup``: every test on the session's Ray cluster runs on one
+    worker (one cluster per session, not one per worker), and the other tests of a module stay
+    together on one worker, so its module fixtures (corpora, models) are built once."""
+    for item in items:
+        on_ray = item.get_closest_marker("ray") is not None or _RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("ray" if on_ray else item.nodeid.split("::")[0]))
