@@ -189,3 +189,13 @@ def test_two_tracks_under_the_same_sentences_do_not_match(tracks, bank, snr):
             m = lm.match(fps[i], fps[j])
             assert m is not None and m.votes >= 20  # the voice's hashes are shared, at one offset ...
             assert m.voice_aligned and not lm.is_match(m), m  # ... but the music under it is not
+
+
+def test_the_musics_offset_is_checked_beside_a_shared_voices_pile_of_votes():
+    # one voice-over at the same place in both ads: hundreds of votes on offset 0 and its
+    # neighbours; the music, 5 s (312 frames) apart in the two ads, has a few dozen
+    votes = {-2: 40, -1: 150, 0: 400, 1: 160, 2: 45, 312: 20, 313: 12, -200: 1}
+    top = lm.top_offsets(votes)
+    assert top[:2] == [0, 312]  # not 0's neighbours first
+    assert all(abs(a - b) > 2 for i, a in enumerate(top) for b in top[i + 1:])
+    assert lm.top_offsets(votes, k=1) == [0]

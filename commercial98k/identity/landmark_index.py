@@ -81,7 +81,7 @@ class LandmarkIndex(MusicIndex):
 
     def best_match(self, a: np.ndarray, b: np.ndarray, offsets: dict[int, int]) -> lm.Match | None:
         """``landmarks.match`` of packed clips ``a`` and ``b`` at their most-voted candidate offsets."""
-        top = sorted(offsets, key=lambda o: -offsets[o])[:5]
+        top = lm.top_offsets(offsets, self.params)
         return lm.match(lm.Fingerprint.from_items(a), lm.Fingerprint.from_items(b), self.params, offsets=top)
 
     def best_known(self, arrays: list[np.ndarray]) -> dict[int, tuple[str, lm.Match]]:

@@ -318,16 +318,31 @@ def _seconds(frames: np.ndarray, lo: int, n_seconds: int) -> int:
     return len(np.unique(((frames - lo) * FRAME_S).astype(np.int64).clip(0, n_seconds - 1))) if len(frames) else 0
 
 
+def top_offsets(votes: dict[int, int], params: MatchParams = MatchParams(), k: int = 6) -> list[int]:
+    """The ``k`` most-voted offsets at least two tolerances apart.
+
+    A voice-over both clips share piles hundreds of votes on one offset and its neighbours; the
+    music's own offset, with a few dozen, must still be among the candidates checked.
+    """
+    chosen: list[int] = []
+    for o in sorted(votes, key=lambda o: (-votes[o], o)):
+        if all(abs(o - c) > 2 * params.tolerance for c in chosen):
+            chosen.append(o)
+            if len(chosen) == k:
+                break
+    return chosen
+
+
 def match(a: Fingerprint, b: Fingerprint, params: MatchParams = MatchParams(),
           offsets: list[int] | None = None) -> Match | None:
     """The best offset of ``b`` in ``a`` that ``is_match`` accepts, else the most-voted one; None
-    without shared hashes. ``offsets``: the candidates (default: the five most voted)."""
+    without shared hashes. ``offsets``: the candidates (default: ``top_offsets`` of the votes)."""
     off, ia, ib = _pairs(a.hashes, b.hashes)
     if not len(off):
         return None
     if offsets is None:
         cand, counts = np.unique(off, return_counts=True)
-        offsets = cand[np.argsort(-counts)[:5]].tolist()
+        offsets = top_offsets(dict(zip(cand.tolist(), counts.tolist(), strict=True)), params)
     found = [_at_offset(a, b, off, ia, o, params) for o in offsets]
     accepted = [m for m in found if is_match(m, params)]
     return max(accepted or found, key=lambda m: (m.votes, m.seconds))
