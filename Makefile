@@ -39,7 +39,7 @@ TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pipelines.cli doctor
-	$(BIN)/python -m pytest -q --timeout=1800 --durations=25 -n $(TEST_WORKERS) --dist loadgroup tests
+	$(BIN)/python -m pytest -q --timeout=1800 --durations=25 -n $(TEST_WORKERS) tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slow" tests

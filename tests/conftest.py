@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,13 +136,26 @@ def labels_benchmark():
 
 # ---- two workers (pytest-xdist, ``make test``) ----------------------------------------------
 
-_RAY_FIXTURES = {"session_ray_cluster", "ray_address", "ray_driver"}
+_RAY_USE = re.compile(r"\b(session_ray_cluster|ray_address|ray_driver)\b|pytest\.mark\.ray\b")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for ``--dist loadgroup``: every test on the session's Ray cluster runs on one
-    worker (one cluster per session, not one per worker), and the other tests of a module stay
-    together on one worker, so its module fixtures (corpora, models) are built once."""
-    for item in items:
-        on_ray = item.get_closest_marker("ray") is not None or _RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("ray" if on_ray else item.nodeid.split("::")[0]))
+def _ray_modules() -> set[str]:
+    """Test modules that use the session's Ray cluster (read from their source: the scheduler runs
+    in the controller, which does not collect the tests)."""
+    here = Path(__file__).resolve().parent
+    return {f"tests/{p.name}" for p in here.glob("test_*.py") if _RAY_USE.search(p.read_text(encoding="utf-8"))}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with one scope per module, except that every module using Ray shares one
+    scope: a module's fixtures (corpora, models) are built once and there is one Ray cluster per run."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    ray_modules = _ray_modules()
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if module in ray_modules else module
+
+    return ModuleScheduling(config, log)
