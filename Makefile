@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 install: setup
 
 # Three pytest workers on the 2 cores (each waits on subprocesses, Ray and files part of the time:
-# 577 s against 762 s with two, fresh clone, cold test cache); a module's tests stay on one worker,
+# 577 s on a fresh clone with a cold test cache; two took 762 s with a warm one); a module's tests stay on one worker,
 # the Ray tests on one (tests/conftest.py). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 3
 
