@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -145,7 +144,6 @@ class StageWorker:
         self.stage = stage
         self.parts = parts
         self.tag = uuid.uuid4().hex[:8]
-        self.seq = 0
         self.pid = os.getpid()
         stage.setup()
 
@@ -159,16 +157,8 @@ class StageWorker:
                 r["error"] = r["error"] or "no status returned"
         if self.parts is None:
             return out
-        # time first: parts are read in name order, the newest row of a key wins
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.tag}-{self.seq:06d}"
-        self.seq += 1
-        return self.store(out, name)
-
-    def store(self, rows: list[dict], name: str) -> list[dict]:
-        """Write ``rows`` as the part ``name``; their ``{key, status, error}``."""
-        assert self.parts is not None
-        write_part(self.parts.manifest, self.parts.kind, rows, name)
-        return summaries(self.stage, rows)
+        write_part(self.parts.manifest, self.parts.kind, out, self.tag)  # the part writer orders the parts
+        return summaries(self.stage, out)
 
     def _process(self, rows: list[dict]) -> list[dict]:
         try:
